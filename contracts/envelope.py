@@ -1,0 +1,87 @@
+"""The envelope every Baton message travels in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+
+class Payload(BaseModel):
+    """Base of every event and command payload.
+
+    ``TYPE`` and ``VERSION`` name the payload on the wire; ``TOPIC`` is where it flows.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = ""
+
+
+class Envelope(BaseModel):
+    """One message: identity, causality and a typed payload.
+
+    ``run_id`` is the Kafka key for everything about a run, so one partition (and
+    so one coordinator replica) sees a run's messages in order.  Upstream record
+    changes have no run yet; they are keyed by ``key`` (object type and record id).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str = Field(min_length=1, max_length=100)
+    type: str = Field(min_length=1, max_length=100)
+    schema_version: int = Field(ge=1)
+    occurred_at: datetime
+    run_id: str | None = Field(default=None, max_length=100)
+    key: str | None = Field(default=None, max_length=300)
+    correlation_id: str = Field(min_length=1, max_length=100)
+    causation_id: str | None = Field(default=None, max_length=100)
+    producer: str = Field(min_length=1, max_length=100)
+    payload: SerializeAsAny[Payload]
+
+    @property
+    def partition_key(self) -> str:
+        return self.run_id or self.key or self.event_id
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_event(
+    payload: Payload,
+    *,
+    producer: str,
+    run_id: str | None = None,
+    key: str | None = None,
+    cause: Envelope | None = None,
+    occurred_at: datetime | None = None,
+    event_id: str | None = None,
+) -> Envelope:
+    """Build an envelope; ``cause`` carries the correlation id forward.
+
+    ``event_id`` may be given to make the id deterministic (derived from the cause),
+    which is what makes a re-run handler emit the same ids and so stay idempotent.
+    """
+    eid = event_id or new_event_id()
+    return Envelope(
+        event_id=eid,
+        type=payload.TYPE,
+        schema_version=payload.VERSION,
+        occurred_at=occurred_at or (cause.occurred_at if cause else datetime.now(UTC)),
+        run_id=run_id if run_id is not None else (cause.run_id if cause else None),
+        key=key,
+        correlation_id=cause.correlation_id if cause else eid,
+        causation_id=cause.event_id if cause else None,
+        producer=producer,
+        payload=payload,
+    )
+
+
+def derived_id(cause_id: str, *parts: Any) -> str:
+    """A deterministic event id for the n-th effect of a cause (idempotent re-runs)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, ":".join([cause_id, *map(str, parts)])).hex

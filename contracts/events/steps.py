@@ -1,0 +1,53 @@
+"""steps.dispatch and steps.outcomes: background work and every step's result."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from contracts.envelope import Payload
+from contracts.topics import STEPS_DISPATCH, STEPS_OUTCOMES
+
+
+class StepRequested(Payload):
+    """Run a background step's action once more (``attempt`` counts from 1)."""
+
+    TYPE = "StepRequested"
+    TOPIC = STEPS_DISPATCH
+
+    orchestration: str
+    version: int
+    stage: str
+    step: str
+    attempt: int = Field(ge=1)
+    action: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    idempotency_key: str
+
+
+class StepCompleted(Payload):
+    """A step finished; ``outputs`` become visible to later conditions and steps."""
+
+    TYPE = "StepCompleted"
+    TOPIC = STEPS_OUTCOMES
+
+    step: str
+    attempt: int = Field(ge=1)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    completed_by: str = "system"
+    decision: Literal["approved", "rejected"] | None = None
+    comment: str = ""
+
+
+class StepFailed(Payload):
+    """A step's attempt failed.  ``retryable`` lets the coordinator schedule another."""
+
+    TYPE = "StepFailed"
+    TOPIC = STEPS_OUTCOMES
+
+    step: str
+    attempt: int = Field(ge=1)
+    error: str = Field(max_length=4000)
+    retryable: bool = True

@@ -1,0 +1,26 @@
+"""Upcasters: turn an older payload version into the next one, at the edge.
+
+Each function takes the payload dict of version N and returns version N+1.  A
+consumer receiving version N applies them in a chain, so handlers see only the
+newest model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+PayloadDict = dict[str, Any]
+
+
+def upcast_start_run_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """StartRun v1 named the orchestration ``orchestration_name`` and its inputs ``variables``."""
+    return {
+        "orchestration": payload["orchestration_name"],
+        "inputs": payload.get("variables", {}),
+    }
+
+
+UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
+    ("StartRun", 1): upcast_start_run_v1_v2,
+}

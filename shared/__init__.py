@@ -1,0 +1,1 @@
+"""Code every Baton service shares: the definition language, settings and adapters."""

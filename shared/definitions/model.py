@@ -1,0 +1,172 @@
+"""The shape of an orchestration definition (YAML or JSON), as pydantic models.
+
+Structural rules live here (types, required fields, ranges).  Cross-references
+(unknown steps, cycles, expressions) are checked by ``validate.py`` so that every
+error carries its path in the document.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.definitions.durations import Duration
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepKind(StrEnum):
+    BACKGROUND = "background"
+    INTERACTIVE = "interactive"
+    APPROVAL = "approval"
+
+
+class Assignee(StrictModel):
+    """Exactly one of the fields: whom a work item goes to."""
+
+    user: str | None = None
+    group: str | None = None
+    queue: str | None = None
+    record_field: str | None = None
+    manager_of: str | None = Field(
+        default=None, description="a user id, or 'record.<field>' naming one"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Assignee:
+        given = [k for k, v in self.model_dump().items() if v]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of user, group, queue, record_field, manager_of"
+                f" (got {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k, v in self.model_dump().items() if v)
+
+    @property
+    def value(self) -> str:
+        return str(getattr(self, self.kind))
+
+
+class Retries(StrictModel):
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff: Duration = timedelta(seconds=1)
+    max_backoff: Duration = timedelta(minutes=5)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+
+
+class EscalationSpec(StrictModel):
+    after_due: Duration = timedelta(0)
+    action: Literal["reassign_to_manager", "release_to_group", "notify"] = "reassign_to_manager"
+    group: str | None = None
+
+
+class Step(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: StepKind = StepKind.BACKGROUND
+    title: str | None = None
+    # background
+    action: str | None = None
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="values, or '${expr}' templates evaluated against the run when dispatched",
+    )
+    outputs: list[str] = Field(
+        default_factory=list, description="names of the outputs later conditions may read"
+    )
+    timeout: Duration = timedelta(seconds=30)
+    retries: Retries = Retries()
+    # interactive / approval
+    assignee: Assignee | None = None
+    form: dict[str, Any] | None = Field(default=None, description="JSON Schema for the input")
+    due: Duration | None = None
+    reminders_before_due: list[Duration] = Field(default_factory=list)
+    reminders_after_due: list[Duration] = Field(default_factory=list)
+    escalation: EscalationSpec | None = None
+    # scheduling inside the stage
+    after: list[str] = Field(default_factory=list, description="start when these are completed")
+    when: str | None = Field(default=None, description="CEL: start only when this holds")
+    sla: Duration | None = Field(default=None, description="stuck when in progress longer")
+    optional: bool = Field(default=False, description="a failure does not fail the stage")
+
+
+class Decision(StrictModel):
+    """After the stage: when ``when`` holds, go to ``goto`` (a stage name) or ``end`` the run."""
+
+    when: str = "true"
+    goto: str | None = None
+    end: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Decision:
+        if bool(self.goto) == self.end:
+            raise ValueError("a decision needs exactly one of 'goto: <stage>' or 'end: true'")
+        return self
+
+
+class FaultPath(StrictModel):
+    """What a stage does when a step fails after its retries: go to a stage, or Error."""
+
+    goto: str | None = None
+
+
+class Stage(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    entry: str | None = Field(default=None, description="CEL; false skips the stage")
+    exit: str | None = Field(default=None, description="CEL; default: all steps are done")
+    steps: list[Step] = Field(min_length=1)
+    decisions: list[Decision] = Field(default_factory=list)
+    on_fault: FaultPath | None = None
+    sla: Duration | None = None
+
+
+class RecordTrigger(StrictModel):
+    object: str = Field(min_length=1)
+    on: list[Literal["created", "updated", "deleted"]] = Field(
+        default_factory=lambda: ["created", "updated"], min_length=1
+    )
+    when: str | None = Field(default=None, description="CEL over 'new' and 'old'")
+
+
+class Trigger(StrictModel):
+    record: RecordTrigger | None = None
+    at_most_one_active_per_record: bool = False
+
+
+class InputSpec(StrictModel):
+    type: Literal["string", "number", "integer", "boolean", "object", "array"] = "string"
+    required: bool = False
+    default: Any = None
+
+
+class Definition(StrictModel):
+    """One version of an orchestration.  ``version`` is given by publishing, not by authors."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    version: int = Field(default=0, ge=0)
+    description: str = ""
+    trigger: Trigger = Trigger()
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    record_fields: dict[str, str] | None = Field(
+        default=None, description="declared record fields (name -> type); checked when given"
+    )
+    stages: list[Stage] = Field(min_length=1)
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def stage_index(self, name: str) -> int:
+        return next(i for i, s in enumerate(self.stages) if s.name == name)
+
+    def step(self, stage: str, step: str) -> Step:
+        return next(s for s in self.stage(stage).steps if s.name == step)
