@@ -130,11 +130,16 @@ class Stage(StrictModel):
     sla: Duration | None = None
 
 
+RecordChange = Literal["created", "updated", "deleted"]
+
+
+def _created_or_updated() -> list[RecordChange]:
+    return ["created", "updated"]
+
+
 class RecordTrigger(StrictModel):
     object: str = Field(min_length=1)
-    on: list[Literal["created", "updated", "deleted"]] = Field(
-        default_factory=lambda: ["created", "updated"], min_length=1
-    )
+    on: list[RecordChange] = Field(default_factory=_created_or_updated, min_length=1)
     when: str | None = Field(default=None, description="CEL over 'new' and 'old'")
 
 

@@ -1,0 +1,1 @@
+"""Infrastructure: the embedded Kafka and MongoDB servers, topics, and deployment files."""

@@ -1,0 +1,1 @@
+"""Baton services: one package per process."""

@@ -1,0 +1,1 @@
+"""The stage-coordinator: the only writer of a run."""

@@ -1,0 +1,1 @@
+"""Pure core of the stage-coordinator: decide and evolve, no I/O."""

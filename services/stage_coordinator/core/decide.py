@@ -1,0 +1,259 @@
+"""decide(run, message, context) -> Transition | Rejection: the coordinator's processor.
+
+It reads the run, checks the transition tables, applies domain events to a private
+copy and collects the messages to publish; it performs no I/O and reads no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from contracts.envelope import Payload
+from contracts.events import commands as cmd
+from contracts.events import runs as run_events
+from contracts.events.steps import StepCompleted, StepFailed
+from services.stage_coordinator.core import events as ev
+from services.stage_coordinator.core.advance import (
+    SET_VARIABLES_ACTION,
+    advance,
+    discontinue,
+    retry_delay,
+    start_step,
+)
+from services.stage_coordinator.core.migrate import migrate
+from services.stage_coordinator.core.state import STEP_ACTIVE, Run, RunStatus, StepStatus, Timer
+from services.stage_coordinator.core.transition import InvalidMove, Rejection, Transition
+from shared.definitions import Definition, StepKind
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a decision may know besides the run: its id, the time, who asked, definitions."""
+
+    run_id: str
+    now: datetime
+    definition: Definition
+    actor: str = "system"
+    target_definition: Definition | None = None
+
+
+Handler = Callable[[Transition, Any, Context], None]
+
+
+def decide(run: Run | None, message: Payload, context: Context) -> Transition | Rejection:
+    handler = _HANDLERS.get(type(message))
+    if handler is None:
+        return Rejection(f"the coordinator does not handle {message.TYPE}")
+    if run is None and not isinstance(message, cmd.StartRun):
+        return Rejection(f"{message.TYPE} for unknown run {context.run_id}")
+    working = run.model_copy(deep=True) if run is not None else None
+    t = Transition(definition=context.definition, now=context.now, actor=context.actor, run=working)
+    try:
+        handler(t, message, context)
+    except InvalidMove as exc:
+        return Rejection(str(exc))
+    return t
+
+
+def _start(t: Transition, message: cmd.StartRun, context: Context) -> None:
+    if t.run is not None:
+        raise InvalidMove(f"run {context.run_id} exists already")
+    definition = context.definition
+    inputs = {
+        name: spec.default for name, spec in definition.inputs.items() if spec.default is not None
+    }
+    inputs.update(message.inputs)
+    missing = [n for n, s in definition.inputs.items() if s.required and n not in inputs]
+    if missing:
+        raise InvalidMove(f"missing required inputs: {', '.join(missing)}")
+    record = message.record
+    t.apply(
+        ev.RunCreated(
+            at=t.now,
+            actor=message.requested_by,
+            run_id=context.run_id,
+            orchestration=definition.name,
+            version=definition.version,
+            inputs=inputs,
+            record=dict(record.fields) if record else {},
+            record_key=f"{record.object_type}:{record.record_id}" if record else None,
+            stages=[s.name for s in definition.stages],
+            steps=[(s.name, st.name, st.kind.value) for s in definition.stages for st in s.steps],
+        )
+    )
+    t.send(run_events.RunStarted(inputs=inputs, **t.run_event_fields()))
+    advance(t)
+
+
+def _completed(t: Transition, message: StepCompleted, context: Context) -> None:
+    step = _expect_attempt(t, message.step, message.attempt)
+    t.check_step(step.name, StepStatus.COMPLETED)
+    step_def = t.definition.step(step.stage, step.name)
+    outputs = dict(message.outputs)
+    if step_def.kind is StepKind.APPROVAL:
+        outputs.setdefault("decision", message.decision)
+        outputs.setdefault("comment", message.comment)
+    t.apply(
+        ev.StepSucceeded(
+            at=t.now,
+            actor=message.completed_by,
+            step=step.name,
+            outputs=outputs,
+            decision=message.decision,
+            comment=message.comment or None,
+            merge_into_vars=step_def.action == SET_VARIABLES_ACTION,
+        )
+    )
+    advance(t)
+
+
+def _failed(t: Transition, message: StepFailed, context: Context) -> None:
+    step = _expect_attempt(t, message.step, message.attempt)
+    step_def = t.definition.step(step.stage, step.name)
+    if message.retryable and step.attempt < step_def.retries.max_attempts:
+        t.check_step(step.name, StepStatus.WAITING_RETRY)
+        due = t.now + retry_delay(t, step_def, step.attempt)
+        timer = Timer(
+            id=f"retry:{step.name}:{step.attempt}", due_at=due, purpose="retry", step=step.name
+        )
+        t.apply(
+            ev.StepRetryScheduled(at=t.now, step=step.name, error=message.error, timer=timer)
+        )
+        return
+    t.check_step(step.name, StepStatus.FAILED)
+    t.apply(ev.StepFailed(at=t.now, step=step.name, error=message.error))
+    advance(t)
+
+
+def _expect_attempt(t: Transition, name: str, attempt: int) -> Any:
+    run = t.current
+    step = run.steps.get(name)
+    if step is None:
+        raise InvalidMove(f"run has no step {name!r}")
+    if step.status is not StepStatus.IN_PROGRESS or step.attempt != attempt:
+        raise InvalidMove(
+            f"stale outcome for {name!r} attempt {attempt} (step is {step.status},"
+            f" attempt {step.attempt})"
+        )
+    if not run.active:
+        raise InvalidMove(f"the run is {run.status}")
+    return step
+
+
+def _timer(t: Transition, message: cmd.TimerFired, context: Context) -> None:
+    run = t.current
+    timer = next((x for x in run.timers if x.id == message.timer_id), None)
+    if timer is None:
+        raise InvalidMove(f"timer {message.timer_id} is no longer set")
+    t.apply(ev.TimerCleared(at=t.now, timer_id=timer.id))
+    step = run.steps.get(timer.step or "")
+    if step is None or run.status is not RunStatus.RUNNING:
+        return
+    if timer.purpose == "retry" and step.status is StepStatus.WAITING_RETRY:
+        start_step(t, step.name)
+    elif timer.purpose == "wait" and step.status is StepStatus.IN_PROGRESS:
+        t.check_step(step.name, StepStatus.COMPLETED)
+        t.apply(ev.StepSucceeded(at=t.now, step=step.name, outputs={"waited_until": str(t.now)}))
+    advance(t)
+
+
+def _cancel(t: Transition, message: cmd.CancelRun, context: Context) -> None:
+    run = t.current
+    if not run.active:
+        raise InvalidMove(f"a {run.status} run cannot be canceled")
+    for step in list(run.steps.values()):
+        if step.status in STEP_ACTIVE:
+            discontinue(t, step, "the run was canceled")
+    t.move_run(RunStatus.CANCELED, message.reason)
+    t.send(run_events.RunCanceled(reason=message.reason, **t.run_event_fields()))
+
+
+def _suspend(t: Transition, message: cmd.SuspendRun, context: Context) -> None:
+    t.move_run(RunStatus.SUSPENDED, message.reason)
+    t.send(run_events.RunSuspended(**t.run_event_fields()))
+
+
+def _resume(t: Transition, message: cmd.ResumeRun, context: Context) -> None:
+    if t.current.status is not RunStatus.SUSPENDED:
+        raise InvalidMove(f"only a suspended run can be resumed; this one is {t.current.status}")
+    t.move_run(RunStatus.RUNNING, message.reason)
+    t.send(run_events.RunResumed(**t.run_event_fields()))
+    _restart_due_retries(t)
+    advance(t)
+
+
+def _restart_due_retries(t: Transition) -> None:
+    """Timers that fired while suspended were dropped; restart those steps now."""
+    run = t.current
+    for step in list(run.steps.values()):
+        if step.status is StepStatus.WAITING_RETRY and not any(
+            x.step == step.name for x in run.timers
+        ):
+            start_step(t, step.name)
+
+
+def _retry(t: Transition, message: cmd.RetryStep, context: Context) -> None:
+    run = t.current
+    step = run.steps.get(message.step)
+    if step is None:
+        raise InvalidMove(f"run has no step {message.step!r}")
+    if step.status not in (StepStatus.FAILED, StepStatus.WAITING_RETRY):
+        raise InvalidMove(f"step {step.name!r} is {step.status}; only a failed step is retried")
+    if run.status not in (RunStatus.ERROR, RunStatus.RUNNING):
+        raise InvalidMove(f"a {run.status} run cannot retry steps")
+    if step.stage != run.stage:
+        raise InvalidMove(f"step {step.name!r} is not in the current stage {run.stage!r}")
+    t.apply(ev.StepReset(at=t.now, actor=message.requested_by, step=step.name))
+    if run.status is RunStatus.ERROR:
+        t.move_run(RunStatus.RUNNING, f"retry of {step.name} by {message.requested_by}")
+    advance(t)
+
+
+def _skip(t: Transition, message: cmd.SkipStep, context: Context) -> None:
+    run = t.current
+    step = run.steps.get(message.step)
+    if step is None:
+        raise InvalidMove(f"run has no step {message.step!r}")
+    if step.stage != run.stage:
+        raise InvalidMove(f"step {step.name!r} is not in the current stage {run.stage!r}")
+    if step.status in STEP_ACTIVE and step.kind != StepKind.BACKGROUND.value:
+        discontinue(t, step, f"skipped by {message.requested_by}")
+        t.apply(ev.StepReset(at=t.now, actor=message.requested_by, step=step.name))
+    t.check_step(step.name, StepStatus.SKIPPED)
+    t.apply(
+        ev.StepSkipped(
+            at=t.now,
+            actor=message.requested_by,
+            step=step.name,
+            reason=message.reason or "skipped by an operator",
+            outputs=message.outputs,
+        )
+    )
+    if run.status is RunStatus.ERROR:
+        t.move_run(RunStatus.RUNNING, f"skip of {step.name} by {message.requested_by}")
+    advance(t)
+
+
+def _migrate(t: Transition, message: cmd.MigrateRun, context: Context) -> None:
+    if context.target_definition is None:
+        raise InvalidMove(f"version {message.to_version} of {t.current.orchestration} is unknown")
+    migrate(t, context.target_definition, message.requested_by)
+    t.definition = context.target_definition
+    advance(t)
+
+
+_HANDLERS: dict[type[Payload], Handler] = {
+    cmd.StartRun: _start,
+    StepCompleted: _completed,
+    StepFailed: _failed,
+    cmd.TimerFired: _timer,
+    cmd.CancelRun: _cancel,
+    cmd.SuspendRun: _suspend,
+    cmd.ResumeRun: _resume,
+    cmd.RetryStep: _retry,
+    cmd.SkipStep: _skip,
+    cmd.MigrateRun: _migrate,
+}

@@ -1,0 +1,186 @@
+"""evolve(run, event): the only code that changes a run's state.
+
+Appliers trust the decider: it checked the transition tables before emitting.  They
+mutate the run they are given (the shell hands them a private copy) and return it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import singledispatch
+
+from services.stage_coordinator.core import events as ev
+from services.stage_coordinator.core.state import (
+    Run,
+    RunStatus,
+    StageState,
+    StageStatus,
+    StepState,
+    StepStatus,
+)
+
+
+def create(event: ev.RunCreated) -> Run:
+    return Run(
+        id=event.run_id,
+        orchestration=event.orchestration,
+        version=event.version,
+        record=event.record,
+        record_key=event.record_key,
+        inputs=event.inputs,
+        vars=dict(event.inputs),
+        stages={name: StageState(name=name) for name in event.stages},
+        steps={name: StepState(name=name, stage=stage, kind=kind) for stage, name, kind in event.steps},
+        started_by=event.actor,
+        created_at=event.at,
+        updated_at=event.at,
+    )
+
+
+def replay(history: Iterable[ev.RunEvent]) -> Run:
+    items = iter(history)
+    first = next(items)
+    if not isinstance(first, ev.RunCreated):
+        raise ValueError("a run's history starts with RunCreated")
+    run = create(first)
+    for event in items:
+        run = evolve(run, event)
+    return run
+
+
+def evolve(run: Run, event: ev.RunEvent) -> Run:
+    _apply(event, run)
+    run.updated_at = max(run.updated_at, event.at)
+    return run
+
+
+@singledispatch
+def _apply(event: ev.RunEvent, run: Run) -> None:
+    raise TypeError(f"no applier for {type(event).__name__}")
+
+
+def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return _apply.register(cls)
+
+
+@_on(ev.StageEntered)
+def _stage_entered(event: ev.StageEntered, run: Run) -> None:
+    stage = run.stages[event.stage]
+    stage.status = StageStatus.IN_PROGRESS
+    stage.started_at = event.at
+    stage.finished_at = None
+    stage.visits += 1
+    run.stage = event.stage
+    run.stage_entries += 1
+
+
+@_on(ev.StageSkipped)
+def _stage_skipped(event: ev.StageSkipped, run: Run) -> None:
+    stage = run.stages[event.stage]
+    stage.status = StageStatus.SKIPPED
+    stage.finished_at = event.at
+
+
+@_on(ev.StageFinished)
+def _stage_finished(event: ev.StageFinished, run: Run) -> None:
+    stage = run.stages[event.stage]
+    stage.status = StageStatus(event.status)
+    stage.finished_at = event.at
+
+
+@_on(ev.StepStarted)
+def _step_started(event: ev.StepStarted, run: Run) -> None:
+    step = run.steps[event.step]
+    step.status = StepStatus.IN_PROGRESS
+    step.attempt = event.attempt
+    step.started_at = event.at
+    step.finished_at = None
+    step.error = None
+
+
+@_on(ev.StepSucceeded)
+def _step_succeeded(event: ev.StepSucceeded, run: Run) -> None:
+    step = run.steps[event.step]
+    step.status = StepStatus.COMPLETED
+    step.finished_at = event.at
+    step.outputs = event.outputs
+    step.completed_by = event.actor
+    step.decision = event.decision
+    step.comment = event.comment
+    if event.merge_into_vars:
+        run.vars.update(event.outputs)
+
+
+@_on(ev.StepRetryScheduled)
+def _step_retry(event: ev.StepRetryScheduled, run: Run) -> None:
+    step = run.steps[event.step]
+    step.status = StepStatus.WAITING_RETRY
+    step.error = event.error
+    run.timers.append(event.timer)
+
+
+@_on(ev.StepFailed)
+def _step_failed(event: ev.StepFailed, run: Run) -> None:
+    step = run.steps[event.step]
+    step.status = StepStatus.FAILED
+    step.error = event.error
+    step.finished_at = event.at
+
+
+@_on(ev.StepSkipped)
+def _step_skipped(event: ev.StepSkipped, run: Run) -> None:
+    step = run.steps[event.step]
+    step.status = StepStatus.SKIPPED
+    step.finished_at = event.at
+    step.outputs = event.outputs
+    step.error = None
+    step.completed_by = event.actor
+
+
+@_on(ev.StepCanceled)
+def _step_canceled(event: ev.StepCanceled, run: Run) -> None:
+    step = run.steps[event.step]
+    step.status = StepStatus.CANCELED
+    step.finished_at = event.at
+    run.timers = [t for t in run.timers if t.step != event.step]
+
+
+@_on(ev.StepReset)
+def _step_reset(event: ev.StepReset, run: Run) -> None:
+    old = run.steps[event.step]
+    run.steps[event.step] = StepState(name=old.name, stage=old.stage, kind=old.kind, attempt=old.attempt)
+    run.timers = [t for t in run.timers if t.step != event.step]
+
+
+@_on(ev.TimerScheduled)
+def _timer_scheduled(event: ev.TimerScheduled, run: Run) -> None:
+    run.timers.append(event.timer)
+
+
+@_on(ev.TimerCleared)
+def _timer_cleared(event: ev.TimerCleared, run: Run) -> None:
+    run.timers = [t for t in run.timers if t.id != event.timer_id]
+
+
+@_on(ev.RunStatusChanged)
+def _run_status(event: ev.RunStatusChanged, run: Run) -> None:
+    run.status = event.status
+    if event.status is RunStatus.ERROR:
+        run.error = event.reason
+    elif event.status is RunStatus.RUNNING:
+        run.error = None
+    if event.status in (RunStatus.COMPLETED, RunStatus.CANCELED):
+        run.finished_at = event.at
+        run.timers = []
+        if event.status is RunStatus.CANCELED:
+            run.error = event.reason or None
+
+
+@_on(ev.RunMigrated)
+def _run_migrated(event: ev.RunMigrated, run: Run) -> None:
+    run.version = event.to_version
+    for name in event.removed_steps:
+        run.steps.pop(name, None)
+    for stage, name, kind in event.added_steps:
+        run.stages.setdefault(stage, StageState(name=stage))
+        run.steps[name] = StepState(name=name, stage=stage, kind=kind)

@@ -1,0 +1,154 @@
+"""A run's state, and the one transition table per entity (run, stage, step)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    ERROR = "error"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+
+
+class StageStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    SKIPPED = "skipped"
+    FAULTED = "faulted"
+    DISCONTINUED = "discontinued"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    WAITING_RETRY = "waiting_retry"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.SUSPENDED, RunStatus.ERROR, RunStatus.COMPLETED, RunStatus.CANCELED}
+    ),
+    RunStatus.SUSPENDED: frozenset({RunStatus.RUNNING, RunStatus.CANCELED}),
+    RunStatus.ERROR: frozenset({RunStatus.RUNNING, RunStatus.CANCELED}),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.CANCELED: frozenset(),
+}
+
+STAGE_TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
+    StageStatus.PENDING: frozenset({StageStatus.IN_PROGRESS, StageStatus.SKIPPED}),
+    StageStatus.IN_PROGRESS: frozenset(
+        {StageStatus.COMPLETED, StageStatus.FAULTED, StageStatus.DISCONTINUED}
+    ),
+    # A decision may send the run back to a finished stage: it starts over.
+    StageStatus.COMPLETED: frozenset({StageStatus.IN_PROGRESS, StageStatus.SKIPPED}),
+    StageStatus.SKIPPED: frozenset({StageStatus.IN_PROGRESS, StageStatus.SKIPPED}),
+    StageStatus.FAULTED: frozenset({StageStatus.IN_PROGRESS, StageStatus.SKIPPED}),
+    StageStatus.DISCONTINUED: frozenset({StageStatus.IN_PROGRESS, StageStatus.SKIPPED}),
+}
+
+_STEP_RESTART = frozenset({StepStatus.PENDING})
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    StepStatus.PENDING: frozenset(
+        {StepStatus.IN_PROGRESS, StepStatus.SKIPPED, StepStatus.CANCELED}
+    ),
+    StepStatus.IN_PROGRESS: frozenset(
+        {
+            StepStatus.COMPLETED,
+            StepStatus.FAILED,
+            StepStatus.WAITING_RETRY,
+            StepStatus.CANCELED,
+            StepStatus.SKIPPED,
+        }
+    ),
+    StepStatus.WAITING_RETRY: frozenset(
+        {StepStatus.IN_PROGRESS, StepStatus.CANCELED, StepStatus.SKIPPED}
+    ),
+    # Terminal for this visit of the stage; a stage re-entry or an operator retry resets them.
+    StepStatus.COMPLETED: _STEP_RESTART,
+    StepStatus.FAILED: _STEP_RESTART | {StepStatus.SKIPPED},
+    StepStatus.SKIPPED: _STEP_RESTART,
+    StepStatus.CANCELED: _STEP_RESTART,
+}
+
+STEP_DONE = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
+STEP_SETTLED = STEP_DONE | {StepStatus.FAILED, StepStatus.CANCELED}
+STEP_ACTIVE = frozenset({StepStatus.IN_PROGRESS, StepStatus.WAITING_RETRY})
+RUN_ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.SUSPENDED, RunStatus.ERROR})
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class StepState(Model):
+    name: str
+    stage: str
+    kind: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    completed_by: str | None = None
+    decision: str | None = None
+    comment: str | None = None
+
+
+class StageState(Model):
+    name: str
+    status: StageStatus = StageStatus.PENDING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    visits: int = 0
+
+
+class Timer(Model):
+    id: str
+    due_at: datetime
+    purpose: str  # "retry" | "wait"
+    step: str | None = None
+    epoch: int = 0
+
+
+class Run(Model):
+    """One run, as stored: one document, one writer, guarded by ``revision``."""
+
+    id: str
+    orchestration: str
+    version: int
+    status: RunStatus = RunStatus.RUNNING
+    record: dict[str, Any] = Field(default_factory=dict)
+    record_key: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    stage: str | None = None
+    stages: dict[str, StageState] = Field(default_factory=dict)
+    steps: dict[str, StepState] = Field(default_factory=dict)
+    timers: list[Timer] = Field(default_factory=list)
+    started_by: str = "system"
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    stage_entries: int = 0
+    revision: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status in RUN_ACTIVE
+
+    def steps_of(self, stage: str) -> list[StepState]:
+        return [s for s in self.steps.values() if s.stage == stage]

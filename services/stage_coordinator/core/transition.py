@@ -1,0 +1,113 @@
+"""The working state of one decision: a run copy, the events applied to it, messages out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from contracts.envelope import Payload
+from services.stage_coordinator.core import events as ev
+from services.stage_coordinator.core.evolve import create, evolve
+from services.stage_coordinator.core.state import (
+    RUN_TRANSITIONS,
+    STAGE_TRANSITIONS,
+    STEP_TRANSITIONS,
+    Run,
+    RunStatus,
+    StageStatus,
+    StepStatus,
+)
+from shared.definitions import Definition
+
+MAX_ADVANCE_ITERATIONS = 500
+MAX_STAGE_ENTRIES = 200
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A command that cannot apply to the run as it is; nothing changes."""
+
+    reason: str
+
+
+class InvalidMove(Exception):
+    """Raised inside a decision when a transition table forbids a move; becomes a Rejection."""
+
+
+@dataclass
+class Transition:
+    """Applies events to a private run copy as they are decided, and collects messages."""
+
+    definition: Definition
+    now: datetime
+    actor: str
+    run: Run | None = None
+    events: list[ev.RunEvent] = field(default_factory=list)
+    messages: list[Payload] = field(default_factory=list)
+
+    @property
+    def current(self) -> Run:
+        if self.run is None:
+            raise InvalidMove("the run does not exist")
+        return self.run
+
+    def apply(self, event: ev.RunEvent) -> None:
+        if isinstance(event, ev.RunCreated):
+            self.run = create(event)
+        else:
+            self.run = evolve(self.current, event)
+        self.events.append(event)
+
+    def send(self, payload: Payload) -> None:
+        self.messages.append(payload)
+
+    # Every status change goes through the tables below.
+
+    def move_run(self, status: RunStatus, reason: str = "") -> None:
+        run = self.current
+        if status not in RUN_TRANSITIONS[run.status]:
+            raise InvalidMove(f"a {run.status} run cannot become {status}")
+        self.apply(ev.RunStatusChanged(at=self.now, actor=self.actor, status=status, reason=reason))
+
+    def check_step(self, name: str, to: StepStatus) -> None:
+        step = self.current.steps[name]
+        if to not in STEP_TRANSITIONS[step.status]:
+            raise InvalidMove(f"step {name!r} is {step.status}; it cannot become {to}")
+
+    def check_stage(self, name: str, to: StageStatus) -> None:
+        stage = self.current.stages[name]
+        if to not in STAGE_TRANSITIONS[stage.status]:
+            raise InvalidMove(f"stage {name!r} is {stage.status}; it cannot become {to}")
+
+    def run_event_fields(self) -> dict[str, Any]:
+        run = self.current
+        return {
+            "orchestration": run.orchestration,
+            "version": run.version,
+            "record_key": run.record_key,
+        }
+
+
+def expression_context(run: Run) -> dict[str, Any]:
+    """What conditions and templates see: record, vars, steps, run."""
+    return {
+        "record": run.record,
+        "vars": run.vars,
+        "steps": {
+            s.name: {
+                "status": s.status.value,
+                "outputs": s.outputs,
+                "completed_by": s.completed_by or "",
+                "decision": s.decision or "",
+                "comment": s.comment or "",
+            }
+            for s in run.steps.values()
+        },
+        "run": {
+            "id": run.id,
+            "orchestration": run.orchestration,
+            "version": run.version,
+            "status": run.status.value,
+        },
+    }

@@ -1,0 +1,217 @@
+"""Kafka plumbing: the broker factory, a publisher of envelopes, and batch consumption.
+
+Consumption contract (every service): a batch is parsed at the edge; what cannot be
+parsed goes to the dead-letter topic with the reason; the rest is handed to the
+service's handler, which stores its decisions before it returns.  Offsets are
+committed only after the handler returned.  An infrastructure failure (MongoDB or
+Kafka unreachable) rewinds the batch to be consumed again; any other failure is
+retried, then the batch is split and each message that still fails is dead-lettered
+so that one poison message never blocks a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from pymongo.errors import ConnectionFailure, OperationFailure
+
+from contracts import ContractError, Envelope, encode, headers_of, new_event, parse
+from contracts.events.dlq import DeadLettered
+from contracts.topics import DLQ
+from shared.logs import message_context
+from shared.metrics import ServiceMetrics
+from shared.settings import ServiceSettings
+
+log = logging.getLogger("baton.messaging")
+
+BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def make_broker(settings: ServiceSettings, metrics: ServiceMetrics) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=settings.service_name,
+        enable_idempotence=False,  # the embedded broker rejects it; consumers dedupe by id
+        acks="all",
+        linger_ms=1,
+        request_timeout_ms=30_000,
+        middlewares=[
+            KafkaPrometheusMiddleware(registry=metrics.registry, app_name=settings.service_name)
+        ],
+        logger=logging.getLogger(f"baton.{settings.service_name}.broker"),
+    )
+
+
+class Publisher:
+    """Publishes envelopes keyed by run (or record) with type and version headers."""
+
+    def __init__(self, broker: KafkaBroker, metrics: ServiceMetrics) -> None:
+        self.broker = broker
+        self.metrics = metrics
+
+    async def publish(self, envelopes: Iterable[Envelope]) -> None:
+        futures = []
+        for envelope in envelopes:
+            topic = envelope.payload.TOPIC
+            futures.append(
+                await self.broker.publish(
+                    encode(envelope),
+                    topic=topic,
+                    key=envelope.partition_key.encode(),
+                    headers=headers_of(envelope),
+                    no_confirm=True,
+                )
+            )
+            self.metrics.published.labels(self.metrics.service, topic).inc()
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class BatchConsumer:
+    """Parses, hands over, retries, isolates poison messages and dead-letters them."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        group_id: str,
+        handler: BatchHandler,
+        publisher: Publisher,
+        metrics: ServiceMetrics,
+        settings: ServiceSettings,
+        accepts: Callable[[Envelope], bool] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.group_id = group_id
+        self.handler = handler
+        self.publisher = publisher
+        self.metrics = metrics
+        self.settings = settings
+        self.accepts = accepts
+
+    def register(self, broker: KafkaBroker) -> None:
+        s = self.settings
+
+        @broker.subscriber(
+            self.topic,
+            group_id=self.group_id,
+            batch=True,
+            max_records=s.consumer_max_records,
+            batch_timeout_ms=s.consumer_batch_timeout_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            title=f"{self.group_id}:{self.topic}",
+        )
+        async def consume(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self.consume(records)
+
+    async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        started = time.perf_counter()
+        envelopes: list[Envelope] = []
+        for record in records:
+            try:
+                envelope = parse(record.value or b"")
+            except ContractError as exc:
+                await self.dead_letter(record, f"unparseable: {exc}")
+                continue
+            if self.accepts is not None and not self.accepts(envelope):
+                await self.dead_letter(record, f"{envelope.type} is not handled on {self.topic}")
+                continue
+            self.metrics.messages.labels(self.metrics.service, self.topic, envelope.type).inc()
+            envelopes.append(envelope)
+        if envelopes:
+            await self._handle(envelopes)
+        self.metrics.handler_seconds.labels(self.metrics.service, self.topic).observe(
+            time.perf_counter() - started
+        )
+
+    async def _handle(self, envelopes: list[Envelope]) -> None:
+        error = await self._try(envelopes, self.settings.handler_attempts)
+        if error is None:
+            return
+        # Isolate the poison message: each message on its own, dead-letter what still fails.
+        for envelope in envelopes:
+            single_error = await self._try([envelope], self.settings.handler_attempts)
+            if single_error is not None:
+                await self.dead_letter_envelope(envelope, f"handler failed: {single_error!r}")
+
+    async def _try(self, envelopes: list[Envelope], attempts: int) -> BaseException | None:
+        last: BaseException | None = None
+        for attempt in range(attempts):
+            try:
+                with message_context(envelopes[0].run_id, envelopes[0].correlation_id):
+                    await self.handler(envelopes)
+                return None
+            except INFRASTRUCTURE_ERRORS as exc:
+                self.metrics.handler_errors.labels(self.metrics.service, self.topic, "infra").inc()
+                log.warning("infrastructure error on %s, rewinding: %r", self.topic, exc)
+                await asyncio.sleep(1.0)
+                raise
+            except OperationFailure as exc:
+                if exc.code in (91, 189, 11600, 11602, 13436, 10107):  # shutdown / not primary
+                    raise
+                last = exc
+            except Exception as exc:
+                last = exc
+            self.metrics.handler_errors.labels(self.metrics.service, self.topic, "handler").inc()
+            log.exception("handler failed on %s (attempt %d)", self.topic, attempt + 1)
+            await asyncio.sleep(0.05 * (2**attempt))
+        return last
+
+    async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else None
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        payload = DeadLettered(
+            reason=reason[:8000],
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            consumer_group=self.group_id,
+            original_key=key,
+            original_value_b64=base64.b64encode(record.value or b"").decode(),
+            original_headers=headers,
+        )
+        await self._send_dead_letter(payload, key)
+
+    async def dead_letter_envelope(self, envelope: Envelope, reason: str) -> None:
+        payload = DeadLettered(
+            reason=reason[:8000],
+            source_topic=self.topic,
+            source_partition=-1,
+            source_offset=-1,
+            consumer_group=self.group_id,
+            original_key=envelope.partition_key,
+            original_value_b64=base64.b64encode(encode(envelope)).decode(),
+            original_headers=headers_of(envelope),
+        )
+        await self._send_dead_letter(payload, envelope.partition_key)
+
+    async def _send_dead_letter(self, payload: DeadLettered, key: str | None) -> None:
+        reason_kind = payload.reason.split(":", 1)[0][:40]
+        self.metrics.dead_letters.labels(self.metrics.service, self.topic, reason_kind).inc()
+        log.error("dead-lettered a message from %s: %s", self.topic, payload.reason[:500])
+        await self.publisher.publish([new_event(payload, producer=self.group_id, key=key)])
+
+
+__all__ = ["DLQ", "BatchConsumer", "BatchHandler", "Publisher", "make_broker"]

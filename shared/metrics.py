@@ -1,0 +1,62 @@
+"""Prometheus metrics every service exposes, on one registry per process.
+
+Label sets are bounded: orchestration, stage, step, kind, topic, service — never a
+run id or a user id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ServiceMetrics:
+    """Metrics of the messaging layer shared by all services."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.registry = registry
+        self.service = service
+        self.dead_letters = Counter(
+            "baton_dead_letters_total",
+            "Messages sent to the dead-letter topic",
+            ["service", "topic", "reason"],
+            registry=registry,
+        )
+        self.handler_seconds = Histogram(
+            "baton_handler_seconds",
+            "Time to handle one consumed batch (parse, decide, store, publish)",
+            ["service", "topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.handler_errors = Counter(
+            "baton_handler_errors_total",
+            "Handler failures (retried; infrastructure errors rewind the batch)",
+            ["service", "topic", "kind"],
+            registry=registry,
+        )
+        self.messages = Counter(
+            "baton_messages_consumed_total",
+            "Messages consumed, by type",
+            ["service", "topic", "type"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "baton_messages_published_total",
+            "Messages published, by topic",
+            ["service", "topic"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "baton_outbox_backlog",
+            "Stored events not yet confirmed published (seen by the last outbox sweep)",
+            ["service"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "baton_consumer_lag",
+            "Messages behind the log end, where the broker reports it",
+            ["service", "topic"],
+            registry=registry,
+        )

@@ -1,0 +1,33 @@
+"""Settings shared by every service (environment variables with the BATON_ prefix).
+
+Each service subclasses :class:`ServiceSettings` with its own fields; nothing else in
+Baton reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore")
+
+    service_name: str = "baton"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/?retryWrites=false&maxIdleTimeMS=120000"
+    mongodb_database: str = "baton"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535, description="0 picks the service default")
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    consumer_session_timeout_ms: int = 6000
+    consumer_heartbeat_interval_ms: int = 1000
+    consumer_max_records: int = 200
+    consumer_batch_timeout_ms: int = 5
+    handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
+    outbox_sweep_seconds: float = Field(default=5.0, gt=0)
+    timer_poll_seconds: float = Field(default=0.5, gt=0)
+    admin_token: str | None = Field(
+        default=None, description="a bootstrap admin token accepted by every service's API"
+    )
