@@ -90,7 +90,7 @@ class BatchConsumer:
     def __init__(
         self,
         *,
-        topic: str,
+        topics: Sequence[str],
         group_id: str,
         handler: BatchHandler,
         publisher: Publisher,
@@ -98,7 +98,8 @@ class BatchConsumer:
         settings: ServiceSettings,
         accepts: Callable[[Envelope], bool] | None = None,
     ) -> None:
-        self.topic = topic
+        self.topics = tuple(topics)
+        self.topic = "+".join(self.topics)
         self.group_id = group_id
         self.handler = handler
         self.publisher = publisher
@@ -110,7 +111,7 @@ class BatchConsumer:
         s = self.settings
 
         @broker.subscriber(
-            self.topic,
+            *self.topics,
             group_id=self.group_id,
             batch=True,
             max_records=s.consumer_max_records,
@@ -136,9 +137,9 @@ class BatchConsumer:
                 await self.dead_letter(record, f"unparseable: {exc}")
                 continue
             if self.accepts is not None and not self.accepts(envelope):
-                await self.dead_letter(record, f"{envelope.type} is not handled on {self.topic}")
+                await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}")
                 continue
-            self.metrics.messages.labels(self.metrics.service, self.topic, envelope.type).inc()
+            self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
             envelopes.append(envelope)
         if envelopes:
             await self._handle(envelopes)

@@ -80,6 +80,8 @@ def _start(t: Transition, message: cmd.StartRun, context: Context) -> None:
             inputs=inputs,
             record=dict(record.fields) if record else {},
             record_key=f"{record.object_type}:{record.record_id}" if record else None,
+            exclusive_per_record=message.at_most_one_active_per_record
+            or definition.trigger.at_most_one_active_per_record,
             stages=[s.name for s in definition.stages],
             steps=[(s.name, st.name, st.kind.value) for s in definition.stages for st in s.steps],
         )

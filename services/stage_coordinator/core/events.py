@@ -29,6 +29,7 @@ class RunCreated(RunEvent):
     inputs: dict[str, Any] = Field(default_factory=dict)
     record: dict[str, Any] = Field(default_factory=dict)
     record_key: str | None = None
+    exclusive_per_record: bool = False
     stages: list[str]
     steps: list[tuple[str, str, str]]  # (stage, step, kind)
 

@@ -27,6 +27,7 @@ def create(event: ev.RunCreated) -> Run:
         version=event.version,
         record=event.record,
         record_key=event.record_key,
+        exclusive_per_record=event.exclusive_per_record,
         inputs=event.inputs,
         vars=dict(event.inputs),
         stages={name: StageState(name=name) for name in event.stages},

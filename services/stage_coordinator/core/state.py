@@ -144,6 +144,7 @@ class Run(Model):
     finished_at: datetime | None = None
     error: str | None = None
     stage_entries: int = 0
+    exclusive_per_record: bool = False
     revision: int = 0
 
     @property

@@ -1,0 +1,54 @@
+# Baton: `make run` starts everything and shows a run; `make test` runs the suite.
+# Both install what is missing first (Python 3.11 venv, the project, SecantusDB's own venv).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+SECANTUS := .baton/secantus-venv/bin/secantusd-py
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: deps run test lint chaos soak bench schemas clean stop
+
+deps: $(STAMP) $(SECANTUS)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Baton needs Python 3.11"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(SECANTUS):
+	@mkdir -p .baton
+	$(PYTHON) -m venv .baton/secantus-venv
+	.baton/secantus-venv/bin/pip install --quiet SecantusDB==0.7.0b3
+
+run: deps
+	$(PY) -m infra.run
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy contracts shared services
+
+schemas: deps
+	$(PY) -m contracts.generate
+
+chaos: deps
+	$(PY) -m pytest -m chaos -p no:randomly $(PYTEST_ARGS)
+
+soak: deps
+	$(PY) -m pytest -m soak $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) -m pytest -m bench -s $(PYTEST_ARGS)
+
+stop:
+	-$(PY) -m infra.embedded stop
+
+clean: stop
+	rm -rf .baton/data .baton/test-* .pytest_cache

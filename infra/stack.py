@@ -1,0 +1,86 @@
+"""Start Baton's five services as separate processes against given servers.
+
+Used by ``make run`` (infra/run.py) and by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from infra import processes
+
+SERVICES = {
+    "trigger": "services.trigger",
+    "stage-coordinator": "services.stage_coordinator",
+    "step-runner": "services.step_runner",
+    "assignment": "services.assignment",
+    "notification": "services.notification",
+}
+
+
+@dataclass
+class ServiceStack:
+    env: dict[str, str]
+    log_dir: Path
+    names: tuple[str, ...] = tuple(SERVICES)
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, *, timeout: float = 60.0) -> ServiceStack:
+        for name in self.names:
+            self.start_one(name)
+        for name in self.names:
+            self.wait_healthy(name, timeout=timeout)
+        return self
+
+    def start_one(self, name: str, replica: int = 0) -> None:
+        key = name if replica == 0 else f"{name}#{replica}"
+        port = self.ports.get(key) or processes.free_port()
+        self.ports[key] = port
+        env = {**os.environ, **self.env, "BATON_HTTP_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        self.procs[key] = processes.spawn(
+            [sys.executable, "-m", SERVICES[name]],
+            log_path=self.log_dir / f"{key.replace('#', '-')}.log",
+            env=env,
+        )
+
+    def wait_healthy(self, key: str, *, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs[key]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{key} exited with {proc.returncode}; see {self.log_dir}")
+            try:
+                response = httpx.get(f"http://127.0.0.1:{self.ports[key]}/health", timeout=2)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise TimeoutError(f"{key} not healthy after {timeout:.0f}s: {last}")
+
+    def stop_one(self, key: str) -> None:
+        proc = self.procs.pop(key, None)
+        if proc is not None:
+            processes.stop(proc)
+
+    def kill_one(self, key: str) -> None:
+        proc = self.procs.pop(key, None)
+        if proc is not None:
+            processes.kill(proc)
+
+    def stop(self) -> None:
+        for key in list(self.procs):
+            self.stop_one(key)

@@ -1,0 +1,58 @@
+"""What notification decides about: people's contacts and the deliveries planned for them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+DeliveryStatus = Literal["pending", "sent", "failed"]
+
+EMAIL = "email"
+CHAT = "chat"
+KAFKA = "kafka"
+PERSONAL_CHANNELS: tuple[str, ...] = (EMAIL, CHAT)
+BROADCAST_RECIPIENT = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class UserContact:
+    """How to reach a person; ``channels`` is their preference list, in order."""
+
+    id: str
+    email: str | None = None
+    chat_handle: str | None = None
+    channels: tuple[str, ...] = (EMAIL,)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One notification to one recipient on one channel, and how its sending went.
+
+    ``run_id`` and ``correlation_id`` are kept so that a retry long after the source event
+    can still key and correlate what it publishes.
+    """
+
+    id: str
+    source_event_id: str
+    source_type: str
+    recipient: str
+    channel: str
+    template: str
+    subject: str
+    body: str
+    next_attempt_at: datetime
+    created_at: datetime
+    run_id: str | None = None
+    correlation_id: str | None = None
+    status: DeliveryStatus = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    sent_at: datetime | None = None
+
+
+def delivery_id(source_event_id: str, recipient: str, channel: str) -> str:
+    """The same event, recipient and channel always give the same id: the store's dedupe key."""
+    digest = hashlib.sha256(f"{source_event_id}:{recipient}:{channel}".encode())
+    return digest.hexdigest()[:32]

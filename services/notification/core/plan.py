@@ -1,0 +1,104 @@
+"""Plan deliveries: which event goes to whom, on which channel, saying what.
+
+Planning is pure and deterministic: the same envelope always gives the same deliveries with
+the same ids, so a redelivered event inserts nothing new (the store ignores duplicate ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from contracts.envelope import Envelope
+from contracts.events.runs import RunEvent
+from contracts.events.workitems import WorkItemEvent
+from services.notification.core.model import (
+    BROADCAST_RECIPIENT,
+    CHAT,
+    EMAIL,
+    KAFKA,
+    Delivery,
+    UserContact,
+    delivery_id,
+)
+from services.notification.core.templates import Rendered, render
+
+
+class DirectoryLookup(Protocol):
+    def user(self, user_id: str, /) -> UserContact | None: ...
+
+
+class ContactBook:
+    """A directory lookup over contacts already loaded (say, one query for a whole batch)."""
+
+    def __init__(self, contacts: Iterable[UserContact] = ()) -> None:
+        self._contacts: Mapping[str, UserContact] = {c.id: c for c in contacts}
+
+    def user(self, user_id: str, /) -> UserContact | None:
+        return self._contacts.get(user_id)
+
+
+def recipients_of(envelope: Envelope, operators: Sequence[str] = ()) -> list[str]:
+    """The user ids to notify, in order, once each; fetch their contacts before planning.
+
+    Work-item events name their recipients (assignment resolved them); run events go to
+    the operators from configuration.
+    """
+    payload = envelope.payload
+    if isinstance(payload, WorkItemEvent):
+        ids: Sequence[str] = payload.recipients
+    elif isinstance(payload, RunEvent):
+        ids = operators
+    else:
+        ids = ()
+    return list(dict.fromkeys(user_id for user_id in ids if user_id))
+
+
+def channels_for(contact: UserContact) -> list[str]:
+    """The contact's preferred channels that they can be reached on, in their order."""
+    reachable = {EMAIL: bool(contact.email), CHAT: bool(contact.chat_handle)}
+    return [c for c in dict.fromkeys(contact.channels) if reachable.get(c, False)]
+
+
+def plan_deliveries(
+    envelope: Envelope,
+    directory_lookup: DirectoryLookup,
+    now: datetime,
+    operators: Sequence[str] = (),
+) -> list[Delivery]:
+    """One delivery per reachable recipient and channel, plus one Kafka fan-out delivery.
+
+    Events without a template plan nothing. Unknown recipients are skipped: the directory
+    may have lost them since assignment resolved them, and that must not block the others.
+    """
+    rendered = render(envelope)
+    if rendered is None:
+        return []
+    deliveries = [
+        _delivery(envelope, rendered, user_id, channel, now)
+        for user_id in recipients_of(envelope, operators)
+        if (contact := directory_lookup.user(user_id)) is not None
+        for channel in channels_for(contact)
+    ]
+    deliveries.append(_delivery(envelope, rendered, BROADCAST_RECIPIENT, KAFKA, now))
+    return deliveries
+
+
+def _delivery(
+    envelope: Envelope, rendered: Rendered, recipient: str, channel: str, now: datetime
+) -> Delivery:
+    return Delivery(
+        id=delivery_id(envelope.event_id, recipient, channel),
+        source_event_id=envelope.event_id,
+        source_type=envelope.type,
+        recipient=recipient,
+        channel=channel,
+        template=rendered.template,
+        subject=rendered.subject,
+        body=rendered.body,
+        next_attempt_at=now,
+        created_at=now,
+        run_id=envelope.run_id,
+        correlation_id=envelope.correlation_id,
+    )

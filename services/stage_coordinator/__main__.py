@@ -1,0 +1,41 @@
+"""The stage-coordinator process: python -m services.stage_coordinator"""
+
+from __future__ import annotations
+
+from contracts.topics import COMMANDS, STEPS_OUTCOMES
+from services.stage_coordinator.api import runs_router
+from services.stage_coordinator.handler import CoordinatorHandler
+from services.stage_coordinator.jobs import OutboxSweeper, TimerFirer
+from services.stage_coordinator.metrics import CoordinatorMetrics
+from services.stage_coordinator.store import INDEXES, RunStore
+from shared import auth
+from shared.definitions.store import DefinitionStore
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+
+DEFAULT_PORT = 8102
+
+
+class CoordinatorSettings(ServiceSettings):
+    service_name: str = "stage-coordinator"
+    run_cache_size: int = 20_000
+
+
+def build(settings: CoordinatorSettings | None = None) -> Runtime:
+    settings = settings or CoordinatorSettings()
+    rt = Runtime(settings, title="Baton stage-coordinator", default_port=DEFAULT_PORT)
+    store = RunStore(rt.db, cache_size=settings.run_cache_size)
+    handler = CoordinatorHandler(
+        store, DefinitionStore(rt.db), rt.publisher, CoordinatorMetrics(rt.registry)
+    )
+    rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
+    rt.add_indexes([*INDEXES, *auth.INDEXES])
+    rt.every(settings.timer_poll_seconds, TimerFirer(store.runs, rt.publisher), "timers")
+    rt.every(settings.outbox_sweep_seconds, OutboxSweeper(store.runs, rt.publisher, rt.metrics), "outbox")
+    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    rt.http.include_router(runs_router(store.runs, rt.publisher, authenticator))
+    return rt
+
+
+if __name__ == "__main__":
+    build().serve()

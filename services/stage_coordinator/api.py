@@ -1,0 +1,103 @@
+"""The runs API: list and show runs (with their history), and run control for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from pymongo.asynchronous.collection import AsyncCollection
+
+from contracts.envelope import new_event
+from contracts.events import commands as cmd
+from shared.auth import Authenticator, Principal
+from shared.messaging import Publisher
+
+PRODUCER = "stage-coordinator-api"
+
+
+class ControlRequest(BaseModel):
+    reason: str = Field(default="", max_length=2000)
+    step: str | None = Field(default=None, max_length=100)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    to_version: int | None = Field(default=None, ge=1)
+
+
+def runs_router(
+    runs: AsyncCollection[dict[str, Any]], publisher: Publisher, auth: Authenticator
+) -> APIRouter:
+    router = APIRouter(prefix="/runs", tags=["runs"])
+    Reader = Annotated[Principal, Depends(auth.principal)]
+    Admin = Annotated[Principal, Depends(auth.admin)]
+
+    @router.get("")
+    async def list_runs(
+        _: Reader,
+        orchestration: str | None = None,
+        status: str | None = None,
+        record_key: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {}
+        if orchestration:
+            query["orchestration"] = orchestration
+        if status:
+            query["status"] = status
+        if record_key:
+            query["record_key"] = record_key
+        projection = {"orchestration": 1, "version": 1, "status": 1, "stage": 1, "record_key": 1,
+                      "created_at": 1, "updated_at": 1, "finished_at": 1, "error": 1}
+        cursor = runs.find(query, projection).sort("created_at", -1).limit(limit)
+        return [_public(doc) async for doc in cursor]
+
+    @router.get("/{run_id}")
+    async def show_run(run_id: str, _: Reader) -> dict[str, Any]:
+        doc = await runs.find_one({"_id": run_id}, {"outbox": 0, "applied": 0})
+        if doc is None:
+            raise HTTPException(404, f"no run {run_id}")
+        return _public(doc)
+
+    @router.post("/{run_id}/{action}", status_code=202)
+    async def control(
+        run_id: str,
+        action: Literal["cancel", "suspend", "resume", "retry", "skip", "migrate"],
+        body: ControlRequest,
+        who: Admin,
+        request: Request,
+    ) -> dict[str, Any]:
+        if await runs.count_documents({"_id": run_id}, limit=1) == 0:
+            raise HTTPException(404, f"no run {run_id}")
+        payload = _command(action, body, who.user_id)
+        envelope = new_event(payload, producer=PRODUCER, run_id=run_id)
+        await publisher.publish([envelope])
+        return {"accepted": action, "run_id": run_id, "command_id": envelope.event_id}
+
+    return router
+
+
+def _command(action: str, body: ControlRequest, actor: str) -> cmd.RunControl:
+    common = {"requested_by": actor, "reason": body.reason}
+    if action in ("retry", "skip") and not body.step:
+        raise HTTPException(422, f"{action} needs the 'step' to {action}")
+    if action == "migrate" and not body.to_version:
+        raise HTTPException(422, "migrate needs 'to_version'")
+    match action:
+        case "cancel":
+            return cmd.CancelRun(**common)
+        case "suspend":
+            return cmd.SuspendRun(**common)
+        case "resume":
+            return cmd.ResumeRun(**common)
+        case "retry":
+            return cmd.RetryStep(step=str(body.step), **common)
+        case "skip":
+            return cmd.SkipStep(step=str(body.step), outputs=body.outputs, **common)
+        case _:
+            return cmd.MigrateRun(to_version=int(body.to_version or 0), **common)
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["id"] = doc.pop("_id")
+    for key in ("timer_lease_until", "outbox_at", "active_key"):
+        doc.pop(key, None)
+    return doc

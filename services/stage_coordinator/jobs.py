@@ -1,0 +1,93 @@
+"""Periodic jobs any coordinator replica may run: fire due timers, sweep stale outboxes.
+
+Neither changes a run's state: a due timer becomes a TimerFired command on the run's
+partition (its owner applies it; a stale one is rejected), and the sweeper republishes
+outboxes a crash left behind (consumers drop the duplicates by event id).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from contracts import parse_dict
+from contracts.envelope import derived_id, new_event
+from contracts.events.commands import TimerFired
+from shared.messaging import Publisher
+from shared.metrics import ServiceMetrics
+
+log = logging.getLogger("baton.coordinator.jobs")
+PRODUCER = "stage-coordinator"
+LEASE = timedelta(seconds=30)
+BATCH = 500
+
+
+class TimerFirer:
+    def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher) -> None:
+        self.runs = runs
+        self.publisher = publisher
+
+    async def __call__(self) -> int:
+        now = datetime.now(UTC)
+        query = {
+            "next_timer_at": {"$lte": now},
+            "$or": [{"timer_lease_until": {"$lte": now}}, {"timer_lease_until": None}],
+        }
+        fired = 0
+        async for doc in self.runs.find(query, {"timers": 1, "next_timer_at": 1}).limit(BATCH):
+            claimed = await self.runs.update_one(
+                {"_id": doc["_id"], "next_timer_at": doc["next_timer_at"],
+                 "$or": query["$or"]},
+                {"$set": {"timer_lease_until": now + LEASE}},
+            )
+            if claimed.modified_count != 1:
+                continue  # another replica has it
+            due = [t for t in doc.get("timers", []) if _aware(t["due_at"]) <= now]
+            await self.publisher.publish(
+                new_event(
+                    TimerFired(timer_id=t["id"], purpose=t["purpose"], step=t.get("step"),
+                               epoch=t.get("epoch", 0)),
+                    producer=PRODUCER,
+                    run_id=doc["_id"],
+                    event_id=derived_id(doc["_id"], t["id"]),
+                    occurred_at=now,
+                )
+                for t in due
+            )
+            fired += len(due)
+        return fired
+
+
+class OutboxSweeper:
+    def __init__(
+        self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics,
+        *, older_than: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self.runs = runs
+        self.publisher = publisher
+        self.metrics = metrics
+        self.older_than = older_than
+
+    async def __call__(self) -> int:
+        cutoff = datetime.now(UTC) - self.older_than
+        backlog = await self.runs.count_documents({"outbox_at": {"$exists": True}})
+        self.metrics.outbox_backlog.labels(self.metrics.service).set(backlog)
+        swept = 0
+        cursor = self.runs.find({"outbox_at": {"$lte": cutoff}}, {"outbox": 1, "revision": 1})
+        async for doc in cursor.limit(BATCH):
+            await self.publisher.publish(parse_dict(m) for m in doc.get("outbox", []))
+            await self.runs.update_one(
+                {"_id": doc["_id"], "revision": doc["revision"]},
+                {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}},
+            )
+            swept += 1
+        if swept:
+            log.warning("republished the outboxes of %d runs left by a crash", swept)
+        return swept
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

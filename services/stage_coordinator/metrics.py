@@ -1,0 +1,67 @@
+"""Coordinator metrics: transitions, stage and step durations, rejections, duplicates."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+if TYPE_CHECKING:
+    from services.stage_coordinator.store import StoredRun
+
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 259200, 604800)
+
+
+class CoordinatorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.transitions = Counter(
+            "baton_run_transitions_total", "Run transitions applied", ["orchestration"],
+            registry=registry,
+        )
+        self.runs_finished = Counter(
+            "baton_runs_finished_total", "Runs that reached a final or error status",
+            ["orchestration", "status"], registry=registry,
+        )
+        self.runs_started = Counter(
+            "baton_runs_started_total", "Runs started", ["orchestration"], registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "baton_stage_duration_seconds", "Time from entering a stage to finishing it",
+            ["orchestration", "stage"], buckets=DURATION_BUCKETS, registry=registry,
+        )
+        self.step_seconds = Histogram(
+            "baton_step_duration_seconds", "Time from starting a step to its outcome",
+            ["orchestration", "stage", "step", "kind"], buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "baton_command_rejections_total", "Commands and outcomes that did not apply",
+            ["type"], registry=registry,
+        )
+        self.duplicates = Counter(
+            "baton_duplicate_messages_total", "Redelivered messages detected by event id",
+            registry=registry,
+        )
+
+    def observe_transitions(self, runs: list[StoredRun]) -> None:
+        for stored in runs:
+            run = stored.run
+            self.transitions.labels(run.orchestration).inc()
+            for entry in stored.history_written:
+                kind = entry.get("kind")
+                if kind == "RunCreated":
+                    self.runs_started.labels(run.orchestration).inc()
+                elif kind == "RunStatusChanged" and entry["status"] != "running":
+                    self.runs_finished.labels(run.orchestration, str(entry["status"])).inc()
+                elif kind == "StageFinished":
+                    stage = run.stages.get(entry["stage"])
+                    if stage and stage.started_at and stage.finished_at:
+                        self.stage_seconds.labels(run.orchestration, stage.name).observe(
+                            (stage.finished_at - stage.started_at).total_seconds()
+                        )
+                elif kind in ("StepSucceeded", "StepFailed"):
+                    step = run.steps.get(entry["step"])
+                    if step and step.started_at and step.finished_at:
+                        self.step_seconds.labels(
+                            run.orchestration, step.stage, step.name, step.kind
+                        ).observe((step.finished_at - step.started_at).total_seconds())

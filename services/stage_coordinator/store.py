@@ -1,0 +1,177 @@
+"""Runs in MongoDB: one document per run, written with one bulk write per consumed batch.
+
+The document is the run's state plus what rides with it (DESIGN.md):
+- ``revision``: every write is conditional on the revision it read (no lost update);
+- ``applied``: ids of the last messages applied (a redelivery is detected, not re-applied);
+- ``outbox``: the messages this transition must publish; cleared once they are out;
+- ``history``: the domain events, append-only (replaying them rebuilds the state);
+- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it.
+
+The coordinator is the only writer of a run, and one partition owns a run, so runs
+are cached between batches; the revision filter makes a stale cache harmless.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import InsertOne, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from services.stage_coordinator.core.state import Run
+from shared.mongo import Index
+
+RUNS = "runs"
+APPLIED_KEPT = 200
+SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "history", "next_timer_at",
+                "timer_lease_until", "active_steps", "active_key")
+OPTIONAL_FIELDS = ("outbox_at", "next_timer_at", "active_key")
+INDEXES = [
+    Index(RUNS, [("next_timer_at", 1)], options={"sparse": True}),
+    Index(RUNS, [("outbox_at", 1)], options={"sparse": True}),
+    Index(RUNS, [("status", 1), ("orchestration", 1)]),
+    Index(RUNS, [("record_key", 1)]),
+    Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
+    Index(RUNS, [("active_steps.started_at", 1)]),
+    Index(RUNS, [("created_at", -1)]),
+]
+
+
+class WriteConflict(RuntimeError):
+    """Another writer changed a run we had cached; the batch is retried from the store."""
+
+
+@dataclass
+class StoredRun:
+    run: Run
+    applied: list[str] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    new_history: list[dict[str, Any]] = field(default_factory=list)
+    history_written: list[dict[str, Any]] = field(default_factory=list)
+    is_new: bool = False
+
+
+class RunStore:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], cache_size: int = 20_000) -> None:
+        self.runs = db[RUNS]
+        self.cache: OrderedDict[str, StoredRun] = OrderedDict()
+        self.cache_size = cache_size
+        self.round_trips = 0
+
+    async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
+        found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}
+        missing = [rid for rid in run_ids if rid not in found]
+        if missing:
+            self.round_trips += 1
+            async for doc in self.runs.find({"_id": {"$in": missing}}, {"history": 0}):
+                found[doc["_id"]] = from_document(doc)
+        return found
+
+    async def save(self, changed: list[StoredRun], now: datetime) -> set[str]:
+        """Write every changed run in one round trip; each update guarded by its revision.
+
+        Returns the ids of new runs refused because their record has an active run already
+        (the unique ``active_key`` index): those are rejections, not conflicts.
+        """
+        ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+        for stored in changed:
+            doc = to_document(stored, now)
+            unset = {k: "" for k in OPTIONAL_FIELDS if doc.get(k) is None}
+            for key in unset:
+                doc.pop(key, None)
+            if stored.is_new:
+                doc["history"] = stored.new_history
+                ops.append(InsertOne(doc))
+                continue
+            doc.pop("_id")
+            update: dict[str, Any] = {
+                "$set": doc,
+                "$push": {"history": {"$each": stored.new_history}},
+            }
+            if unset:
+                update["$unset"] = unset
+            ops.append(UpdateOne({"_id": stored.run.id, "revision": stored.run.revision - 1}, update))
+        if not ops:
+            return set()
+        self.round_trips += 1
+        duplicates: set[str] = set()
+        try:
+            result = await self.runs.bulk_write(ops, ordered=False)
+            matched = result.matched_count
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            for error in errors:
+                op = ops[error["index"]]
+                if error.get("code") == 11000 and isinstance(op, InsertOne):
+                    duplicates.add(changed[error["index"]].run.id)
+            if len(duplicates) != len(errors):
+                self.forget(changed)
+                raise WriteConflict(f"{len(errors)} run writes failed: {errors[:3]}") from exc
+            matched = exc.details.get("nMatched", 0)
+        expected = sum(1 for s in changed if not s.is_new)
+        if matched != expected:
+            self.forget(changed)
+            raise WriteConflict(f"{expected - matched} runs changed underneath")
+        for stored in changed:
+            if stored.run.id in duplicates:
+                continue
+            stored.is_new = False
+            stored.history_written, stored.new_history = stored.new_history, []
+            self.remember(stored)
+        return duplicates
+
+    async def clear_outboxes(self, published: list[StoredRun]) -> None:
+        """After a publish: drop the outbox unless a newer transition replaced it already."""
+        ops = [
+            UpdateOne(
+                {"_id": s.run.id, "revision": s.run.revision},
+                {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}},
+            )
+            for s in published
+        ]
+        if ops:
+            self.round_trips += 1
+            await self.runs.bulk_write(ops, ordered=False)
+        for stored in published:
+            stored.outbox = []
+
+    def remember(self, stored: StoredRun) -> None:
+        self.cache[stored.run.id] = stored
+        self.cache.move_to_end(stored.run.id)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+
+    def forget(self, runs: list[StoredRun]) -> None:
+        for stored in runs:
+            self.cache.pop(stored.run.id, None)
+
+
+def from_document(doc: dict[str, Any]) -> StoredRun:
+    state = {k: v for k, v in doc.items() if k not in SHELL_FIELDS}
+    return StoredRun(
+        run=Run.model_validate({**state, "id": doc["_id"]}),
+        applied=list(doc.get("applied", [])),
+        outbox=list(doc.get("outbox", [])),
+    )
+
+
+def to_document(stored: StoredRun, now: datetime) -> dict[str, Any]:
+    run = stored.run
+    doc = run.model_dump(mode="python", exclude={"id"})
+    doc["_id"] = run.id
+    doc["applied"] = stored.applied[-APPLIED_KEPT:]
+    doc["outbox"] = stored.outbox
+    doc["outbox_at"] = now if stored.outbox else None
+    doc["next_timer_at"] = min((t.due_at for t in run.timers), default=None)
+    doc["active_steps"] = [
+        {"stage": s.stage, "step": s.name, "kind": s.kind, "started_at": s.started_at}
+        for s in run.steps.values()
+        if s.status.value in ("in_progress", "waiting_retry")
+    ]
+    exclusive = run.exclusive_per_record and run.record_key and run.active
+    doc["active_key"] = f"{run.orchestration}|{run.record_key}" if exclusive else None
+    return doc

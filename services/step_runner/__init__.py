@@ -1,0 +1,1 @@
+"""The step-runner: runs background steps' actions."""

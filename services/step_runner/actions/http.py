@@ -1,0 +1,65 @@
+"""HTTP request action: templated url/headers/body, response mapped to outputs with CEL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.step_runner.actions import ActionContext, ActionResult, FatalError, RetryableError
+from shared.expressions import ExpressionError, evaluate
+
+_client: httpx.AsyncClient | None = None
+MAX_RESPONSE_BYTES = 1_000_000
+
+
+def client() -> httpx.AsyncClient:
+    global _client
+    if _client is None:
+        _client = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
+    return _client
+
+
+class HttpAction:
+    """inputs: url, method (POST), headers, json | body, timeout_seconds, outputs {name: CEL}.
+
+    The CEL expressions in ``outputs`` see ``response.status``, ``response.body`` (parsed JSON
+    when it is JSON) and ``response.headers``.  5xx, 429 and network errors are retryable.
+    """
+
+    async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
+        url = inputs.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise FatalError(f"http needs an absolute http(s) url, got {url!r}")
+        headers = {str(k): str(v) for k, v in dict(inputs.get("headers", {})).items()}
+        headers.setdefault("Idempotency-Key", context.idempotency_key)
+        try:
+            response = await client().request(
+                str(inputs.get("method", "POST")).upper(),
+                url,
+                headers=headers,
+                json=inputs.get("json"),
+                content=inputs.get("body") if "json" not in inputs else None,
+                timeout=float(inputs.get("timeout_seconds", 30)),
+            )
+        except httpx.TransportError as exc:
+            raise RetryableError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise RetryableError(f"{url} answered {response.status_code}")
+        if response.status_code >= 400:
+            raise FatalError(f"{url} answered {response.status_code}: {response.text[:500]}")
+        body: Any = response.text[:MAX_RESPONSE_BYTES]
+        if response.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = response.json()
+            except ValueError:
+                pass
+        scope = {"response": {"status": response.status_code, "body": body,
+                              "headers": dict(response.headers)}}
+        outputs: dict[str, Any] = {"status": response.status_code}
+        for name, expression in dict(inputs.get("outputs", {})).items():
+            try:
+                outputs[name] = evaluate(str(expression), scope)
+            except ExpressionError as exc:
+                raise FatalError(f"output {name!r}: {exc}") from exc
+        return ActionResult(outputs=outputs)

@@ -1,0 +1,116 @@
+"""Runs dispatched steps: at most one stored outcome per attempt, published after it is stored.
+
+Per batch: one find (which attempts already have an outcome), the new attempts run
+concurrently, one bulk write of their outcomes, then the outcomes are published.  A
+redelivered attempt whose outcome is stored is re-published, never re-run.  A crash
+while an action runs leaves no outcome: the redelivery runs it again with the same
+idempotency key, which the action hands to the systems it calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contracts import Envelope, parse_dict
+from contracts.envelope import derived_id, new_event
+from contracts.events.steps import StepCompleted, StepFailed, StepRequested
+from services.step_runner.actions import Action, ActionContext, FatalError, RetryableError
+from shared.messaging import Publisher
+from shared.mongo import Index
+
+log = logging.getLogger("baton.step_runner")
+PRODUCER = "step-runner"
+ATTEMPTS = "step_attempts"
+INDEXES = [Index(ATTEMPTS, [("run_id", 1)]), Index(ATTEMPTS, [("finished_at", -1)])]
+
+
+class StepHandler:
+    def __init__(
+        self, db: AsyncDatabase[dict[str, Any]], actions: dict[str, Action], publisher: Publisher,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.attempts = db[ATTEMPTS]
+        self.actions = actions
+        self.publisher = publisher
+        self.seconds = Histogram(
+            "baton_action_seconds", "Time an action took", ["action", "outcome"],
+            registry=registry,
+        )
+        self.replayed = Counter(
+            "baton_step_outcomes_replayed_total",
+            "Redelivered dispatches answered from the stored outcome", registry=registry,
+        )
+
+    async def __call__(self, envelopes: list[Envelope]) -> None:
+        requests = [e for e in envelopes if isinstance(e.payload, StepRequested)]
+        keys = [e.payload.idempotency_key for e in requests]  # type: ignore[union-attr]
+        done = {doc["_id"]: doc async for doc in self.attempts.find({"_id": {"$in": keys}})}
+        fresh: dict[str, Envelope] = {}
+        replay: list[Envelope] = []
+        for envelope in requests:
+            key = envelope.payload.idempotency_key  # type: ignore[union-attr]
+            if key in done:
+                replay.extend(parse_dict(m) for m in done[key]["messages"])
+                self.replayed.inc()
+            else:
+                fresh.setdefault(key, envelope)
+        results = await asyncio.gather(*(self._run(e) for e in fresh.values()))
+        if results:
+            await self.attempts.bulk_write(
+                [UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True) for doc in results],
+                ordered=False,
+            )
+        await self.publisher.publish(
+            [*replay, *(parse_dict(m) for doc in results for m in doc["messages"])]
+        )
+
+    async def _run(self, envelope: Envelope) -> dict[str, Any]:
+        request: StepRequested = envelope.payload  # type: ignore[assignment]
+        started = datetime.now(UTC)
+        context = ActionContext(
+            run_id=envelope.run_id or "", orchestration=request.orchestration, stage=request.stage,
+            step=request.step, attempt=request.attempt, idempotency_key=request.idempotency_key,
+        )
+        outcome: StepCompleted | StepFailed
+        extra: list[Any] = []
+        action = self.actions.get(request.action)
+        try:
+            if action is None:
+                raise FatalError(f"unknown action {request.action!r}")
+            result = await asyncio.wait_for(action.run(dict(request.inputs), context),
+                                            request.timeout_seconds)
+            outcome = StepCompleted(step=request.step, attempt=request.attempt, outputs=result.outputs)
+            extra = result.messages
+        except TimeoutError:
+            outcome = StepFailed(step=request.step, attempt=request.attempt,
+                                 error=f"timed out after {request.timeout_seconds:g}s", retryable=True)
+        except RetryableError as exc:
+            outcome = StepFailed(step=request.step, attempt=request.attempt, error=str(exc)[:4000])
+        except FatalError as exc:
+            outcome = StepFailed(step=request.step, attempt=request.attempt, error=str(exc)[:4000],
+                                 retryable=False)
+        except Exception as exc:  # a bug in a custom action: report it, never hang the run
+            log.exception("action %s crashed", request.action)
+            outcome = StepFailed(step=request.step, attempt=request.attempt,
+                                 error=f"action crashed: {exc!r}"[:4000], retryable=True)
+        finished = datetime.now(UTC)
+        kind = "completed" if isinstance(outcome, StepCompleted) else "failed"
+        self.seconds.labels(request.action, kind).observe((finished - started).total_seconds())
+        messages = [
+            new_event(payload, producer=PRODUCER, cause=envelope, occurred_at=finished,
+                      event_id=derived_id(envelope.event_id, "outcome", index),
+                      key=None).model_dump(mode="json")
+            for index, payload in enumerate([outcome, *extra])
+        ]
+        return {
+            "_id": request.idempotency_key, "run_id": envelope.run_id, "step": request.step,
+            "attempt": request.attempt, "action": request.action, "outcome": kind,
+            "started_at": started, "finished_at": finished, "messages": messages,
+        }

@@ -1,0 +1,1 @@
+"""The trigger service: definitions, record-change subscriptions, starting runs."""

@@ -1,0 +1,44 @@
+"""The trigger process: python -m services.trigger"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from contracts.topics import RECORDS_CHANGES
+from services.trigger.api import definitions_router
+from services.trigger.handler import RecordChangeHandler
+from services.trigger.subscriptions import Subscriptions
+from shared import auth
+from shared.definitions import store as definition_store
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+
+DEFAULT_PORT = 8101
+
+
+class TriggerSettings(ServiceSettings):
+    service_name: str = "trigger"
+
+
+def known_actions() -> frozenset[str]:
+    """Actions the step-runner offers (entry point group baton.actions) plus the built-in wait."""
+    return frozenset({ep.name for ep in entry_points(group="baton.actions")} | {"wait"})
+
+
+def build(settings: TriggerSettings | None = None) -> Runtime:
+    settings = settings or TriggerSettings()
+    rt = Runtime(settings, title="Baton trigger", default_port=DEFAULT_PORT)
+    store = definition_store.DefinitionStore(rt.db)
+    subscriptions = Subscriptions(store)
+    rt.consume(RECORDS_CHANGES, RecordChangeHandler(subscriptions, rt.publisher, rt.registry),
+               accepts=lambda e: e.type == "RecordChanged")
+    rt.add_indexes([*definition_store.INDEXES, *auth.INDEXES])
+    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    rt.http.include_router(
+        definitions_router(store, subscriptions, rt.publisher, authenticator, known_actions())
+    )
+    return rt
+
+
+if __name__ == "__main__":
+    build().serve()

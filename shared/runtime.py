@@ -1,0 +1,136 @@
+"""The composition root every service process uses: settings, clients, HTTP, lifecycle.
+
+A service builds one :class:`Runtime`, registers its consumers, periodic jobs, HTTP
+routes and indexes, then calls :meth:`Runtime.serve`.  /health and /metrics come free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from contracts import Envelope
+from infra.topics import ensure_topics
+from shared.logs import configure_logging
+from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
+from shared.metrics import ServiceMetrics
+from shared.mongo import Index, ensure_indexes, make_client
+from shared.settings import ServiceSettings
+
+log = logging.getLogger("baton.runtime")
+Job = Callable[[], Awaitable[Any]]
+
+
+class Runtime:
+    def __init__(self, settings: ServiceSettings, *, title: str, default_port: int) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.port = settings.http_port or default_port
+        self.registry = CollectorRegistry()
+        self.metrics = ServiceMetrics(self.registry, self.name)
+        self.broker = make_broker(settings, self.metrics)
+        self.publisher = Publisher(self.broker, self.metrics)
+        self.mongo = make_client(settings.mongodb_uri, app_name=self.name)
+        self.db = self.mongo[settings.mongodb_database]
+        self.indexes: list[Index] = []
+        self.jobs: list[tuple[float, Job, str]] = []
+        self.on_start: list[Job] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = False
+        self.http = FastAPI(title=title, lifespan=self._lifespan, version="1")
+        self.http.add_api_route("/health", self._health, methods=["GET"], tags=["operations"])
+        self.http.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["operations"])
+
+    def consume(
+        self,
+        topics: str | tuple[str, ...],
+        handler: BatchHandler,
+        *,
+        group_id: str | None = None,
+        accepts: Callable[[Envelope], bool] | None = None,
+    ) -> BatchConsumer:
+        consumer = BatchConsumer(
+            topics=(topics,) if isinstance(topics, str) else topics,
+            group_id=group_id or self.name,
+            handler=handler,
+            publisher=self.publisher,
+            metrics=self.metrics,
+            settings=self.settings,
+            accepts=accepts,
+        )
+        consumer.register(self.broker)
+        return consumer
+
+    def every(self, seconds: float, job: Job, name: str) -> None:
+        self.jobs.append((seconds, job, name))
+
+    def add_indexes(self, indexes: Iterable[Index]) -> None:
+        self.indexes.extend(indexes)
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(self.settings.kafka_bootstrap)
+        await ensure_indexes(self.db, self.indexes)
+        for hook in self.on_start:
+            await hook()
+        await self.broker.start()
+        self._tasks = [
+            asyncio.create_task(self._loop(seconds, job, name)) for seconds, job, name in self.jobs
+        ]
+        self.ready = True
+        log.info("%s ready on port %d", self.name, self.port)
+        try:
+            yield
+        finally:
+            self.ready = False
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.broker.stop()
+            await self.mongo.close()
+
+    async def _loop(self, seconds: float, job: Job, name: str) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic job %s failed; it runs again in %.1fs", name, seconds)
+            await asyncio.sleep(seconds)
+
+    async def _health(self, response: Response) -> dict[str, Any]:
+        checks: dict[str, str] = {"consumers": "up" if self.ready else "starting"}
+        try:
+            await self.db.command("ping")
+            checks["mongodb"] = "up"
+        except Exception as exc:
+            checks["mongodb"] = f"down: {exc.__class__.__name__}"
+        healthy = all(v == "up" for v in checks.values())
+        response.status_code = 200 if healthy else 503
+        return {"service": self.name, "status": "up" if healthy else "down", "checks": checks}
+
+    async def _metrics(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def serve(self) -> None:
+        configure_logging(self.name, self.settings.log_level, self.settings.log_format)
+        config = uvicorn.Config(
+            self.http,
+            host=self.settings.http_host,
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        uvicorn.Server(config).run()

@@ -1,0 +1,157 @@
+"""Templates: one per event type, user text substituted literally, never interpreted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from contracts.envelope import Envelope, Payload
+from contracts.events.runs import RunCanceled, RunCompleted, RunErrored, RunStarted
+from contracts.events.workitems import (
+    WorkItemAssigned,
+    WorkItemCanceled,
+    WorkItemClaimed,
+    WorkItemCompleted,
+    WorkItemDelegated,
+    WorkItemEscalated,
+    WorkItemReassigned,
+    WorkItemReminderDue,
+)
+from services.notification.core.templates import (
+    MAX_SUBJECT_CHARS,
+    TEMPLATES,
+    render,
+    template_name,
+    template_values,
+)
+
+DUE = datetime(2025, 3, 20, 17, 0, tzinfo=UTC)
+ITEM = {
+    "work_item_id": "wi-42",
+    "step": "collect_hr_form",
+    "title": "HR form for Ada",
+    "orchestration": "onboarding",
+    "recipients": ["u-ada"],
+    "due_at": DUE,
+}
+RUN = {"orchestration": "onboarding", "version": 3, "record_key": "Account/42"}
+
+EVERY_TEMPLATED_EVENT: list[tuple[Payload, str]] = [
+    (WorkItemAssigned(**ITEM), "work_item_assigned"),
+    (WorkItemReassigned(**ITEM, previous_assignee="u-bob"), "work_item_reassigned"),
+    (WorkItemDelegated(**ITEM, delegate="u-cy"), "work_item_delegated"),
+    (WorkItemReminderDue(**ITEM), "work_item_reminder"),
+    (WorkItemReminderDue(**ITEM, overdue=True), "work_item_overdue"),
+    (WorkItemEscalated(**ITEM, action="reassign_to_manager"), "work_item_escalated"),
+    (WorkItemCanceled(**ITEM, reason="run canceled"), "work_item_canceled"),
+    (WorkItemCompleted(**ITEM, decision="approved"), "work_item_completed"),
+    (RunCompleted(**RUN, duration_seconds=3725), "run_completed"),
+    (RunErrored(**RUN, stage="it", step="payroll", error="HTTP 503"), "run_errored"),
+    (RunCanceled(**RUN, reason="duplicate"), "run_canceled"),
+]
+
+EventFactory = Callable[..., Envelope]
+
+
+@pytest.mark.parametrize(("payload", "name"), EVERY_TEMPLATED_EVENT)
+def test_each_event_type_has_its_template(
+    make_event: EventFactory, payload: Payload, name: str
+) -> None:
+    rendered = render(make_event(payload))
+
+    assert rendered is not None
+    assert rendered.template == name
+    assert "$" not in rendered.subject + rendered.body, "every placeholder is filled"
+
+
+@pytest.mark.parametrize(("payload", "name"), EVERY_TEMPLATED_EVENT)
+def test_every_placeholder_has_a_value(
+    make_event: EventFactory, payload: Payload, name: str
+) -> None:
+    template = TEMPLATES[name]
+    values = template_values(make_event(payload))
+
+    needed = set(template.subject.get_identifiers()) | set(template.body.get_identifiers())
+    assert needed <= values.keys()
+
+
+def test_every_template_is_reachable() -> None:
+    assert {name for _, name in EVERY_TEMPLATED_EVENT} == TEMPLATES.keys()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [WorkItemClaimed(**ITEM), RunStarted(**RUN)],
+)
+def test_events_without_a_template_render_nothing(
+    make_event: EventFactory, payload: Payload
+) -> None:
+    envelope = make_event(payload)
+
+    assert template_name(envelope) is None
+    assert render(envelope) is None
+
+
+def test_work_item_body_names_title_orchestration_due_date_and_link(
+    make_event: EventFactory,
+) -> None:
+    rendered = render(make_event(WorkItemAssigned(**ITEM)))
+
+    assert rendered is not None
+    assert rendered.subject == "New work item: HR form for Ada"
+    for text in ("HR form for Ada", "onboarding", "2025-03-20 17:00 UTC", "/work/wi-42"):
+        assert text in rendered.body
+
+
+def test_run_body_links_to_the_run(make_event: EventFactory) -> None:
+    rendered = render(make_event(RunCompleted(**RUN, duration_seconds=3725), run_id="r/7"))
+
+    assert rendered is not None
+    assert "/runs/r%2F7" in rendered.body
+    assert "1h 2m 5s" in rendered.body
+    assert "Account/42" in rendered.body
+
+
+def test_missing_due_date_and_reason_read_naturally(make_event: EventFactory) -> None:
+    item = {**ITEM, "due_at": None}
+    rendered = render(make_event(WorkItemCanceled(**item)))
+
+    assert rendered is not None
+    assert "Due: no due date" in rendered.body
+    assert "Reason: none given" in rendered.body
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["${x}", "$title", "$$", "{0.__class__}", "{title}", "%(title)s", "__import__('os')"],
+)
+def test_hostile_user_text_comes_out_literally(make_event: EventFactory, hostile: str) -> None:
+    payload = WorkItemReassigned(
+        **{**ITEM, "title": hostile, "orchestration": hostile}, reason=hostile
+    )
+    rendered = render(make_event(payload))
+
+    assert rendered is not None
+    assert rendered.subject == f"Work item reassigned: {hostile}"
+    assert f'"{hostile}"' in rendered.body
+    assert f"Reason: {hostile}" in rendered.body
+
+
+def test_subject_cannot_inject_headers_and_stays_short(make_event: EventFactory) -> None:
+    title = "Sign\r\nBcc: everyone@example.com\x00" + "x" * 500
+    rendered = render(make_event(WorkItemAssigned(**{**ITEM, "title": title})))
+
+    assert rendered is not None
+    assert "\r" not in rendered.subject and "\n" not in rendered.subject
+    assert "\x00" not in rendered.subject + rendered.body
+    assert len(rendered.subject) == MAX_SUBJECT_CHARS
+
+
+def test_link_path_escapes_the_work_item_id(make_event: EventFactory) -> None:
+    payload = WorkItemAssigned(**{**ITEM, "work_item_id": "../admin?x=1"})
+    rendered = render(make_event(payload))
+
+    assert rendered is not None
+    assert "/work/..%2Fadmin%3Fx%3D1" in rendered.body
