@@ -1,0 +1,1 @@
+"""The assignment service: work items, the directory, the Work Guide."""

@@ -1,0 +1,78 @@
+"""Completing a work item: a validated form, or an approval's decision.
+
+Both end the step: the item's events go to workitems.events and a StepCompleted to
+steps.outcomes, where the coordinator applies the outputs to the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from contracts.events.steps import StepCompleted
+from contracts.events.workitems import WorkItemClaimed, WorkItemCompleted
+from services.assignment.core.commands import Approve, Complete, Reject
+from services.assignment.core.decision import Decision, about, check, check_text
+from services.assignment.core.directory import Directory
+from services.assignment.core.events import Event
+from services.assignment.core.forms import validate_values
+from services.assignment.core.rejection import Rejection
+from services.assignment.core.workitem import WorkItem
+
+ApprovalDecision = Literal["approved", "rejected"]
+
+
+def complete(item: WorkItem, command: Complete, directory: Directory) -> Decision | Rejection:
+    if item.kind == "approval":
+        return Rejection("an approval work item is approved or rejected, not completed", "invalid")
+    rejected = check(item, command.actor, "complete", "complete", directory)
+    if rejected:
+        return rejected
+    outputs = validate_values(item.form, command.values)
+    if isinstance(outputs, Rejection):
+        return outputs
+    return Decision(events=_finish(item, command.actor, outputs, None, ""))
+
+
+def approve(item: WorkItem, command: Approve, directory: Directory) -> Decision | Rejection:
+    return _decide_approval(item, command.actor, "approved", command.comment, directory)
+
+
+def reject(item: WorkItem, command: Reject, directory: Directory) -> Decision | Rejection:
+    return _decide_approval(item, command.actor, "rejected", command.comment, directory)
+
+
+def _decide_approval(
+    item: WorkItem, actor: str, decision: ApprovalDecision, comment: str, directory: Directory
+) -> Decision | Rejection:
+    verb: Literal["approve", "reject"] = "approve" if decision == "approved" else "reject"
+    if item.kind != "approval":
+        return Rejection(f"only an approval work item can be {decision}", "invalid")
+    rejected = check(item, actor, verb, verb, directory)
+    rejected = rejected or check_text("comment", comment, required=False)
+    if rejected:
+        return rejected
+    outputs = {"decision": decision, "comment": comment}
+    return Decision(events=_finish(item, actor, outputs, decision, comment))
+
+
+def _finish(
+    item: WorkItem,
+    actor: str,
+    outputs: dict[str, Any],
+    decision: ApprovalDecision | None,
+    comment: str,
+) -> tuple[Event, ...]:
+    """Completion events; an unclaimed pooled item is claimed first (see access.py)."""
+    claimed: tuple[Event, ...] = ()
+    if item.is_pooled and item.claimed_by is None:
+        claimed = (WorkItemClaimed(**about(item, actor)),)
+    completed = WorkItemCompleted(**about(item, actor), decision=decision, comment=comment)
+    step_completed = StepCompleted(
+        step=item.step,
+        attempt=item.attempt,
+        outputs=outputs,
+        completed_by=actor,
+        decision=decision,
+        comment=comment,
+    )
+    return (*claimed, completed, step_completed)

@@ -1,0 +1,62 @@
+"""Form values a person submits, checked against the step's JSON Schema.
+
+Errors come back per field (``a.b``, ``items.0.name``; "" is the form as a whole) so a
+Work Guide can show each one next to its input.  Without a schema, any JSON object is
+accepted; either way the serialized values must fit in :data:`MAX_VALUES_BYTES`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
+from jsonschema.exceptions import SchemaError
+
+from services.assignment.core.rejection import FieldError, Rejection
+
+MAX_VALUES_BYTES = 64 * 1024
+
+
+def validate_values(schema: Mapping[str, Any] | None, values: Any) -> dict[str, Any] | Rejection:
+    """The values as outputs for the step, or a Rejection listing every field error."""
+    if not isinstance(values, dict):
+        return _invalid("the form values must be a JSON object", "", "expected an object")
+    try:
+        size = len(json.dumps(values, allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        return _invalid("the form values are not JSON", "", str(exc))
+    if size > MAX_VALUES_BYTES:
+        message = f"{size} bytes; the limit is {MAX_VALUES_BYTES}"
+        return _invalid("the form values are too large", "", message)
+    if schema is None:
+        return values
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return Rejection(f"the step's form schema is invalid: {exc.message}", "invalid")
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(
+        {e for error in validator.iter_errors(values) for e in _field_errors(error)},
+        key=lambda e: (e.field, e.message),
+    )
+    if errors:
+        count = f"{len(errors)} field error{'s' if len(errors) > 1 else ''}"
+        return Rejection(f"the form has {count}", "invalid", tuple(errors))
+    return values
+
+
+def _field_errors(error: ValidationError) -> Iterable[FieldError]:
+    """Name the field a person must fix: a missing one by its own name, not its parent's."""
+    path = [str(part) for part in error.absolute_path]
+    required, instance = error.validator_value, error.instance
+    if error.validator == "required" and isinstance(required, list) and isinstance(instance, dict):
+        missing = [name for name in required if name not in instance]
+        yield from (FieldError(".".join([*path, name]), "is required") for name in missing)
+        return
+    yield FieldError(".".join(path), error.message)
+
+
+def _invalid(reason: str, field: str, message: str) -> Rejection:
+    return Rejection(reason, "invalid", (FieldError(field, message),))

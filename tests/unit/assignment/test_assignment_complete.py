@@ -1,0 +1,195 @@
+"""Completing interactive items and deciding approvals."""
+
+from __future__ import annotations
+
+from assignment_builders import (
+    FORM,
+    VALID_VALUES,
+    accepted,
+    given,
+    rejected,
+    request,
+    then,
+    types_of,
+)
+
+from contracts.events.steps import StepCompleted
+from contracts.events.workitems import WorkItemCompleted
+from services.assignment.core import (
+    Approve,
+    Cancel,
+    Claim,
+    Complete,
+    Delegate,
+    FieldError,
+    Reject,
+    Status,
+)
+
+
+def test_the_assignee_completes_the_form_and_the_step_completes_with_its_values() -> None:
+    item = given(request("user", "ann", form=FORM))
+
+    decision = accepted(item, Complete("ann", VALID_VALUES))
+
+    assert types_of(decision) == ["WorkItemCompleted", "StepCompleted"]
+    completed, step = decision.events
+    assert isinstance(completed, WorkItemCompleted) and completed.actor == "ann"
+    assert isinstance(step, StepCompleted)
+    assert (step.step, step.attempt, step.outputs, step.completed_by) == (
+        "collect",
+        1,
+        VALID_VALUES,
+        "ann",
+    )
+    after = then(item, decision)
+    assert (after.status, after.completed_by, after.outputs) == (
+        Status.COMPLETED,
+        "ann",
+        VALID_VALUES,
+    )
+
+
+def test_invalid_values_are_refused_field_by_field() -> None:
+    item = given(request("user", "ann", form=FORM))
+
+    rejection = rejected(item, Complete("ann", {"start_date": "soon", "laptop": {}}))
+
+    assert rejection.code == "invalid"
+    assert rejection.errors == (
+        FieldError("laptop.model", "is required"),
+        FieldError("start_date", "'soon' is not a 'date'"),
+    )
+
+
+def test_without_a_form_any_object_is_accepted() -> None:
+    item = given(request("user", "ann"))
+
+    decision = accepted(item, Complete("ann", {"anything": [1, 2]}))
+
+    assert decision.events[-1] == StepCompleted(
+        step="collect", attempt=1, outputs={"anything": [1, 2]}, completed_by="ann"
+    )
+
+
+def test_a_member_completing_an_unclaimed_group_item_claims_it_in_passing() -> None:
+    item = given(request("group", "hr"))
+
+    decision = accepted(item, Complete("bob", {}))
+
+    assert types_of(decision) == ["WorkItemClaimed", "WorkItemCompleted", "StepCompleted"]
+    after = then(item, decision)
+    assert (after.status, after.claimed_by, after.completed_by) == (Status.COMPLETED, "bob", "bob")
+
+
+def test_the_claimer_completes_a_claimed_group_item() -> None:
+    item = given(request("group", "hr"), Claim("ann"))
+
+    assert types_of(accepted(item, Complete("ann", {}))) == ["WorkItemCompleted", "StepCompleted"]
+
+
+def test_another_member_cannot_complete_an_item_claimed_by_someone_else() -> None:
+    item = given(request("group", "hr"), Claim("ann"))
+
+    rejection = rejected(item, Complete("bob", {}))
+
+    assert (rejection.code, rejection.reason) == ("forbidden", "the work item is claimed by 'ann'")
+
+
+def test_the_delegate_may_complete_and_so_may_the_owner() -> None:
+    item = given(request("user", "ann"), Delegate("ann", "gary"))
+
+    assert types_of(accepted(item, Complete("gary", {})))[0] == "WorkItemCompleted"
+    assert types_of(accepted(item, Complete("ann", {})))[0] == "WorkItemCompleted"
+
+
+def test_another_user_cannot_complete_my_item() -> None:
+    item = given(request("user", "ann"))
+
+    assert rejected(item, Complete("bob", {})).code == "not_found"
+
+
+def test_an_admin_sees_but_cannot_complete_someone_elses_item() -> None:
+    item = given(request("user", "ann"))
+
+    rejection = rejected(item, Complete("dave", {}))
+
+    assert (rejection.code, rejection.reason) == (
+        "forbidden",
+        "'dave' may not complete this work item",
+    )
+
+
+def test_a_completed_item_cannot_be_completed_again() -> None:
+    item = given(request("user", "ann"), Complete("ann", {}))
+
+    rejection = rejected(item, Complete("ann", {}))
+
+    assert (rejection.code, rejection.reason) == (
+        "conflict",
+        "cannot complete a completed work item",
+    )
+
+
+def test_a_canceled_item_cannot_be_completed() -> None:
+    item = given(request("user", "ann"), Cancel("run canceled"))
+
+    assert rejected(item, Complete("ann", {})).reason == "cannot complete a canceled work item"
+
+
+def test_approving_completes_with_the_decision_as_outputs() -> None:
+    item = given(request("manager_of", "ann", step_kind="approval"))
+
+    decision = accepted(item, Approve("carol", "fine by me"))
+
+    completed, step = decision.events
+    assert isinstance(completed, WorkItemCompleted)
+    assert (completed.decision, completed.comment) == ("approved", "fine by me")
+    assert isinstance(step, StepCompleted)
+    assert step.outputs == {"decision": "approved", "comment": "fine by me"}
+    assert (step.decision, step.comment) == ("approved", "fine by me")
+    after = then(item, decision)
+    assert (after.status, after.decision, after.comment) == (
+        Status.COMPLETED,
+        "approved",
+        "fine by me",
+    )
+
+
+def test_rejecting_completes_with_a_rejected_decision() -> None:
+    item = given(request("manager_of", "ann", step_kind="approval"))
+
+    decision = accepted(item, Reject("carol", "budget"))
+
+    step = decision.events[-1]
+    assert isinstance(step, StepCompleted)
+    assert step.outputs == {"decision": "rejected", "comment": "budget"}
+    assert then(item, decision).decision == "rejected"
+
+
+def test_an_approval_is_not_completed_with_a_form() -> None:
+    item = given(request("user", "ann", step_kind="approval"))
+
+    rejection = rejected(item, Complete("ann", {}))
+
+    assert rejection.code == "invalid"
+    assert rejection.reason == "an approval work item is approved or rejected, not completed"
+
+
+def test_an_interactive_item_is_not_approved_or_rejected() -> None:
+    item = given(request("user", "ann"))
+
+    assert rejected(item, Approve("ann")).reason == "only an approval work item can be approved"
+    assert rejected(item, Reject("ann")).reason == "only an approval work item can be rejected"
+
+
+def test_an_overlong_approval_comment_is_refused() -> None:
+    item = given(request("user", "ann", step_kind="approval"))
+
+    assert rejected(item, Approve("ann", "x" * 4001)).code == "invalid"
+
+
+def test_only_the_approver_may_approve() -> None:
+    item = given(request("user", "carol", step_kind="approval"))
+
+    assert rejected(item, Approve("ann")).code == "not_found"
