@@ -1,6 +1,5 @@
 """The runs API: list and show runs (with their history), and run control for admins."""
 
-from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 

@@ -1,6 +1,5 @@
 """Definitions (validate, publish, list, show) and starting runs, over HTTP."""
 
-from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
