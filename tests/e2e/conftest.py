@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def stack(servers: Any, database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     env = {**servers.env(database), "BATON_ADMIN_TOKEN": ADMIN_TOKEN, "BATON_LOG_FORMAT": "json",
            "BATON_TIMER_POLL_SECONDS": "0.2", "BATON_OUTBOX_SWEEP_SECONDS": "1"}
-    stack = ServiceStack(env=env, log_dir=tmp_path_factory.mktemp("logs"), names=("trigger", "stage-coordinator", "step-runner", "assignment"))
+    stack = ServiceStack(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     try:
         stack.start(timeout=90)
         yield stack

@@ -1,0 +1,133 @@
+"""The notification process: python -m services.notification
+
+Consumes workitems.events and runs.events; stores one delivery per (event, recipient,
+channel) in ``deliveries`` and sends it by email (SMTP), chat (webhook) or as a
+NotificationSent on the notifications topic.
+
+Delivery guarantees:
+- A redelivered event never notifies twice: delivery ids derive from the event, and the
+  insert ignores ids already stored, so only deliveries that were new get sent.
+- Two replicas never send one delivery at once: a send is preceded by a claim (a lease of
+  ``lease_seconds`` on the pending delivery at its current attempt count) and followed by
+  one conditional update of the outcome (sent, retry at ``next_attempt_at``, or failed).
+- Crash safety: nothing is sent before it is stored. A delivery claimed but never recorded
+  (the process killed mid-send) becomes due again when its lease expires and is sent once
+  more. That rare resend is recognisable downstream: the email's Message-ID, the webhook's
+  Idempotency-Key and the NotificationSent event_id all equal the delivery id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from contracts.topics import RUNS_EVENTS, WORKITEMS_EVENTS
+from services.notification.api import deliveries_router
+from services.notification.channels.base import Channel
+from services.notification.channels.chat import WebhookChannel
+from services.notification.channels.email import SmtpChannel
+from services.notification.core.retry import RetryPolicy
+from services.notification.dispatch import Dispatcher
+from services.notification.fanout import KafkaChannel
+from services.notification.handler import NotificationHandler
+from services.notification.jobs import RetrySweeper
+from services.notification.metrics import NotificationMetrics
+from services.notification.store import INDEXES, DeliveryStore
+from shared import auth
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+
+DEFAULT_PORT = 8105
+
+
+class NotificationSettings(ServiceSettings):
+    service_name: str = "notification"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_sender: str = "baton@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    chat_webhook_url: str | None = Field(default=None, description="None disables chat")
+    chat_timeout_seconds: float = Field(default=10.0, gt=0)
+    operators: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="user ids told about run events (comma-separated)"
+    )
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_delay_seconds: float = Field(default=30.0, ge=0)
+    retry_max_delay_seconds: float = Field(default=3_600.0, ge=0)
+    retry_poll_seconds: float = Field(default=1.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0, description="how long a send may take")
+    send_concurrency: int = Field(default=16, ge=1)
+
+    @field_validator("operators", mode="before")
+    @classmethod
+    def _split_operators(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+def build(settings: NotificationSettings | None = None) -> Runtime:
+    settings = settings or NotificationSettings()
+    rt = Runtime(settings, title="Baton notification", default_port=DEFAULT_PORT)
+    metrics = NotificationMetrics(rt.registry)
+    channels = _channels(settings, rt)
+    store = DeliveryStore(rt.db, timedelta(seconds=settings.lease_seconds))
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_delay_seconds=settings.retry_base_delay_seconds,
+        max_delay_seconds=max(settings.retry_max_delay_seconds, settings.retry_base_delay_seconds),
+    )
+    dispatcher = Dispatcher(store, rt.db, channels, policy, metrics,
+                            concurrency=settings.send_concurrency, enabled=set(channels))
+    handler = NotificationHandler(rt.db, store, dispatcher, metrics,
+                                  operators=settings.operators, enabled=set(channels))
+    rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
+    rt.every(settings.retry_poll_seconds, RetrySweeper(store, dispatcher, metrics), "retries")
+    rt.add_indexes([*INDEXES, *auth.INDEXES])
+    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    rt.http.include_router(deliveries_router(store, authenticator))
+    chat = channels.get("chat")
+    if isinstance(chat, WebhookChannel):
+        _on_shutdown(rt.http, chat.aclose)
+    return rt
+
+
+def _channels(settings: NotificationSettings, rt: Runtime) -> dict[str, Channel]:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    channels: list[Channel] = [
+        SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender,
+                    settings.smtp_timeout_seconds, starttls=settings.smtp_starttls,
+                    username=settings.smtp_username, password=password),
+        KafkaChannel(rt.publisher),
+    ]
+    if settings.chat_webhook_url:
+        channels.append(WebhookChannel(settings.chat_webhook_url, settings.chat_timeout_seconds))
+    return {channel.name: channel for channel in channels}
+
+
+def _on_shutdown(app: FastAPI, close: Callable[[], Awaitable[None]]) -> None:
+    """Runs ``close`` after the runtime's own lifespan (which has no stop hook of its own)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            try:
+                yield state
+            finally:
+                await close()
+
+    app.router.lifespan_context = lifespan
+
+
+if __name__ == "__main__":
+    build().serve()

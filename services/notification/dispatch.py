@@ -1,0 +1,99 @@
+"""Send claimed deliveries through their channels and record each outcome.
+
+Every send is preceded by a claim (a lease, see :mod:`services.notification.store`) and
+followed by one conditional update through the retry core, so two replicas never send the
+same delivery at the same time and a late outcome never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.notification.channels.base import Channel, ChannelError
+from services.notification.core.model import Delivery
+from services.notification.core.plan import DirectoryLookup
+from services.notification.core.retry import Rejection, RetryPolicy, on_failure, on_success
+from services.notification.directory import load_contacts
+from services.notification.metrics import NotificationMetrics
+from services.notification.store import DeliveryStore
+
+log = logging.getLogger("baton.notification.dispatch")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: DeliveryStore,
+        db: AsyncDatabase[dict[str, Any]],
+        channels: Mapping[str, Channel],
+        policy: RetryPolicy,
+        metrics: NotificationMetrics,
+        *,
+        concurrency: int,
+        enabled: Collection[str],
+    ) -> None:
+        self.store = store
+        self.db = db
+        self.channels = channels
+        self.policy = policy
+        self.metrics = metrics
+        self.enabled = enabled
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def dispatch(self, ids: Iterable[str], contacts: DirectoryLookup | None = None) -> int:
+        """Claim, send and record; returns how many were claimed (others were taken)."""
+        claimed = await self.store.claim(ids, datetime.now(UTC))
+        if not claimed:
+            return 0
+        if contacts is None:
+            people = (d.recipient for d in claimed if d.channel in self.channels)
+            contacts = await load_contacts(self.db, people, self.enabled)
+        await asyncio.gather(*(self._attempt(d, contacts) for d in claimed))
+        return len(claimed)
+
+    async def _attempt(self, delivery: Delivery, contacts: DirectoryLookup) -> None:
+        async with self._slots:
+            error = await self._send(delivery, contacts)
+        now = datetime.now(UTC)
+        if error is None:
+            updated = on_success(delivery, now)
+        else:
+            updated = on_failure(
+                delivery, error.message, now, self.policy, retryable=error.retryable
+            )
+        if isinstance(updated, Rejection):
+            log.error("cannot record delivery %s: %s", delivery.id, updated.reason)
+            return
+        outcome = {"sent": "sent", "failed": "failed"}.get(updated.status, "retry")
+        self.metrics.notifications.labels(delivery.channel, outcome).inc()
+        if not await self.store.record(delivery, updated):
+            log.warning("delivery %s was re-claimed before its outcome was stored", delivery.id)
+        elif error is not None:
+            log.warning("delivery %s via %s: %s (%s, attempt %d)", delivery.id,
+                        delivery.channel, error.message, outcome, updated.attempts)
+
+    async def _send(self, delivery: Delivery, contacts: DirectoryLookup) -> ChannelError | None:
+        channel = self.channels.get(delivery.channel)
+        if channel is None:
+            return ChannelError(f"channel {delivery.channel!r} is not enabled", retryable=False)
+        contact = contacts.user(delivery.recipient)
+        started = time.perf_counter()
+        try:
+            await channel.send(delivery, contact)
+        except ChannelError as exc:
+            return exc
+        except Exception as exc:  # a bug in a channel must not lose the delivery
+            log.exception("channel %s crashed on delivery %s", delivery.channel, delivery.id)
+            return ChannelError(f"channel crashed: {exc!r}", retryable=True)
+        finally:
+            self.metrics.send_seconds.labels(delivery.channel).observe(
+                time.perf_counter() - started
+            )
+        return None

@@ -1,0 +1,37 @@
+"""Notification metrics, on the process registry next to the shared messaging metrics.
+
+Labels stay bounded: channel and outcome only, never a recipient or a delivery id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.metrics import LATENCY_BUCKETS
+
+
+class NotificationMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "baton_notifications_total",
+            "Delivery attempts by channel and outcome (sent, retry, failed)",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "baton_notification_pending",
+            "Deliveries not yet sent or failed for good (seen by the last retry sweep)",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "baton_notification_duplicates_total",
+            "Planned deliveries already stored (a redelivered event), so not sent again",
+            registry=registry,
+        )
+        self.send_seconds = Histogram(
+            "baton_notification_send_seconds",
+            "Time one channel took to send one delivery",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )

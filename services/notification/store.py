@@ -1,0 +1,120 @@
+"""The ``deliveries`` collection: dedupe by delivery id, leases, outcomes, the admin query.
+
+A delivery document is the :class:`Delivery` fields with ``_id`` = the delivery id, plus
+``lease_until`` / ``lease_token`` while a replica is sending it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from services.notification.core.model import Delivery
+from shared.mongo import Index
+
+DELIVERIES = "deliveries"
+DUPLICATE_KEY = 11000
+INDEXES = [
+    Index(DELIVERIES, [("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
+    Index(DELIVERIES, [("recipient", ASCENDING), ("created_at", DESCENDING)]),
+    Index(DELIVERIES, [("created_at", DESCENDING)]),
+]
+_FIELDS = {f.name for f in dataclasses.fields(Delivery)}
+
+
+def to_document(delivery: Delivery) -> dict[str, Any]:
+    doc = dataclasses.asdict(delivery)
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def from_document(doc: dict[str, Any]) -> Delivery:
+    fields = {k: v for k, v in doc.items() if k in _FIELDS}
+    return Delivery(id=doc["_id"], **fields)
+
+
+def _lease_free(now: datetime) -> dict[str, Any]:
+    return {"$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]}
+
+
+class DeliveryStore:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], lease: timedelta) -> None:
+        self.deliveries = db[DELIVERIES]
+        self.lease = lease
+
+    async def insert_new(self, deliveries: Sequence[Delivery]) -> list[str]:
+        """Store the deliveries; returns the ids that were new (a duplicate id is skipped)."""
+        unique = {d.id: d for d in deliveries}
+        if not unique:
+            return []
+        docs = [to_document(d) for d in unique.values()]
+        try:
+            await self.deliveries.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get(
+                "writeConcernErrors"
+            ):
+                raise
+            existing = {e["index"] for e in errors}
+            return [doc["_id"] for i, doc in enumerate(docs) if i not in existing]
+        return list(unique)
+
+    async def claim(self, ids: Iterable[str], now: datetime) -> list[Delivery]:
+        """Lease the pending ones nobody else holds; returns those this call now owns.
+
+        One update for the whole set and one read back by a fresh token: each document is
+        updated atomically, so of two replicas racing for it exactly one gets the token.
+        """
+        wanted = list(ids)
+        if not wanted:
+            return []
+        token = uuid.uuid4().hex
+        await self.deliveries.update_many(
+            {"_id": {"$in": wanted}, "status": "pending", **_lease_free(now)},
+            {"$set": {"lease_until": now + self.lease, "lease_token": token}},
+        )
+        cursor = self.deliveries.find({"_id": {"$in": wanted}, "lease_token": token})
+        return [from_document(doc) async for doc in cursor]
+
+    async def record(self, claimed: Delivery, updated: Delivery) -> bool:
+        """Store the outcome of an attempt, unless the claim was lost meanwhile."""
+        doc = to_document(updated)
+        doc.pop("_id")
+        result = await self.deliveries.update_one(
+            {"_id": claimed.id, "status": "pending", "attempts": claimed.attempts},
+            {"$set": doc, "$unset": {"lease_until": "", "lease_token": ""}},
+        )
+        return result.modified_count == 1
+
+    async def due_ids(self, now: datetime, limit: int) -> list[str]:
+        query = {"status": "pending", "next_attempt_at": {"$lte": now}, **_lease_free(now)}
+        cursor = self.deliveries.find(query, {"_id": 1}).sort("next_attempt_at", 1).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+    async def count_pending(self) -> int:
+        return await self.deliveries.count_documents({"status": "pending"})
+
+    async def search(
+        self, *, recipient: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {}
+        if recipient:
+            query["recipient"] = recipient
+        if status:
+            query["status"] = status
+        cursor = self.deliveries.find(query, {"lease_token": 0})
+        return [_public(doc) async for doc in cursor.sort("created_at", -1).limit(limit)]
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["id"] = doc.pop("_id")
+    return doc
+
