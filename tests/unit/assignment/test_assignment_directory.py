@@ -156,8 +156,7 @@ def test_the_fixture_document_is_not_mutated() -> None:
 
 def test_the_example_directory_loads() -> None:
     path = Path(__file__).resolve().parents[3] / "examples" / "directory.yaml"
-    if not path.exists():
-        pytest.skip("examples/directory.yaml is not there")
+    assert path.exists(), "examples/directory.yaml ships with the project"
 
     directory = Directory.from_document(yaml.safe_load(path.read_text()))
 
