@@ -70,6 +70,10 @@ class Authenticator:
             raise HTTPException(403, "this action needs the admin role")
         return principal
 
+    def forget(self) -> None:
+        """Drop cached lookups (after a revocation here; other processes wait out the cache)."""
+        self._cache.clear()
+
     async def _lookup(self, digest: str) -> Principal | None:
         cached = self._cache.get(digest)
         if cached and cached[0] > time.monotonic():

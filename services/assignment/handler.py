@@ -1,117 +1,109 @@
 """Opens and withdraws work items from the coordinator's dispatches.
 
-Per batch: one find for the items the batch touches, decide per message with the pure
-core, one bulk write of the items with their outboxes and timers, publish, clear.
+Per batch: one find for the items of the batch's runs, decide per message with the pure
+core, one conditional bulk write of the items with their outboxes and timers, publish,
+clear.  A write that loses to another writer (the Work Guide API, the timer job, another
+replica) raises :class:`Conflict`; the consumer retries the batch, which reads again.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
-from pymongo import ReplaceOne, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
-
-from contracts import Envelope, parse_dict
+from contracts import Envelope
 from contracts.envelope import derived_id, new_event
-from contracts.events.workitems import WorkItemCancelRequested, WorkItemRequested
-from services.assignment.core.commands import Cancel, OpenWorkItem
+from contracts.events.workitems import (
+    WorkItemAssignmentFailed,
+    WorkItemCancelRequested,
+    WorkItemRequested,
+)
+from services.assignment.core.commands import Cancel, Command, OpenWorkItem
 from services.assignment.core.decide import handle
 from services.assignment.core.rejection import Rejection
-from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
-from shared.messaging import Publisher
-from shared.mongo import Index
+from services.assignment.store import (
+    ACTIVE,
+    WorkItemStore,
+    failed_document,
+    item_of,
+    next_document,
+    work_item_id,
+)
 
 log = logging.getLogger("baton.assignment")
 PRODUCER = "assignment"
-WORK_ITEMS = "work_items"
-INDEXES = [
-    Index(WORK_ITEMS, [("run_id", 1), ("step", 1)]),
-    Index(WORK_ITEMS, [("status", 1), ("assignee_kind", 1), ("assignee", 1), ("due_at", 1)]),
-    Index(WORK_ITEMS, [("recipients", 1), ("status", 1)]),
-    Index(WORK_ITEMS, [("outbox_at", 1)], options={"sparse": True}),
-    Index(WORK_ITEMS, [("timers.due_at", 1)]),
-]
 
-
-def work_item_id(run_id: str, step: str, attempt: int) -> str:
-    return f"{run_id}:{step}:{attempt}"
+Change = tuple[dict[str, Any] | None, dict[str, Any]]
 
 
 class DispatchHandler:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], directory: DirectoryStore,
-                 publisher: Publisher) -> None:
-        self.items = db[WORK_ITEMS]
+    def __init__(self, store: WorkItemStore, directory: DirectoryStore) -> None:
+        self.store = store
         self.directory = directory
-        self.publisher = publisher
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
-        run_ids = list({e.run_id for e in envelopes if e.run_id})
-        docs = await self.items.find({"run_id": {"$in": run_ids}}).to_list(None)
-        items = {d["_id"]: d for d in docs}
+        docs = {d["_id"]: d for d in await self.store.of_runs({e.run_id for e in envelopes
+                                                              if e.run_id})}
+        await self._publish_leftovers(docs)
         directory = await self.directory.current()
-        writes: dict[str, dict[str, Any]] = {}
+        changes: dict[str, Change] = {}
         for envelope in envelopes:
-            payload = envelope.payload
-            run_id = envelope.run_id or ""
-            if isinstance(payload, WorkItemRequested):
-                item_id = work_item_id(run_id, payload.step, payload.attempt)
-                command: Any = OpenWorkItem(item_id, run_id, payload)
-            elif isinstance(payload, WorkItemCancelRequested):
-                open_items = [d for d in {**items, **writes}.values() if d["run_id"] == run_id
-                              and d["step"] == payload.step and d["status"] in ("open", "claimed")]
-                if not open_items:
-                    continue
-                item_id = open_items[-1]["_id"]
-                command = Cancel(reason=payload.reason)
-            else:
+            target = self._command(envelope, docs, changes)
+            if target is None:
                 continue
-            current_doc = writes.get(item_id) or items.get(item_id)
-            current = _item(current_doc)
-            updated, decision = handle(current, command, envelope.occurred_at, directory)
+            item_id, command = target
+            read = docs.get(item_id)
+            current = changes[item_id][1] if item_id in changes else read
+            updated, decision = handle(item_of(current), command, envelope.occurred_at, directory)
             if isinstance(decision, Rejection):
-                log.info("%s on %s rejected: %s", envelope.type, item_id, decision.reason)
+                log.info("%s on %s refused: %s", envelope.type, item_id, decision.reason)
                 continue
-            outbox = [
+            if not decision.events:
+                continue  # a redelivery: the item is already open
+            published = [
                 new_event(p, producer=PRODUCER, cause=envelope,
-                          event_id=derived_id(envelope.event_id, i)).model_dump(mode="json")
+                          event_id=derived_id(envelope.event_id, i))
                 for i, p in enumerate(decision.published)
             ]
-            if not outbox and updated == current:
-                continue
-            base = _document(updated, item_id, run_id, payload) if updated else dict(current_doc or {})
-            base["outbox"] = [*(current_doc or {}).get("outbox", []), *outbox]
-            base["outbox_at"] = envelope.occurred_at
-            base["timers"] = [*(current_doc or {}).get("timers", []),
-                              *({"purpose": t.purpose, "due_at": t.due_at, "epoch": t.epoch,
-                                 "overdue": t.overdue} for t in decision.timers)]
-            writes[item_id] = base
-        if not writes:
-            return
-        await self.items.bulk_write(
-            [ReplaceOne({"_id": k}, v, upsert=True) for k, v in writes.items()], ordered=False
-        )
-        await self.publisher.publish(parse_dict(m) for d in writes.values() for m in d["outbox"])
-        await self.items.bulk_write(
-            [UpdateOne({"_id": k}, {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}})
-             for k in writes], ordered=False,
-        )
+            if updated is None:
+                failure = next(e for e in decision.events
+                               if isinstance(e, WorkItemAssignmentFailed))
+                payload = envelope.payload
+                assert isinstance(payload, WorkItemRequested)
+                new = failed_document(current, item_id=item_id, run_id=envelope.run_id or "",
+                                      step=payload.step, attempt=payload.attempt,
+                                      error=failure.error, published=published,
+                                      now=envelope.occurred_at)
+            else:
+                new = next_document(current, updated, published=published,
+                                    timers=decision.timers, now=envelope.occurred_at,
+                                    correlation_id=envelope.correlation_id)
+            changes[item_id] = (read, new)
+        await self.store.commit(list(changes.values()))
 
-
-def _item(doc: dict[str, Any] | None) -> WorkItem | None:
-    if doc is None or "status" not in doc:
+    def _command(
+        self, envelope: Envelope, docs: dict[str, dict[str, Any]], changes: dict[str, Change]
+    ) -> tuple[str, Command] | None:
+        payload, run_id = envelope.payload, envelope.run_id or ""
+        if isinstance(payload, WorkItemRequested):
+            item_id = work_item_id(run_id, payload.step, payload.attempt)
+            return item_id, OpenWorkItem(item_id, run_id, payload)
+        if isinstance(payload, WorkItemCancelRequested):
+            latest = {**docs, **{k: new for k, (_, new) in changes.items()}}
+            open_items = [d for d in latest.values() if d.get("run_id") == run_id
+                          and d.get("step") == payload.step and d.get("status") in ACTIVE]
+            if not open_items:
+                return None
+            newest = max(open_items, key=lambda d: d.get("attempt", 0))
+            return newest["_id"], Cancel(reason=payload.reason)
         return None
-    fields = {k: v for k, v in doc.items() if k in WorkItem.model_fields}
-    return WorkItem.model_validate({**fields, "id": doc["_id"]})
 
-
-def _document(item: WorkItem, item_id: str, run_id: str, payload: Any) -> dict[str, Any]:
-    doc = item.model_dump(mode="python", exclude={"id"})
-    doc["_id"] = item_id
-    return doc
-
-
-def _now(envelope: Envelope) -> datetime:
-    return envelope.occurred_at
+    async def _publish_leftovers(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Outboxes a crash left unpublished go out before anything new is decided."""
+        leftovers = [d for d in docs.values() if d.get("outbox")]
+        if leftovers:
+            await self.store.outbox.flush(leftovers)
+            for doc in leftovers:
+                doc["outbox"] = []
+                doc.pop("outbox_at", None)

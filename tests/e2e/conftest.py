@@ -20,9 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def stack(servers: Any, database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+def stack_env() -> dict[str, str]:
+    """Extra environment for the module's services (override it in a test module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(servers: Any, database: str, stack_env: dict[str, str],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     env = {**servers.env(database), "BATON_ADMIN_TOKEN": ADMIN_TOKEN, "BATON_LOG_FORMAT": "json",
-           "BATON_TIMER_POLL_SECONDS": "0.2", "BATON_OUTBOX_SWEEP_SECONDS": "1"}
+           "BATON_TIMER_POLL_SECONDS": "0.2", "BATON_OUTBOX_SWEEP_SECONDS": "1", **stack_env}
     stack = ServiceStack(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     try:
         stack.start(timeout=90)

@@ -56,9 +56,14 @@ def recipients_of(envelope: Envelope, operators: Sequence[str] = ()) -> list[str
 
 
 def channels_for(contact: UserContact) -> list[str]:
-    """The contact's preferred channels that they can be reached on, in their order."""
+    """The contact's preferred channels that they can be reached on, in their order.
+
+    When none of them can (chat preferred, but no chat handle on file), email stands in,
+    so a person with an address always hears about their work.
+    """
     reachable = {EMAIL: bool(contact.email), CHAT: bool(contact.chat_handle)}
-    return [c for c in dict.fromkeys(contact.channels) if reachable.get(c, False)]
+    usable = [c for c in dict.fromkeys(contact.channels) if reachable.get(c, False)]
+    return usable or ([EMAIL] if contact.email else [])
 
 
 def plan_deliveries(

@@ -33,13 +33,17 @@ class HttpAction:
             raise FatalError(f"http needs an absolute http(s) url, got {url!r}")
         headers = {str(k): str(v) for k, v in dict(inputs.get("headers", {})).items()}
         headers.setdefault("Idempotency-Key", context.idempotency_key)
+        # A structured body (the usual case in definitions) is sent as JSON; text as is.
+        body = inputs.get("body")
+        payload = inputs.get("json", body if isinstance(body, dict | list) else None)
+        content = None if payload is not None or body is None else str(body)
         try:
             response = await client().request(
                 str(inputs.get("method", "POST")).upper(),
                 url,
                 headers=headers,
-                json=inputs.get("json"),
-                content=inputs.get("body") if "json" not in inputs else None,
+                json=payload,
+                content=content,
                 timeout=float(inputs.get("timeout_seconds", 30)),
             )
         except httpx.TransportError as exc:

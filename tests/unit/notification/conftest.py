@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
-from notification_servers import MailSink, WebhookReceiver, smtp_sink, webhook_receiver
+from receivers import MailSink, WebhookReceiver, smtp_sink, webhook_receiver
 
 from contracts.envelope import Envelope, Payload, new_event
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from notification_servers import WebhookReceiver, free_port
+from receivers import WebhookReceiver, free_port
 
 from services.notification.channels.base import Channel, ChannelError
 from services.notification.channels.chat import WebhookChannel, slack_message

@@ -7,7 +7,7 @@ from email import message_from_bytes
 from email.policy import default
 
 import pytest
-from notification_servers import MailSink, free_port
+from receivers import MailSink, free_port
 
 from services.notification.channels.base import Channel, ChannelError
 from services.notification.channels.email import SmtpChannel

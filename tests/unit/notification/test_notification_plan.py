@@ -138,3 +138,11 @@ def test_events_without_a_template_plan_nothing(make_event: EventFactory, now: d
 
     assert plan_deliveries(make_event(claimed), DIRECTORY, now) == []
     assert plan_deliveries(make_event(started), DIRECTORY, now, operators=["u-ada"]) == []
+
+
+def test_email_stands_in_when_no_preferred_channel_is_reachable() -> None:
+    chat_only = UserContact("u", email="u@example.com", chat_handle=None, channels=("chat",))
+    unreachable = UserContact("v", email=None, chat_handle=None, channels=("chat",))
+
+    assert channels_for(chat_only) == ["email"]
+    assert channels_for(unreachable) == []

@@ -1,6 +1,6 @@
 """Real receivers on 127.0.0.1 for channel tests: an SMTP sink and a webhook endpoint.
 
-Imported by name (not from conftest), so keep the module name unique across tests/.
+Imported by name (tests/ is on the path) by the unit, integration and e2e tests.
 """
 
 from __future__ import annotations

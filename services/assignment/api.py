@@ -1,0 +1,291 @@
+"""The Work Guide over HTTP: my work, one item, people's actions, tokens and the directory.
+
+Who may do what is the pure core's decision (services/assignment/core/access.py); this
+module maps its rejections to status codes: not_found 404, forbidden 403, conflict 409,
+invalid 422.  Someone who may not see an item gets the same 404 as for an item that
+does not exist, so ids cannot be probed.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import BaseModel, Field
+
+from contracts.events.workitems import AssigneeKind
+from services.assignment.core import commands as cmd
+from services.assignment.core.access import can_see
+from services.assignment.core.directory import Directory
+from services.assignment.core.people import DirectoryError
+from services.assignment.core.rejection import Rejection
+from services.assignment.core.workitem import WorkItem
+from services.assignment.directory_store import DirectoryStore
+from services.assignment.guide import WorkGuide
+from services.assignment.store import ACTIVE, item_of
+from shared.auth import TOKENS, Authenticator, Principal, hash_token, new_token
+
+STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
+SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
+                  "assignee_kind", "assignee", "claimed_by", "delegated_to", "delegated_from",
+                  "due_at", "created_at", "updated_at")
+StatusFilter = Literal["active", "open", "claimed", "completed", "canceled"]
+
+
+class CompleteRequest(BaseModel):
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class DecisionRequest(BaseModel):
+    comment: str = Field(default="", max_length=4000)
+
+
+class CommentRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class DelegateRequest(BaseModel):
+    to: str = Field(min_length=1, max_length=200)
+
+
+class ReassignRequest(BaseModel):
+    to_kind: AssigneeKind
+    to: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+
+class BulkReassignRequest(ReassignRequest):
+    ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class TokenRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=200)
+    roles: list[Literal["admin"]] | None = None
+    note: str = Field(default="", max_length=200)
+
+
+class UserPatch(BaseModel):
+    out_of_office: bool | None = None
+    delegate: str | None = Field(default=None, max_length=200)
+    channels: list[Literal["email", "chat", "kafka"]] | None = None
+
+
+def refuse(rejection: Rejection) -> HTTPException:
+    return HTTPException(STATUS_CODES[rejection.code], rejection.as_dict())
+
+
+def summary(item: WorkItem, now: datetime) -> dict[str, Any]:
+    body = {"id": item.id, **{k: getattr(item, k) for k in SUMMARY_FIELDS}}
+    body["overdue"] = bool(item.due_at and item.due_at < now and not item.is_finished)
+    return body
+
+
+def detail(item: WorkItem, now: datetime) -> dict[str, Any]:
+    body = summary(item, now)
+    body.update(
+        form=item.form, record=item.record, context=item.context, outputs=item.outputs,
+        decision=item.decision, comment=item.comment, completed_by=item.completed_by,
+        recipients=list(item.recipients), escalated=item.escalated,
+        history=[entry.model_dump(mode="json") for entry in item.history],
+    )
+    return body
+
+
+def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
+    router = APIRouter(prefix="/work", tags=["work"])
+    Person = Annotated[Principal, Depends(auth.principal)]
+    Admin = Annotated[Principal, Depends(auth.admin)]
+
+    @router.get("", summary="My work: items for me, my groups and my queues")
+    async def my_work(
+        who: Person,
+        status: StatusFilter = "active",
+        scope: Literal["mine", "all"] = "mine",
+        orchestration: str | None = None,
+        overdue: bool = False,
+        sort: Literal["due", "created"] = "due",
+        limit: int = Query(50, ge=1, le=500),
+    ) -> list[dict[str, Any]]:
+        directory = await guide.directory_for(who)
+        now = datetime.now(UTC)
+        query: dict[str, Any] = {"status": {"$in": list(ACTIVE)} if status == "active" else status}
+        if scope == "all":
+            if not directory.is_admin(who.user_id):
+                raise HTTPException(403, {"reason": "scope=all needs the admin role",
+                                          "code": "forbidden"})
+        else:
+            query["$or"] = _mine(who.user_id, directory)
+        if orchestration:
+            query["orchestration"] = orchestration
+        if overdue:
+            query["due_at"] = {"$lt": now}
+        order = [("due_at", 1), ("created_at", 1)] if sort == "due" else [("created_at", -1)]
+        docs = await guide.store.items.find(query, {"history": 0, "outbox": 0}).sort(
+            order).limit(limit).to_list(None)
+        items = [i for i in map(item_of, docs) if i and can_see(i, who.user_id, directory)]
+        if sort == "due":  # items with no due date last, not first
+            items.sort(key=lambda i: (i.due_at is None, i.due_at or now, i.created_at))
+        return [summary(i, now) for i in items]
+
+    @router.get("/{item_id}", summary="One work item with its run's record and context")
+    async def show(item_id: str, who: Person) -> dict[str, Any]:
+        item = await guide.view(item_id)
+        directory = await guide.directory_for(who)
+        if item is None or not can_see(item, who.user_id, directory):
+            raise refuse(Rejection(f"work item {item_id!r} not found", "not_found"))
+        return detail(item, datetime.now(UTC))
+
+    async def act(item_id: str, who: Principal, command: cmd.Command) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        outcome = await guide.act(item_id, command, directory)
+        if outcome.rejection:
+            raise refuse(outcome.rejection)
+        assert outcome.item is not None
+        return detail(outcome.item, datetime.now(UTC))
+
+    @router.post("/{item_id}/claim")
+    async def claim(item_id: str, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Claim(who.user_id))
+
+    @router.post("/{item_id}/release")
+    async def release(item_id: str, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Release(who.user_id))
+
+    @router.post("/{item_id}/complete", summary="Submit the form (validated against its schema)")
+    async def complete(item_id: str, body: CompleteRequest, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Complete(who.user_id, body.values))
+
+    @router.post("/{item_id}/approve")
+    async def approve(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Approve(who.user_id, body.comment))
+
+    @router.post("/{item_id}/reject")
+    async def reject(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Reject(who.user_id, body.comment))
+
+    @router.post("/{item_id}/comment")
+    async def comment(item_id: str, body: CommentRequest, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Comment(who.user_id, body.text))
+
+    @router.post("/{item_id}/delegate", summary="Hand it to someone; the owner keeps sight of it")
+    async def delegate(item_id: str, body: DelegateRequest, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Delegate(who.user_id, body.to))
+
+    @router.post("/{item_id}/reassign", summary="Admin: move the item to someone else")
+    async def reassign(item_id: str, body: ReassignRequest, who: Admin) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Reassign(who.user_id, body.to_kind, body.to,
+                                                    body.reason))
+
+    @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
+    async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        results = []
+        for item_id in dict.fromkeys(body.ids):
+            command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
+            outcome = await guide.act(item_id, command, directory)
+            error = outcome.rejection.reason if outcome.rejection else None
+            results.append({"id": item_id, "ok": error is None, "error": error})
+        return {"results": results}
+
+    return router
+
+
+def _mine(user_id: str, directory: Directory) -> list[dict[str, Any]]:
+    """Whatever makes an item someone's: theirs, claimed, delegated, or in their pools."""
+    user = directory.users.get(user_id)
+    clauses: list[dict[str, Any]] = [
+        {"assignee_kind": "user", "assignee": user_id},
+        {"claimed_by": user_id},
+        {"delegated_to": user_id},
+        {"delegated_from": user_id},
+    ]
+    if user and user.groups:
+        clauses.append({"assignee_kind": "group", "assignee": {"$in": list(user.groups)}})
+    if user and user.queues:
+        clauses.append({"assignee_kind": "queue", "assignee": {"$in": list(user.queues)}})
+    return clauses
+
+
+def people_router(directory_store: DirectoryStore, guide: WorkGuide,
+                  auth: Authenticator) -> APIRouter:
+    router = APIRouter(tags=["people"])
+    Person = Annotated[Principal, Depends(auth.principal)]
+    Admin = Annotated[Principal, Depends(auth.admin)]
+    tokens = directory_store.db[TOKENS]
+
+    @router.get("/me", summary="Who the token belongs to")
+    async def me(who: Person) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        user = directory.users.get(who.user_id)
+        roles = sorted(set(who.roles) | set(user.roles if user else ()))
+        return {"user_id": who.user_id, "roles": roles, "name": user.name if user else "",
+                "email": user.email if user else None,
+                "groups": list(user.groups) if user else [],
+                "queues": list(user.queues) if user else []}
+
+    @router.post("/tokens", status_code=201, summary="Admin: issue a token (shown once)")
+    async def issue(body: TokenRequest, who: Admin) -> dict[str, Any]:
+        directory = await directory_store.current()
+        user = directory.users.get(body.user_id)
+        if user is None:
+            raise HTTPException(404, {"reason": f"no user {body.user_id!r} in the directory",
+                                      "code": "not_found"})
+        roles = sorted(set(body.roles if body.roles is not None else user.roles))
+        token = new_token()
+        digest = hash_token(token)
+        await tokens.insert_one({"_id": digest, "id": digest[:12], "user_id": user.id,
+                                 "roles": roles, "note": body.note, "issued_by": who.user_id,
+                                 "created_at": datetime.now(UTC), "revoked": False})
+        return {"id": digest[:12], "token": token, "user_id": user.id, "roles": roles}
+
+    @router.get("/tokens", summary="Admin: issued tokens (never the tokens themselves)")
+    async def list_tokens(_: Admin, user_id: str | None = None) -> list[dict[str, Any]]:
+        query = {"user_id": user_id} if user_id else {}
+        docs = await tokens.find(query, {"_id": 0}).sort("created_at", -1).to_list(1000)
+        return docs
+
+    @router.delete("/tokens/{token_id}", status_code=204, summary="Admin: revoke a token")
+    async def revoke(token_id: str, _: Admin) -> Response:
+        result = await tokens.update_one({"id": token_id}, {"$set": {"revoked": True}})
+        if result.matched_count == 0:
+            raise HTTPException(404, {"reason": f"no token {token_id!r}", "code": "not_found"})
+        auth.forget()
+        return Response(status_code=204)
+
+    @router.get("/directory", summary="Users, groups and queues")
+    async def show_directory(_: Person) -> dict[str, Any]:
+        return (await directory_store.current()).to_document()
+
+    @router.put("/directory", summary="Admin: replace the directory (examples/directory.yaml)")
+    async def load_directory(document: dict[str, Any], _: Admin) -> dict[str, int]:
+        try:
+            directory = await directory_store.load(document)
+        except (DirectoryError, ValueError) as exc:
+            raise HTTPException(422, {"reason": "the directory is invalid",
+                                      "code": "invalid", "errors": _directory_errors(exc)}) from exc
+        return {s: len(getattr(directory, s)) for s in ("users", "groups", "queues")}
+
+    @router.patch("/directory/users/{user_id}",
+                  summary="Out of office, delegate, channels (the user or an admin)")
+    async def patch_user(user_id: str, body: UserPatch, who: Person) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        if who.user_id != user_id and not directory.is_admin(who.user_id):
+            raise HTTPException(403, {"reason": "only the user or an admin may change this",
+                                      "code": "forbidden"})
+        document = (await directory_store.current()).to_document()
+        users = {u["id"]: u for u in document["users"]}
+        if user_id not in users:
+            raise HTTPException(404, {"reason": f"no user {user_id!r}", "code": "not_found"})
+        users[user_id].update(body.model_dump(exclude_unset=True))
+        try:
+            updated = await directory_store.load(document)
+        except (DirectoryError, ValueError) as exc:
+            raise HTTPException(422, {"reason": "the change is invalid", "code": "invalid",
+                                      "errors": _directory_errors(exc)}) from exc
+        return updated.users[user_id].model_dump(mode="json")
+
+    return router
+
+
+def _directory_errors(exc: Exception) -> list[dict[str, str]]:
+    lines = [line.strip(" -") for line in str(exc).splitlines() if line.strip(" -")]
+    return [{"field": "", "message": line} for line in lines]
