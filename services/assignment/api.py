@@ -126,6 +126,17 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
             items.sort(key=lambda i: (i.due_at is None, i.due_at or now, i.created_at))
         return [summary(i, now) for i in items]
 
+    @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
+    async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        results = []
+        for item_id in dict.fromkeys(body.ids):
+            command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
+            outcome = await guide.act(item_id, command, directory)
+            error = outcome.rejection.reason if outcome.rejection else None
+            results.append({"id": item_id, "ok": error is None, "error": error})
+        return {"results": results}
+
     @router.get("/{item_id}", summary="One work item with its run's record and context")
     async def show(item_id: str, who: Person) -> dict[str, Any]:
         item = await guide.view(item_id)
@@ -174,17 +185,6 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
     async def reassign(item_id: str, body: ReassignRequest, who: Admin) -> dict[str, Any]:
         return await act(item_id, who, cmd.Reassign(who.user_id, body.to_kind, body.to,
                                                     body.reason))
-
-    @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
-    async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
-        directory = await guide.directory_for(who)
-        results = []
-        for item_id in dict.fromkeys(body.ids):
-            command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
-            outcome = await guide.act(item_id, command, directory)
-            error = outcome.rejection.reason if outcome.rejection else None
-            results.append({"id": item_id, "ok": error is None, "error": error})
-        return {"results": results}
 
     return router
 
