@@ -113,7 +113,8 @@ class EmbeddedServers:
             self.stop_one(name)
 
     def env(self) -> dict[str, str]:
-        return {"BATON_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "BATON_MONGODB_URI": self.mongodb_uri}
+        return {"BATON_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+                "BATON_MONGODB_URI": self.mongodb_uri}
 
 
 def _state_file() -> Path:
@@ -123,8 +124,10 @@ def _state_file() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.embedded")
     parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--kafka-port", type=int, default=int(os.environ.get("BATON_KAFKA_PORT", 0)))
-    parser.add_argument("--mongo-port", type=int, default=int(os.environ.get("BATON_MONGODB_PORT", 0)))
+    parser.add_argument("--kafka-port", type=int,
+                        default=int(os.environ.get("BATON_KAFKA_PORT", 0)))
+    parser.add_argument("--mongo-port", type=int,
+                        default=int(os.environ.get("BATON_MONGODB_PORT", 0)))
     parser.add_argument("--fresh", action="store_true", help="delete MongoDB data first")
     args = parser.parse_args(argv)
     state = _state_file()

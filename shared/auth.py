@@ -56,7 +56,9 @@ class Authenticator:
         elif scheme.lower() != "bearer":
             raise HTTPException(401, "use 'Authorization: Bearer <token>'")
         if not token:
-            raise HTTPException(401, "a bearer token is required (issue one with `baton tokens issue`)")
+            raise HTTPException(
+                401, "a bearer token is required (issue one with `baton tokens issue`)"
+            )
         if self.admin_token and hmac.compare_digest(token, self.admin_token):
             return Principal("admin", frozenset({"admin"}))
         principal = await self._lookup(hash_token(token))

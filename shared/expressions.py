@@ -58,9 +58,11 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     results are joined as text.
     """
     if isinstance(value, str):
-        whole = _TEMPLATE.fullmatch(value)
-        if whole:
-            return evaluate(whole.group(1), context)
+        found = list(_TEMPLATE.finditer(value))
+        # "${a}" keeps its type; "${a} and ${b}" is text (fullmatch alone would take
+        # "a} and ${b" for one expression).
+        if len(found) == 1 and found[0].span() == (0, len(value)):
+            return evaluate(found[0].group(1), context)
         return _TEMPLATE.sub(lambda m: str(evaluate(m.group(1), context)), value)
     if isinstance(value, list):
         return [render(v, context) for v in value]

@@ -1,8 +1,9 @@
 """May an in-flight run move to another version of its orchestration?
 
 The run keeps its place (its current stage, by name) and the work already started or done
-in that stage (its steps, by name and kind).  Steps that have not started may come and go:
-the target version decides them.
+in that stage (its steps, by name, kind and action).  Steps that have not started may come
+and go: the target version decides them.  The stage-coordinator refuses a migration with
+exactly these issues, so the API and the coordinator give the same reasons.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.definitions.issues import Issue, listing
-from shared.definitions.model import Definition, Stage
+from shared.definitions.model import Definition, Stage, Step
 
 NOT_STARTED = frozenset({"pending", "not_started", "skipped"})
 
@@ -24,13 +25,17 @@ def check_migration(
     ``run_state`` is ``{"stage": "it", "steps": {"laptop": "completed", ...}}``: the stage
     the run is in and the status of that stage's steps.  Any status other than pending,
     not_started or skipped counts as started, so an unknown status errs on the safe side.
+    A run that is in no stage yet (it went into Error before entering its first one) has
+    started nothing, so it may move.
     """
     issues: list[Issue] = []
     if current.name != target.name:
         issues.append(Issue("name", f"the run is of '{current.name}', not of '{target.name}'"))
+    if current.version == target.version:
+        issues.append(Issue("version", f"the run is on version {target.version} already"))
     stage_name = run_state.get("stage")
     if not stage_name:
-        return [*issues, Issue("stage", "the run is not in a stage; there is nothing to move")]
+        return issues
     target_stage = _stage(target, stage_name)
     if target_stage is None:
         issues.append(
@@ -66,14 +71,25 @@ def check_migration(
                 )
             )
             continue
-        before = _step_kind(current_stage, name)
-        if before is not None and before != moved_to.kind.value:
+        before = _step(current_stage, name)
+        if before is not None and before.kind != moved_to.kind:
             issues.append(
                 Issue(
                     f"{at}.kind",
-                    f"step '{name}' is {status} as {_a(before)} step in version"
+                    f"step '{name}' is {status} as {_a(before.kind.value)} step in version"
                     f" {current.version}, but version {target.version} makes it"
                     f" {_a(moved_to.kind.value)} step",
+                )
+            )
+        elif before is not None and before.action != moved_to.action:
+            # An action in flight cannot change: a wait is the coordinator's timer, any
+            # other action runs in the step-runner and reports back.
+            issues.append(
+                Issue(
+                    f"{at}.action",
+                    f"step '{name}' is {status} with action '{before.action}' in version"
+                    f" {current.version}, but version {target.version} gives it action"
+                    f" '{moved_to.action}'",
                 )
             )
     return issues
@@ -83,10 +99,10 @@ def _stage(definition: Definition, name: str) -> Stage | None:
     return next((s for s in definition.stages if s.name == name), None)
 
 
-def _step_kind(stage: Stage | None, name: str) -> str | None:
+def _step(stage: Stage | None, name: str) -> Step | None:
     if stage is None:
         return None
-    return next((s.kind.value for s in stage.steps if s.name == name), None)
+    return next((s for s in stage.steps if s.name == name), None)
 
 
 def _a(word: str) -> str:

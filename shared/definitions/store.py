@@ -41,10 +41,14 @@ class DefinitionStore:
         self._cache[(name, definition.version)] = definition
         return definition
 
-    async def publish(self, definition: Definition, *, published_by: str, now: datetime) -> Definition:
+    async def publish(
+        self, definition: Definition, *, published_by: str, now: datetime
+    ) -> Definition:
         """Store the next version; a concurrent publish of the same name retries."""
         for _ in range(5):
-            latest = await self.collection.find_one({"name": definition.name}, sort=[("version", DESCENDING)])
+            latest = await self.collection.find_one(
+                {"name": definition.name}, sort=[("version", DESCENDING)]
+            )
             version = (latest["version"] if latest else 0) + 1
             pinned = definition.model_copy(update={"version": version})
             try:

@@ -50,7 +50,7 @@ async def mongo(servers: Any, database: str) -> AsyncIterator[Any]:
     await client.close()
 
 
-async def wait_for(check: Any, *, timeout: float = 30.0, interval: float = 0.2) -> Any:
+async def wait_for(check: Any, *, timeout: float = 30.0, interval: float = 0.2) -> Any:  # noqa: ASYNC109
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await check()
@@ -61,7 +61,9 @@ async def wait_for(check: Any, *, timeout: float = 30.0, interval: float = 0.2) 
         await asyncio.sleep(interval)
 
 
-async def topic_messages(bootstrap: str, topic: str, *, run_id: str | None = None) -> list[dict[str, Any]]:
+async def topic_messages(
+    bootstrap: str, topic: str, *, run_id: str | None = None
+) -> list[dict[str, Any]]:
     """Every message on a topic so far (optionally only one run's), read from the start."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
@@ -82,7 +84,10 @@ async def topic_messages(bootstrap: str, topic: str, *, run_id: str | None = Non
         await consumer.stop()
 
 
-async def publish_definition(client: httpx.AsyncClient, url: str, path: Path, headers: dict[str, str]) -> dict[str, Any]:
-    response = await client.post(f"{url}/definitions", content=path.read_bytes(), headers=headers)
+async def publish_definition(
+    client: httpx.AsyncClient, url: str, path: Path, headers: dict[str, str]
+) -> dict[str, Any]:
+    content = path.read_bytes()  # noqa: ASYNC240 (a small local file)
+    response = await client.post(f"{url}/definitions", content=content, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()

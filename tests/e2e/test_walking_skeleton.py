@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from e2e.conftest import ROOT, publish_definition, topic_messages, wait_for
 
 from contracts import encode, new_event
 from contracts.events.records import RecordChanged
-from e2e.conftest import ROOT, publish_definition, topic_messages, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,11 @@ async def run_doc(mongo: Any, run_id: str) -> dict[str, Any] | None:
 async def test_api_started_run_completes_through_all_services(stack, admin, mongo, servers) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         trigger = stack.url("trigger")
-        published = await publish_definition(client, trigger, ROOT / "examples" / "hello.yaml", admin)
+        hello = ROOT / "examples" / "hello.yaml"
+        published = await publish_definition(client, trigger, hello, admin)
         assert published["version"] >= 1
-        response = await client.post(f"{trigger}/runs", json={"orchestration": "hello"}, headers=admin)
+        response = await client.post(f"{trigger}/runs", json={"orchestration": "hello"},
+                                     headers=admin)
         assert response.status_code == 202, response.text
         run_id = response.json()["run_id"]
 
@@ -49,12 +51,14 @@ async def test_api_started_run_completes_through_all_services(stack, admin, mong
     lifecycle = await topic_messages(servers.kafka_bootstrap, "runs.events", run_id=run_id)
     assert [m["type"] for m in dispatched] == ["StepRequested"]
     assert [m["type"] for m in outcomes] == ["StepCompleted"]
-    assert [m["type"] for m in lifecycle][0] == "RunStarted"
+    assert lifecycle[0]["type"] == "RunStarted"
     assert [m["type"] for m in lifecycle][-1] == "RunCompleted"
     assert len({m["correlation_id"] for m in dispatched + outcomes + lifecycle}) == 1
 
 
-async def test_record_change_starts_one_run_even_when_delivered_twice(stack, admin, mongo, servers) -> None:
+async def test_record_change_starts_one_run_even_when_delivered_twice(
+    stack, admin, mongo, servers
+) -> None:
     definition = (ROOT / "examples" / "hello.yaml").read_text() + (
         "trigger:\n  record:\n    object: Greeting\n    on: [created]\n"
     )
@@ -80,7 +84,9 @@ async def test_record_change_starts_one_run_even_when_delivered_twice(stack, adm
     assert len(runs) == 1
 
 
-async def test_malformed_message_is_dead_lettered_and_consumer_keeps_going(stack, admin, mongo, servers) -> None:
+async def test_malformed_message_is_dead_lettered_and_consumer_keeps_going(
+    stack, admin, mongo, servers
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap, enable_idempotence=False)
     await producer.start()
     try:
@@ -104,8 +110,8 @@ async def test_malformed_message_is_dead_lettered_and_consumer_keeps_going(stack
         b"{not json", json.dumps({"type": "Nonsense", "schema_version": 1}).encode())
     # the coordinator still works after the poison
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(f"{stack.url('trigger')}/runs", json={"orchestration": "hello"},
-                                     headers=admin)
+        response = await client.post(f"{stack.url('trigger')}/runs",
+                                     json={"orchestration": "hello"}, headers=admin)
     run_id = response.json()["run_id"]
 
     async def done() -> bool:

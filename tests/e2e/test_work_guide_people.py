@@ -241,7 +241,8 @@ async def test_onboarding_run_done_by_people_through_the_work_guide(
         async with httpx.AsyncClient() as client:
             deliveries = await client.get(f"{stack.url('notification')}/deliveries",
                                           headers=people["admin"])
-        raise AssertionError(f"mails {mails_by_event(mail)}; deliveries {deliveries.text[:3000]}")
+        raise AssertionError(
+            f"mails {mails_by_event(mail)}; deliveries {deliveries.text[:3000]}") from None
     assert counted[(assigned["event_id"], "hana@example.com")] == 1
     assert counted[(assigned["event_id"], "hugo@example.com")] == 1
     assert max(counted.values()) == 1, [k for k, v in counted.items() if v > 1]

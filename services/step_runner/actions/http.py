@@ -34,9 +34,9 @@ class HttpAction:
         headers = {str(k): str(v) for k, v in dict(inputs.get("headers", {})).items()}
         headers.setdefault("Idempotency-Key", context.idempotency_key)
         # A structured body (the usual case in definitions) is sent as JSON; text as is.
-        body = inputs.get("body")
-        payload = inputs.get("json", body if isinstance(body, dict | list) else None)
-        content = None if payload is not None or body is None else str(body)
+        given = inputs.get("body")
+        payload = inputs.get("json", given if isinstance(given, dict | list) else None)
+        content = None if payload is not None or given is None else str(given)
         try:
             response = await client().request(
                 str(inputs.get("method", "POST")).upper(),
