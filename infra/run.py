@@ -5,29 +5,38 @@ Ctrl-C stops every process this started (children also die with it if it is kill
 
 from __future__ import annotations
 
+import email
 import json
 import signal
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
+from aiosmtpd.controller import Controller
 
+from infra import processes
 from infra.embedded import STATE_DIR, EmbeddedServers
 from infra.stack import ServiceStack
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_TOKEN = "bt_local_admin"  # local demo only; production sets BATON_ADMIN_TOKEN or issues tokens
+DEMO_TOKEN = "bt_local_admin"  # the local demo's; production sets BATON_ADMIN_TOKEN
 
 
 def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m", flush=True)
 
 
+QUIET = ("Received", "Processed", "callback for Task")  # per-message broker chatter
+
+
 def follow(log_dir: Path, stop: threading.Event) -> None:
-    """Print the services' log lines as they come, prefixed by nothing: they name themselves."""
-    positions: dict[Path, int] = {}
+    """Print the services' log lines as they come (they name their service), from now on."""
+    positions = {path: path.stat().st_size for path in log_dir.glob("*.log")}
     while not stop.is_set():
         for path in sorted(log_dir.glob("*.log")):
             if path.name in ("kafka.log", "mongo.log"):
@@ -37,34 +46,142 @@ def follow(log_dir: Path, stop: threading.Event) -> None:
                 chunk = handle.read()
                 positions[path] = handle.tell()
             for line in chunk.decode(errors="replace").splitlines():
-                print(line, flush=True)
+                if not any(word in line for word in QUIET):
+                    print(line, flush=True)
         time.sleep(0.3)
 
 
-def demo(stack: ServiceStack) -> None:
-    headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
-    trigger = stack.url("trigger")
-    coordinator = stack.url("stage-coordinator")
+class Inbox:
+    """A local SMTP server and webhook receiver standing in for mail, chat and payroll.
+
+    What arrives is printed, so a newcomer sees the notifications people would get.
+    """
+
+    def __init__(self) -> None:
+        self.smtp_port = processes.free_port()
+        self.smtp = Controller(self, hostname="127.0.0.1", port=self.smtp_port)
+        inbox = self
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                inbox.webhook(self.path, self.rfile.read(length))
+                body = json.dumps({"ok": True, "id": f"ext-{int(time.time() * 1000)}"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def start(self) -> Inbox:
+        self.smtp.start()
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.smtp.stop()
+        self.http.shutdown()
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content)
+        say(f"mail to {', '.join(envelope.rcpt_tos)}: {message['Subject']}")
+        return "250 Message accepted for delivery"
+
+    def webhook(self, path: str, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+        text = body.get("text", body) if isinstance(body, dict) else body
+        say(f"webhook {path}: {str(text)[:160]}")
+
+
+def demo(stack: ServiceStack, inbox: Inbox) -> None:
+    admin = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    trigger, guide = stack.url("trigger"), stack.url("assignment")
     with httpx.Client(timeout=10) as client:
-        for example in ("hello.yaml",):
-            response = client.post(f"{trigger}/definitions", headers=headers,
-                                   content=(ROOT / "examples" / example).read_bytes())
-            say(f"published examples/{example}: {response.status_code} {response.text}")
-        response = client.post(f"{trigger}/runs", headers=headers,
-                               json={"orchestration": "hello", "inputs": {}})
-        run_id = response.json()["run_id"]
-        say(f"started run {run_id} of 'hello'")
-        deadline = time.monotonic() + 30
-        run = {}
-        while time.monotonic() < deadline:
-            run = client.get(f"{coordinator}/runs/{run_id}", headers=headers).json()
-            if run.get("status") in ("completed", "error", "canceled"):
-                break
-            time.sleep(0.3)
-        say(f"run {run_id} is {run.get('status')}; its history:")
+        directory = yaml.safe_load((ROOT / "examples" / "directory.yaml").read_text())
+        client.put(f"{guide}/directory", json=directory, headers=admin).raise_for_status()
+        say("loaded examples/directory.yaml (the people, groups and queues)")
+        for example in ("hello", "onboarding", "quote_approval", "case_escalation"):
+            response = client.post(f"{trigger}/definitions", headers=admin,
+                                   content=(ROOT / "examples" / f"{example}.yaml").read_bytes())
+            answer = response.json()
+            say(f"published examples/{example}.yaml: {answer.get('name')} "
+                f"v{answer.get('version')}" if response.status_code == 201
+                else f"examples/{example}.yaml: {response.status_code} {response.text}")
+
+        run_id = start(client, trigger, admin, {"orchestration": "hello"})
+        run = wait_for_run(client, stack, admin, run_id, ("completed", "error", "canceled"))
+        say(f"run {run_id} of 'hello' is {run.get('status')}; its history:")
         for entry in run.get("history", []):
             what = entry.get("stage") or entry.get("step") or entry.get("status") or ""
             print(f"      {entry['at']}  {entry['kind']:<18} {what}", flush=True)
+
+        tokens = {user: client.post(f"{guide}/tokens", json={"user_id": user},
+                                    headers=admin).json()["token"]
+                  for user in ("hana", "ivan", "fatima", "irene")}
+        run_id = start(client, trigger, admin, {
+            "orchestration": "employee-onboarding",
+            "inputs": {"payroll_url": f"{inbox.url}/payroll",
+                       "welcome_webhook_url": f"{inbox.url}/chat/welcome"},
+            "record": {"object_type": "Employee", "record_id": "e1001",
+                       "fields": {"employee_id": "e1001", "name": "Ada Novak",
+                                  "email": "ada.novak@example.com", "department": "R&D"}},
+        })
+        say(f"started onboarding run {run_id} for Ada Novak; the HR form waits in the hr queue")
+        hana = {"Authorization": f"Bearer {tokens['hana']}"}
+        item = wait_for_item(client, guide, hana, run_id)
+        say(f"Hana completes the HR form ({item['id']}) through the Work Guide API")
+        client.post(f"{guide}/work/{item['id']}/complete", headers=hana, json={"values": {
+            "start_date": "2027-01-04", "laptop_model": "developer", "desk_needed": True,
+        }}).raise_for_status()
+        wait_for_run(client, stack, admin, run_id, ("running",), stage="provisioning")
+    say("the run moved on to provisioning: IT, facilities and payroll work in parallel.")
+    say("Act as Ivan (IT) with the CLI:")
+    print(f"      export BATON_TOKEN={tokens['ivan']}\n"
+          "      .venv/bin/baton work list\n"
+          "      .venv/bin/baton work complete ITEM_ID --value serial_number=SN-4471\n"
+          f"  then Fatima (facilities, token {tokens['fatima']}) completes the desk, and Irene\n"
+          f"  (the manager, token {tokens['irene']}) runs: baton work approve ITEM_ID\n"
+          f"  Follow the run: .venv/bin/baton runs show {run_id}", flush=True)
+
+
+def start(client: httpx.Client, trigger: str, admin: dict[str, str], body: dict[str, Any]) -> str:
+    response = client.post(f"{trigger}/runs", headers=admin, json=body)
+    response.raise_for_status()
+    return str(response.json()["run_id"])
+
+
+def wait_for_run(client: httpx.Client, stack: ServiceStack, admin: dict[str, str], run_id: str,
+                 statuses: tuple[str, ...], stage: str | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = client.get(f"{stack.url('stage-coordinator')}/runs/{run_id}", headers=admin)
+        run = answer.json() if answer.status_code == 200 else {}
+        if run.get("status") in statuses and (stage is None or run.get("stage") == stage):
+            break
+        time.sleep(0.3)
+    return run
+
+
+def wait_for_item(client: httpx.Client, guide: str, who: dict[str, str],
+                  run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        items = [i for i in client.get(f"{guide}/work", headers=who).json()
+                 if i["run_id"] == run_id]
+        if items:
+            return dict(items[0])
+        time.sleep(0.3)
+    raise RuntimeError(f"no work item appeared for run {run_id}")
 
 
 def main() -> int:
@@ -76,7 +193,11 @@ def main() -> int:
     say("starting the embedded Kafka (Tansu) and MongoDB (SecantusDB)")
     servers = EmbeddedServers(data_dir).start()
     say(f"Kafka at {servers.kafka_bootstrap}, MongoDB at {servers.mongodb_uri}")
-    env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text"}
+    inbox = Inbox().start()
+    say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
+    env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",
+           "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(inbox.smtp_port),
+           "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat", "BATON_OPERATORS": "dana"}
     stack = ServiceStack(env=env, log_dir=log_dir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -85,7 +206,7 @@ def main() -> int:
         stack.start(timeout=90)
         for name in stack.names:
             say(f"{name:<18} {stack.url(name)}  (/health, /metrics, /docs)")
-        demo(stack)
+        demo(stack, inbox)
         (STATE_DIR / "run.json").write_text(json.dumps(
             {"services": {n: stack.url(n) for n in stack.names}, "admin_token": DEMO_TOKEN,
              **servers.env()}, indent=2))
@@ -99,6 +220,7 @@ def main() -> int:
         stop.set()
         stack.stop()
         servers.stop()
+        inbox.stop()
         say("all processes stopped")
     return 0
 
