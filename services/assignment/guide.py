@@ -21,7 +21,13 @@ from services.assignment.core.people import ADMIN_ROLE
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
-from services.assignment.store import Conflict, WorkItemStore, item_of, next_document
+from services.assignment.store import (
+    Conflict,
+    WorkItemStore,
+    item_of,
+    next_document,
+    timer_key,
+)
 from shared.auth import Principal
 
 log = logging.getLogger("baton.assignment.guide")
@@ -78,6 +84,8 @@ class WorkGuide:
         """
         for _ in range(ATTEMPTS):
             doc = await self.store.get(item_id)
+            if timer is not None and not _pending(doc, timer):
+                return Outcome(item_of(doc))  # another replica fired it already
             item = item_of(doc)
             at = now or datetime.now(UTC)
             updated, decision = handle(item, command, at, directory)
@@ -134,6 +142,11 @@ class WorkGuide:
         if outcome.rejection:
             log.info("%s timer of %s refused: %s", timer["purpose"], item_id,
                      outcome.rejection.reason)
+
+
+def _pending(doc: dict[str, Any] | None, timer: dict[str, Any]) -> bool:
+    key = timer_key(timer)
+    return doc is not None and any(timer_key(t) == key for t in doc.get("timers", []))
 
 
 def _timer_key(item_id: str, timer: dict[str, Any]) -> str:

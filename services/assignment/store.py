@@ -71,8 +71,8 @@ def next_document(
 ) -> dict[str, Any]:
     """The document to write for ``item``: the outbox grows, fired timers go, new ones join."""
     previous = previous or {}
-    fired_keys = {_timer_key(t) for t in fired}
-    pending = [t for t in previous.get("timers", []) if _timer_key(t) not in fired_keys]
+    fired_keys = {timer_key(t) for t in fired}
+    pending = [t for t in previous.get("timers", []) if timer_key(t) not in fired_keys]
     pending += [
         {"purpose": t.purpose, "due_at": t.due_at, "epoch": t.epoch, "overdue": t.overdue}
         for t in timers
@@ -157,7 +157,8 @@ class WorkItemStore:
         await self.outbox.flush(new for _, new in changes)
 
 
-def _timer_key(timer: dict[str, Any]) -> tuple[str, str, int, bool]:
+def timer_key(timer: dict[str, Any]) -> tuple[str, str, int, bool]:
+    """What identifies a stored timer (its purpose, time, epoch and kind)."""
     return (timer["purpose"], _aware(timer["due_at"]).isoformat(), timer["epoch"],
             bool(timer.get("overdue")))
 
