@@ -43,11 +43,13 @@ class ServiceStack:
             self.wait_healthy(name, timeout=timeout)
         return self
 
-    def start_one(self, name: str, replica: int = 0) -> None:
+    def start_one(self, name: str, replica: int = 0, env: dict[str, str] | None = None) -> None:
+        """Start one process of a service; ``env`` adds to the stack's environment."""
         key = name if replica == 0 else f"{name}#{replica}"
         port = self.ports.get(key) or processes.free_port()
         self.ports[key] = port
-        env = {**os.environ, **self.env, "BATON_HTTP_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, **(env or {}), "BATON_HTTP_PORT": str(port),
+               "PYTHONUNBUFFERED": "1"}
         self.procs[key] = processes.spawn(
             [sys.executable, "-m", SERVICES[name]],
             log_path=self.log_dir / f"{key.replace('#', '-')}.log",
