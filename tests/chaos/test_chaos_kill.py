@@ -259,7 +259,7 @@ async def test_runs_survive_services_killed_at_random(
         figures.kills = await kill_task
         # Everything up again; the runs must now finish on their own.
         settle = time.monotonic() + 180
-        while await unfinished() and time.monotonic() < settle:
+        while await unfinished() and time.monotonic() < settle:  # noqa: ASYNC110 (polling Mongo)
             await asyncio.sleep(1)
         stop.set()
         await asyncio.gather(*people)
