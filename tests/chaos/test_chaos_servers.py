@@ -1,0 +1,175 @@
+"""make chaos: the servers themselves go away mid-flight.
+
+- MongoDB is killed and restarted on its data (SecantusDB keeps it on disk): the services
+  reconnect and every run finishes, with each external call made for one attempt.
+- The broker is killed and restarted with its data gone (the embedded broker keeps nothing
+  on disk): see docs/reliability.md for what Baton does; this test pins it down.
+
+Each test starts its own embedded servers (it kills them), its own stack and ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from infra.embedded import EmbeddedServers
+from infra.stack import ServiceStack
+
+pytestmark = pytest.mark.chaos
+
+ADMIN = {"Authorization": "Bearer bt_chaos_servers"}
+RUNS = 40
+DEFINITION = """
+name: steady
+inputs:
+  ledger_url: {type: string}
+stages:
+  - name: one
+    steps:
+      - name: first
+        action: http
+        inputs: {url: "${vars.ledger_url}/first", body: {run: "${run.id}"}}
+        retries: {max_attempts: 30, backoff: 200ms, max_backoff: 2s}
+  - name: two
+    steps:
+      - name: second
+        action: http
+        inputs: {url: "${vars.ledger_url}/second", body: {run: "${run.id}"}}
+        retries: {max_attempts: 30, backoff: 200ms, max_backoff: 2s}
+"""
+
+
+@pytest.fixture
+def ledger() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    calls: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            calls.append((f"{self.path}:{body.get('run')}", self.headers.get("Idempotency-Key", "")))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    server.shutdown()
+
+
+@pytest.fixture
+def own_servers(tmp_path: Path) -> Iterator[EmbeddedServers]:
+    servers = EmbeddedServers(tmp_path / "servers").start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def stack(own_servers: EmbeddedServers, tmp_path: Path) -> Iterator[ServiceStack]:
+    env = {**own_servers.env(), "BATON_MONGODB_DATABASE": "baton_chaos",
+           "BATON_ADMIN_TOKEN": ADMIN["Authorization"].split()[1], "BATON_LOG_FORMAT": "json",
+           "BATON_TIMER_POLL_SECONDS": "0.5", "BATON_OUTBOX_SWEEP_SECONDS": "1"}
+    stack = ServiceStack(env=env, log_dir=tmp_path / "logs")
+    (tmp_path / "logs").mkdir()
+    try:
+        stack.start(timeout=90)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def db(own_servers: EmbeddedServers) -> AsyncIterator[Any]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(own_servers.mongodb_uri,
+                                                                tz_aware=True)
+    yield client["baton_chaos"]
+    await client.close()
+
+
+async def start_runs(stack: ServiceStack, ledger_url: str) -> list[str]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        published = await client.post(f"{stack.url('trigger')}/definitions", headers=ADMIN,
+                                      content=DEFINITION.encode())
+        assert published.status_code == 201, published.text
+        run_ids = []
+        for _ in range(RUNS):
+            started = await client.post(f"{stack.url('trigger')}/runs", headers=ADMIN,
+                                        json={"orchestration": "steady",
+                                              "inputs": {"ledger_url": ledger_url}})
+            run_ids.append(started.json()["run_id"])
+        return run_ids
+
+
+async def finished(db: Any, run_ids: list[str], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done = await db.runs.count_documents({"_id": {"$in": run_ids},
+                                                  "status": "completed"})
+        except Exception:  # noqa: BLE001 - the server may be restarting
+            done = -1
+        if done == len(run_ids) or time.monotonic() > deadline:
+            return done
+        await asyncio.sleep(0.5)
+
+
+def effects(calls: list[tuple[str, str]]) -> dict[str, set[str]]:
+    by_effect: dict[str, set[str]] = collections.defaultdict(set)
+    for effect, key in calls:
+        by_effect[effect].add(key)
+    return by_effect
+
+
+async def test_mongodb_killed_and_restarted_mid_flight(
+    own_servers: EmbeddedServers, stack: ServiceStack, db: Any,
+    ledger: tuple[str, list[tuple[str, str]]],
+) -> None:
+    url, calls = ledger
+    start = asyncio.create_task(start_runs(stack, url))
+    await asyncio.sleep(1.0)
+    own_servers.kill_one("mongo")
+    await asyncio.sleep(3.0)
+    await asyncio.to_thread(own_servers.start_mongo)
+    run_ids = await start
+    done = await finished(db, run_ids, timeout=120)
+    assert done == RUNS, f"{done} of {RUNS} runs completed after MongoDB came back"
+    by_effect = effects(calls)
+    assert len(by_effect) == 2 * RUNS
+    assert all(len(keys) == 1 for keys in by_effect.values()), {
+        e: k for e, k in by_effect.items() if len(k) > 1}
+    for key in stack.procs:
+        assert stack.procs[key].poll() is None, f"{key} died"
+
+
+async def test_broker_restarted_empty_mid_flight(
+    own_servers: EmbeddedServers, stack: ServiceStack, db: Any,
+    ledger: tuple[str, list[tuple[str, str]]],
+) -> None:
+    url, calls = ledger
+    run_ids = await start_runs(stack, url)
+    await asyncio.sleep(0.5)
+    own_servers.kill_one("kafka")
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(own_servers.start_kafka)
+    done = await finished(db, run_ids, timeout=120)
+    assert done == RUNS, f"{done} of {RUNS} runs completed after the broker came back empty"
+    by_effect = effects(calls)
+    assert len(by_effect) == 2 * RUNS
+    assert all(len(keys) == 1 for keys in by_effect.values())
