@@ -1,41 +1,48 @@
-"""Advance a run until nothing more changes: start steps, finish stages, follow decisions."""
+"""Advance a run until nothing more changes: start steps, finish stages, follow decisions.
+
+Whatever can fail (conditions, the bound on stage entries, and in ``dispatch`` templates
+and wait times) is worked out before the events it leads to are applied.  A failure then
+puts the run in Error from a consistent state: no step is started without its request,
+and no stage is finished without the run having moved on from it.
+"""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 
 from contracts.events import runs as run_events
-from contracts.events.steps import StepRequested
-from contracts.events.workitems import (
-    AssigneeSpec,
-    Escalation,
-    WorkItemCancelRequested,
-    WorkItemRequested,
-)
+from contracts.events.workitems import WorkItemCancelRequested
 from services.stage_coordinator.core import events as ev
+from services.stage_coordinator.core.dispatch import is_wait, start_attempt, start_step
+from services.stage_coordinator.core.expressions import ExpressionError, holds
 from services.stage_coordinator.core.state import (
     STEP_ACTIVE,
     STEP_DONE,
+    STEP_SETTLED,
     RunStatus,
     StageStatus,
     StepState,
     StepStatus,
-    Timer,
 )
 from services.stage_coordinator.core.transition import (
     MAX_ADVANCE_ITERATIONS,
     MAX_STAGE_ENTRIES,
-    InvalidMove,
+    Halt,
     Transition,
     expression_context,
 )
 from shared.definitions import Stage, Step, StepKind
-from shared.definitions.durations import parse_duration
-from shared.expressions import ExpressionError, holds, render
 
-WAIT_ACTION = "wait"
-SET_VARIABLES_ACTION = "set_variables"
+# A step waiting for these will never see them complete: it is skipped.
+_DEPENDENCY_LOST = frozenset({StepStatus.FAILED, StepStatus.CANCELED})
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a run goes next: past the ``skipped`` stages into ``enter``, or to its end."""
+
+    skipped: tuple[Stage, ...]
+    enter: Stage | None
 
 
 def advance(t: Transition) -> None:
@@ -46,52 +53,117 @@ def advance(t: Transition) -> None:
             if not _advance_once(t):
                 return
         except ExpressionError as exc:
-            stage = t.current.stage or ""
-            _error(t, stage, "", f"expression failed: {exc}")
+            _error(t, t.current.stage or "", "", f"expression failed: {exc}")
+            return
+        except Halt as exc:
+            _error(t, t.current.stage or "", exc.step, exc.reason)
             return
     _error(t, t.current.stage or "", "", "the run did not settle; check decisions for a loop")
 
 
 def _advance_once(t: Transition) -> bool:
+    """One move of a running run; False when it has to wait for an outcome or a timer."""
     run = t.current
     if run.stage is None:
-        return _enter_from(t, 0)
-    stage_def = t.definition.stage(run.stage)
+        _take(t, _route_from(t, 0))
+        return True
     if run.stages[run.stage].status is not StageStatus.IN_PROGRESS:
         return False
+    stage_def = t.definition.stage(run.stage)
     steps = run.steps_of(run.stage)
+    if _catch_up_timers(t, steps):
+        return True
     failed = [s for s in steps if s.status is StepStatus.FAILED and not _optional(t, s)]
     if failed:
         _fault(t, stage_def, failed[0])
         return True
-    context = expression_context(run)
-    if stage_def.exit and holds(stage_def.exit, context, default=False):
+    if stage_def.exit and holds(stage_def.exit, expression_context(run), default=False):
         _finish_stage(t, stage_def)
         return True
-    progressed = False
-    any_active = any(s.status in STEP_ACTIVE for s in steps)
+    if _start_ready(t, stage_def, steps) or _skip_unmet(t, run.stage):
+        return True
+    # With or without an exit condition, a stage whose steps are all finished is over:
+    # nothing left in it could make the exit condition hold later.
+    if all(s.status in STEP_SETTLED for s in t.current.steps_of(run.stage)):
+        _finish_stage(t, stage_def)
+        return True
+    return False
+
+
+def _catch_up_timers(t: Transition, steps: list[StepState]) -> bool:
+    """Do what fired timers were for: a timer that fires while the run is held is cleared.
+
+    A step waiting for a retry starts its next attempt once its timer is gone, and a wait
+    step completes, whether the timer fired just now or while the run was suspended or
+    in Error.
+    """
+    timed = {timer.step for timer in t.current.timers}
     for step in steps:
-        if step.status is not StepStatus.PENDING:
+        if step.name in timed:
             continue
-        step_def = t.definition.step(run.stage, step.name)
-        deps = [run.steps[d] for d in step_def.after]
-        if any(d.status not in STEP_DONE and d.status is not StepStatus.FAILED for d in deps):
+        if step.status is StepStatus.WAITING_RETRY:
+            start_step(t, step.name)
+            return True
+        if step.status is StepStatus.IN_PROGRESS and is_wait(t, step):
+            t.check_step(step.name, StepStatus.COMPLETED)
+            t.apply(
+                ev.StepSucceeded(
+                    at=t.now, actor=t.actor, step=step.name, outputs={"waited_until": str(t.now)}
+                )
+            )
+            return True
+    return False
+
+
+def _start_ready(t: Transition, stage: Stage, steps: list[StepState]) -> bool:
+    """Start every pending step whose ``after`` steps are done and whose condition holds.
+
+    A condition that cannot be evaluated yet (it reads an output a running step has not
+    produced) counts as not holding here; ``_skip_unmet`` evaluates it strictly once
+    nothing in the stage is active.
+    """
+    progressed = False
+    for step in steps:
+        if t.current.steps[step.name].status is not StepStatus.PENDING:
             continue
-        if any(d.status is StepStatus.FAILED for d in deps):
+        step_def = t.definition.step(stage.name, step.name)
+        deps = [t.current.steps[d].status for d in step_def.after]
+        if any(d in _DEPENDENCY_LOST for d in deps):
             _skip(t, step.name, "a step it waits for failed")
             progressed = True
-        elif holds(step_def.when, context):
-            _start_step(t, stage_def, step_def, step.attempt + 1)
+        elif all(d in STEP_DONE for d in deps) and _holds_yet(t, step_def):
+            start_attempt(t, stage, step_def, step.attempt + 1)
             progressed = True
-            any_active = True
-        elif not any_active:
-            _skip(t, step.name, "its condition is false")
-            progressed = True
-    if progressed:
-        return True
-    if not stage_def.exit and all(s.status in STEP_DONE or _settled_optional(t, s) for s in steps):
-        _finish_stage(t, stage_def)
-        return True
+    return progressed
+
+
+def _holds_yet(t: Transition, step: Step) -> bool:
+    try:
+        return holds(step.when, expression_context(t.current))
+    except ExpressionError:
+        return False
+
+
+def _skip_unmet(t: Transition, stage: str) -> bool:
+    """When nothing in the stage is active, skip a ready step whose condition is false.
+
+    While other steps are active their outputs may still make the condition true, so the
+    step waits; one step is skipped at a time because a skip may make another one's hold.
+    Here the condition is evaluated strictly: if it fails, the run goes into Error.
+    """
+    current = t.current.steps_of(stage)
+    if any(s.status in STEP_ACTIVE for s in current):
+        return False
+    for step in current:
+        if step.status is not StepStatus.PENDING:
+            continue
+        step_def = t.definition.step(step.stage, step.name)
+        if all(t.current.steps[d].status in STEP_DONE for d in step_def.after):
+            if holds(step_def.when, expression_context(t.current)):
+                start_attempt(t, t.definition.stage(stage), step_def, step.attempt + 1)
+            else:
+                _skip(t, step.name, "its condition is false")
+            return True
     return False
 
 
@@ -99,42 +171,62 @@ def _optional(t: Transition, step: StepState) -> bool:
     return t.definition.step(step.stage, step.name).optional
 
 
-def _settled_optional(t: Transition, step: StepState) -> bool:
-    return step.status is StepStatus.FAILED and _optional(t, step)
+def _route_from(t: Transition, index: int) -> Route:
+    """The first stage from ``index`` whose entry condition holds; none: the run completes."""
+    context = expression_context(t.current)
+    skipped: list[Stage] = []
+    for stage in t.definition.stages[index:]:
+        if holds(stage.entry, context):
+            return Route(tuple(skipped), stage)
+        skipped.append(stage)
+    return Route(tuple(skipped), None)
 
 
-def _enter_from(t: Transition, index: int) -> bool:
-    """Enter the first stage from ``index`` whose entry condition holds; else complete."""
-    stages = t.definition.stages
-    while index < len(stages):
-        stage = stages[index]
-        if holds(stage.entry, expression_context(t.current)):
-            _enter(t, stage)
-            return True
+def _route_after(t: Transition, stage: Stage) -> Route:
+    """The first decision that holds, else the next stage that may be entered."""
+    context = expression_context(t.current)
+    for decision in stage.decisions:
+        if holds(decision.when, context, default=False):
+            if decision.end:
+                return Route((), None)
+            return Route((), t.definition.stage(str(decision.goto)))
+    return _route_from(t, t.definition.stage_index(stage.name) + 1)
+
+
+def _check_entries(t: Transition, route: Route) -> None:
+    if route.enter is not None and t.current.stage_entries >= MAX_STAGE_ENTRIES:
+        raise Halt(f"the run entered stages {MAX_STAGE_ENTRIES} times; is it looping?")
+
+
+def _take(t: Transition, route: Route) -> None:
+    _check_entries(t, route)
+    for stage in route.skipped:
         t.check_stage(stage.name, StageStatus.SKIPPED)
         t.apply(ev.StageSkipped(at=t.now, actor=t.actor, stage=stage.name))
         t.send(run_events.StageSkipped(stage=stage.name, **t.run_event_fields()))
-        index += 1
+    if route.enter is not None:
+        _enter(t, route.enter)
+        return
     run = t.current
     t.move_run(RunStatus.COMPLETED)
     duration = (t.now - run.created_at).total_seconds()
     t.send(run_events.RunCompleted(duration_seconds=duration, **t.run_event_fields()))
-    return True
 
 
 def _enter(t: Transition, stage: Stage) -> None:
-    if t.current.stage_entries >= MAX_STAGE_ENTRIES:
-        raise InvalidMove(f"the run entered stages {MAX_STAGE_ENTRIES} times; is it looping?")
     t.check_stage(stage.name, StageStatus.IN_PROGRESS)
     for step in stage.steps:
         if t.current.steps[step.name].status is not StepStatus.PENDING:
+            t.check_step(step.name, StepStatus.PENDING)
             t.apply(ev.StepReset(at=t.now, actor=t.actor, step=step.name))
     t.apply(ev.StageEntered(at=t.now, actor=t.actor, stage=stage.name))
     t.send(run_events.StageStarted(stage=stage.name, **t.run_event_fields()))
 
 
 def _finish_stage(t: Transition, stage: Stage) -> None:
-    _discontinue_active(t, stage.name, "the stage finished")
+    discontinue_stage(t, stage.name, "the stage finished")
+    route = _route_after(t, stage)
+    _check_entries(t, route)
     state = t.current.stages[stage.name]
     t.check_stage(stage.name, StageStatus.COMPLETED)
     t.apply(ev.StageFinished(at=t.now, actor=t.actor, stage=stage.name, status="completed"))
@@ -144,23 +236,17 @@ def _finish_stage(t: Transition, stage: Stage) -> None:
             stage=stage.name, duration_seconds=duration, **t.run_event_fields()
         )
     )
-    context = expression_context(t.current)
-    for decision in stage.decisions:
-        if holds(decision.when, context, default=False):
-            if decision.end:
-                _enter_from(t, len(t.definition.stages))
-            else:
-                _enter(t, t.definition.stage(str(decision.goto)))
-            return
-    _enter_from(t, t.definition.stage_index(stage.name) + 1)
+    _take(t, route)
 
 
 def _fault(t: Transition, stage: Stage, step: StepState) -> None:
     if stage.on_fault and stage.on_fault.goto:
-        _discontinue_active(t, stage.name, "the stage took its fault path")
+        route = Route((), t.definition.stage(stage.on_fault.goto))
+        _check_entries(t, route)
+        discontinue_stage(t, stage.name, "the stage took its fault path")
         t.check_stage(stage.name, StageStatus.FAULTED)
         t.apply(ev.StageFinished(at=t.now, actor=t.actor, stage=stage.name, status="faulted"))
-        _enter(t, t.definition.stage(stage.on_fault.goto))
+        _take(t, route)
         return
     _error(t, stage.name, step.name, step.error or "failed")
 
@@ -183,97 +269,10 @@ def discontinue(t: Transition, step: StepState, reason: str) -> None:
         t.send(WorkItemCancelRequested(step=step.name, reason=reason))
 
 
-def _discontinue_active(t: Transition, stage: str, reason: str) -> None:
+def discontinue_stage(t: Transition, stage: str, reason: str) -> None:
+    """Leave nothing of the stage open: cancel its active steps, skip its pending ones."""
     for step in t.current.steps_of(stage):
         if step.status in STEP_ACTIVE:
             discontinue(t, step, reason)
         elif step.status is StepStatus.PENDING:
             _skip(t, step.name, reason)
-
-
-def start_step(t: Transition, step_name: str) -> None:
-    run = t.current
-    step = run.steps[step_name]
-    stage_def = t.definition.stage(step.stage)
-    _start_step(t, stage_def, t.definition.step(step.stage, step_name), step.attempt + 1)
-
-
-def _start_step(t: Transition, stage: Stage, step: Step, attempt: int) -> None:
-    run = t.current
-    t.check_step(step.name, StepStatus.IN_PROGRESS)
-    context = expression_context(run)
-    t.apply(ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt))
-    if step.kind is StepKind.BACKGROUND and step.action == WAIT_ACTION:
-        _schedule_wait(t, step, render(step.inputs, context))
-        return
-    if step.kind is StepKind.BACKGROUND:
-        t.send(
-            StepRequested(
-                orchestration=run.orchestration,
-                version=run.version,
-                stage=stage.name,
-                step=step.name,
-                attempt=attempt,
-                action=str(step.action),
-                inputs=render(step.inputs, context),
-                timeout_seconds=step.timeout.total_seconds(),
-                idempotency_key=f"{run.id}:{step.name}:{attempt}",
-            )
-        )
-        return
-    t.send(_work_item_request(t, stage, step, attempt, context))
-
-
-def _work_item_request(
-    t: Transition, stage: Stage, step: Step, attempt: int, context: dict[str, object]
-) -> WorkItemRequested:
-    run = t.current
-    assert step.assignee is not None  # publish-time validation guarantees it
-    due_at = t.now + step.due if step.due else None
-    escalation = None
-    if step.escalation:
-        escalation = Escalation(
-            after_due_seconds=step.escalation.after_due.total_seconds(),
-            action=step.escalation.action,
-            group=step.escalation.group,
-        )
-    return WorkItemRequested(
-        orchestration=run.orchestration,
-        version=run.version,
-        stage=stage.name,
-        step=step.name,
-        attempt=attempt,
-        kind="approval" if step.kind is StepKind.APPROVAL else "interactive",
-        title=str(render(step.title, context)) if step.title else step.name.replace("_", " "),
-        assignee=AssigneeSpec(kind=step.assignee.kind, value=step.assignee.value),  # type: ignore[arg-type]
-        form=step.form,
-        record=run.record,
-        context={"vars": run.vars, "inputs": render(step.inputs, context)},
-        due_at=due_at,
-        reminders_before_due_seconds=[d.total_seconds() for d in step.reminders_before_due],
-        reminders_after_due_seconds=[d.total_seconds() for d in step.reminders_after_due],
-        escalation=escalation,
-    )
-
-
-def _schedule_wait(t: Transition, step: Step, inputs: object) -> None:
-    params = inputs if isinstance(inputs, dict) else {}
-    if "until" in params:
-        due = datetime.fromisoformat(str(params["until"]))
-    else:
-        due = t.now + parse_duration(params.get("duration", 0))
-    timer = Timer(id=_timer_id(t, step.name, "wait"), due_at=due, purpose="wait", step=step.name)
-    t.apply(ev.TimerScheduled(at=t.now, actor=t.actor, timer=timer))
-
-
-def retry_delay(t: Transition, step: Step, attempt: int) -> timedelta:
-    """Exponential back-off with jitter; the jitter is derived, so decisions are repeatable."""
-    base = step.retries.backoff.total_seconds() * (2 ** max(0, attempt - 1))
-    capped = min(base, step.retries.max_backoff.total_seconds())
-    digest = hashlib.sha256(f"{t.current.id}:{step.name}:{attempt}".encode()).digest()
-    unit = digest[0] / 255.0 * 2 - 1
-    return timedelta(seconds=max(0.0, capped * (1 + step.retries.jitter * unit)))
-
-
-def _timer_id(t: Transition, step: str, purpose: str) -> str:
-    return f"{purpose}:{step}:{t.current.steps[step].attempt}"

@@ -16,15 +16,18 @@ from contracts.events import commands as cmd
 from contracts.events import runs as run_events
 from contracts.events.steps import StepCompleted, StepFailed
 from services.stage_coordinator.core import events as ev
-from services.stage_coordinator.core.advance import (
-    SET_VARIABLES_ACTION,
-    advance,
-    discontinue,
-    retry_delay,
-    start_step,
-)
+from services.stage_coordinator.core.advance import advance, discontinue, discontinue_stage
+from services.stage_coordinator.core.dispatch import SET_VARIABLES_ACTION, retry_delay
 from services.stage_coordinator.core.migrate import migrate
-from services.stage_coordinator.core.state import STEP_ACTIVE, Run, RunStatus, StepStatus, Timer
+from services.stage_coordinator.core.state import (
+    STEP_ACTIVE,
+    Run,
+    RunStatus,
+    StageStatus,
+    StepState,
+    StepStatus,
+    Timer,
+)
 from services.stage_coordinator.core.transition import InvalidMove, Rejection, Transition
 from shared.definitions import Definition, StepKind
 
@@ -122,15 +125,17 @@ def _failed(t: Transition, message: StepFailed, context: Context) -> None:
             id=f"retry:{step.name}:{step.attempt}", due_at=due, purpose="retry", step=step.name
         )
         t.apply(
-            ev.StepRetryScheduled(at=t.now, step=step.name, error=message.error, timer=timer)
+            ev.StepRetryScheduled(
+                at=t.now, actor=t.actor, step=step.name, error=message.error, timer=timer
+            )
         )
         return
     t.check_step(step.name, StepStatus.FAILED)
-    t.apply(ev.StepFailed(at=t.now, step=step.name, error=message.error))
+    t.apply(ev.StepFailed(at=t.now, actor=t.actor, step=step.name, error=message.error))
     advance(t)
 
 
-def _expect_attempt(t: Transition, name: str, attempt: int) -> Any:
+def _expect_attempt(t: Transition, name: str, attempt: int) -> StepState:
     run = t.current
     step = run.steps.get(name)
     if step is None:
@@ -146,19 +151,15 @@ def _expect_attempt(t: Transition, name: str, attempt: int) -> Any:
 
 
 def _timer(t: Transition, message: cmd.TimerFired, context: Context) -> None:
-    run = t.current
-    timer = next((x for x in run.timers if x.id == message.timer_id), None)
+    """Clear the timer; advancing the run then does what it was for (see advance).
+
+    A timer that fires while the run is suspended or in Error is cleared all the same:
+    its step catches up when the run is running again.
+    """
+    timer = next((x for x in t.current.timers if x.id == message.timer_id), None)
     if timer is None:
         raise InvalidMove(f"timer {message.timer_id} is no longer set")
-    t.apply(ev.TimerCleared(at=t.now, timer_id=timer.id))
-    step = run.steps.get(timer.step or "")
-    if step is None or run.status is not RunStatus.RUNNING:
-        return
-    if timer.purpose == "retry" and step.status is StepStatus.WAITING_RETRY:
-        start_step(t, step.name)
-    elif timer.purpose == "wait" and step.status is StepStatus.IN_PROGRESS:
-        t.check_step(step.name, StepStatus.COMPLETED)
-        t.apply(ev.StepSucceeded(at=t.now, step=step.name, outputs={"waited_until": str(t.now)}))
+    t.apply(ev.TimerCleared(at=t.now, actor=t.actor, timer_id=timer.id))
     advance(t)
 
 
@@ -166,9 +167,10 @@ def _cancel(t: Transition, message: cmd.CancelRun, context: Context) -> None:
     run = t.current
     if not run.active:
         raise InvalidMove(f"a {run.status} run cannot be canceled")
-    for step in list(run.steps.values()):
-        if step.status in STEP_ACTIVE:
-            discontinue(t, step, "the run was canceled")
+    if run.stage and run.stages[run.stage].status is StageStatus.IN_PROGRESS:
+        discontinue_stage(t, run.stage, "the run was canceled")
+        t.check_stage(run.stage, StageStatus.DISCONTINUED)
+        t.apply(ev.StageFinished(at=t.now, actor=t.actor, stage=run.stage, status="discontinued"))
     t.move_run(RunStatus.CANCELED, message.reason)
     t.send(run_events.RunCanceled(reason=message.reason, **t.run_event_fields()))
 
@@ -179,36 +181,30 @@ def _suspend(t: Transition, message: cmd.SuspendRun, context: Context) -> None:
 
 
 def _resume(t: Transition, message: cmd.ResumeRun, context: Context) -> None:
-    if t.current.status is not RunStatus.SUSPENDED:
-        raise InvalidMove(f"only a suspended run can be resumed; this one is {t.current.status}")
+    """A suspended run, or one in Error (after a fix, e.g. a migration), runs again."""
+    if t.current.status not in (RunStatus.SUSPENDED, RunStatus.ERROR):
+        raise InvalidMove(
+            f"only a suspended run or one in error can be resumed; this one is {t.current.status}"
+        )
     t.move_run(RunStatus.RUNNING, message.reason)
     t.send(run_events.RunResumed(**t.run_event_fields()))
-    _restart_due_retries(t)
     advance(t)
 
 
-def _restart_due_retries(t: Transition) -> None:
-    """Timers that fired while suspended were dropped; restart those steps now."""
-    run = t.current
-    for step in list(run.steps.values()):
-        if step.status is StepStatus.WAITING_RETRY and not any(
-            x.step == step.name for x in run.timers
-        ):
-            start_step(t, step.name)
-
-
 def _retry(t: Transition, message: cmd.RetryStep, context: Context) -> None:
+    """Give a failed step another attempt, or start a step waiting for its retry now."""
     run = t.current
-    step = run.steps.get(message.step)
-    if step is None:
-        raise InvalidMove(f"run has no step {message.step!r}")
+    step = _operated_step(t, message.step)
     if step.status not in (StepStatus.FAILED, StepStatus.WAITING_RETRY):
         raise InvalidMove(f"step {step.name!r} is {step.status}; only a failed step is retried")
     if run.status not in (RunStatus.ERROR, RunStatus.RUNNING):
         raise InvalidMove(f"a {run.status} run cannot retry steps")
-    if step.stage != run.stage:
-        raise InvalidMove(f"step {step.name!r} is not in the current stage {run.stage!r}")
-    t.apply(ev.StepReset(at=t.now, actor=message.requested_by, step=step.name))
+    if step.status is StepStatus.WAITING_RETRY:
+        for timer in [x for x in run.timers if x.step == step.name]:
+            t.apply(ev.TimerCleared(at=t.now, actor=message.requested_by, timer_id=timer.id))
+    else:
+        t.check_step(step.name, StepStatus.PENDING)
+        t.apply(ev.StepReset(at=t.now, actor=message.requested_by, step=step.name))
     if run.status is RunStatus.ERROR:
         t.move_run(RunStatus.RUNNING, f"retry of {step.name} by {message.requested_by}")
     advance(t)
@@ -216,11 +212,7 @@ def _retry(t: Transition, message: cmd.RetryStep, context: Context) -> None:
 
 def _skip(t: Transition, message: cmd.SkipStep, context: Context) -> None:
     run = t.current
-    step = run.steps.get(message.step)
-    if step is None:
-        raise InvalidMove(f"run has no step {message.step!r}")
-    if step.stage != run.stage:
-        raise InvalidMove(f"step {step.name!r} is not in the current stage {run.stage!r}")
+    step = _operated_step(t, message.step)
     if step.status in STEP_ACTIVE and step.kind != StepKind.BACKGROUND.value:
         discontinue(t, step, f"skipped by {message.requested_by}")
         t.apply(ev.StepReset(at=t.now, actor=message.requested_by, step=step.name))
@@ -239,11 +231,25 @@ def _skip(t: Transition, message: cmd.SkipStep, context: Context) -> None:
     advance(t)
 
 
+def _operated_step(t: Transition, name: str) -> StepState:
+    """The step an operator names: a step of the current stage of an active run."""
+    run = t.current
+    if not run.active:
+        raise InvalidMove(f"the run is {run.status}")
+    step = run.steps.get(name)
+    if step is None:
+        raise InvalidMove(f"run has no step {name!r}")
+    if step.stage != run.stage:
+        raise InvalidMove(f"step {step.name!r} is not in the current stage {run.stage!r}")
+    return step
+
+
 def _migrate(t: Transition, message: cmd.MigrateRun, context: Context) -> None:
-    if context.target_definition is None:
+    target = context.target_definition
+    if target is None or target.version != message.to_version:
         raise InvalidMove(f"version {message.to_version} of {t.current.orchestration} is unknown")
-    migrate(t, context.target_definition, message.requested_by)
-    t.definition = context.target_definition
+    migrate(t, target, message.requested_by)
+    t.definition = target
     advance(t)
 
 

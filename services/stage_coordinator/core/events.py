@@ -113,11 +113,19 @@ class RunStatusChanged(RunEvent):
 
 
 class RunMigrated(RunEvent):
+    """The run now follows ``to_version``: its steps and stages are laid out as that version's.
+
+    ``added_steps`` and ``moved_steps`` are ``(stage, step, kind)``: a moved step keeps its
+    state but belongs to another stage or is of another kind from now on.
+    """
+
     kind: Literal["RunMigrated"] = "RunMigrated"
     from_version: int
     to_version: int
     added_steps: list[tuple[str, str, str]] = Field(default_factory=list)
     removed_steps: list[str] = Field(default_factory=list)
+    moved_steps: list[tuple[str, str, str]] = Field(default_factory=list)
+    removed_stages: list[str] = Field(default_factory=list)
 
 
 AnyRunEvent = Annotated[

@@ -2,6 +2,10 @@
 
 Appliers trust the decider: it checked the transition tables before emitting.  They
 mutate the run they are given (the shell hands them a private copy) and return it.
+
+Two rules hold for every event, so that replaying a history rebuilds the stored state:
+``revision`` counts the events applied, and a step's timers live only as long as the
+step status they were set for (any change of the step's status drops them).
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ def create(event: ev.RunCreated) -> Run:
         inputs=event.inputs,
         vars=dict(event.inputs),
         stages={name: StageState(name=name) for name in event.stages},
-        steps={name: StepState(name=name, stage=stage, kind=kind) for stage, name, kind in event.steps},
+        steps={
+            name: StepState(name=name, stage=stage, kind=kind) for stage, name, kind in event.steps
+        },
         started_by=event.actor,
         created_at=event.at,
         updated_at=event.at,
+        revision=1,
     )
 
 
@@ -52,6 +59,7 @@ def replay(history: Iterable[ev.RunEvent]) -> Run:
 def evolve(run: Run, event: ev.RunEvent) -> Run:
     _apply(event, run)
     run.updated_at = max(run.updated_at, event.at)
+    run.revision += 1
     return run
 
 
@@ -62,6 +70,11 @@ def _apply(event: ev.RunEvent, run: Run) -> None:
 
 def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return _apply.register(cls)
+
+
+def _drop_timers(run: Run, step: str) -> None:
+    """A timer is set for one status of one step; when that status ends, so does the timer."""
+    run.timers = [t for t in run.timers if t.step != step]
 
 
 @_on(ev.StageEntered)
@@ -97,6 +110,7 @@ def _step_started(event: ev.StepStarted, run: Run) -> None:
     step.started_at = event.at
     step.finished_at = None
     step.error = None
+    _drop_timers(run, event.step)
 
 
 @_on(ev.StepSucceeded)
@@ -110,6 +124,7 @@ def _step_succeeded(event: ev.StepSucceeded, run: Run) -> None:
     step.comment = event.comment
     if event.merge_into_vars:
         run.vars.update(event.outputs)
+    _drop_timers(run, event.step)
 
 
 @_on(ev.StepRetryScheduled)
@@ -117,6 +132,7 @@ def _step_retry(event: ev.StepRetryScheduled, run: Run) -> None:
     step = run.steps[event.step]
     step.status = StepStatus.WAITING_RETRY
     step.error = event.error
+    _drop_timers(run, event.step)
     run.timers.append(event.timer)
 
 
@@ -126,6 +142,7 @@ def _step_failed(event: ev.StepFailed, run: Run) -> None:
     step.status = StepStatus.FAILED
     step.error = event.error
     step.finished_at = event.at
+    _drop_timers(run, event.step)
 
 
 @_on(ev.StepSkipped)
@@ -136,6 +153,7 @@ def _step_skipped(event: ev.StepSkipped, run: Run) -> None:
     step.outputs = event.outputs
     step.error = None
     step.completed_by = event.actor
+    _drop_timers(run, event.step)
 
 
 @_on(ev.StepCanceled)
@@ -143,14 +161,16 @@ def _step_canceled(event: ev.StepCanceled, run: Run) -> None:
     step = run.steps[event.step]
     step.status = StepStatus.CANCELED
     step.finished_at = event.at
-    run.timers = [t for t in run.timers if t.step != event.step]
+    _drop_timers(run, event.step)
 
 
 @_on(ev.StepReset)
 def _step_reset(event: ev.StepReset, run: Run) -> None:
     old = run.steps[event.step]
-    run.steps[event.step] = StepState(name=old.name, stage=old.stage, kind=old.kind, attempt=old.attempt)
-    run.timers = [t for t in run.timers if t.step != event.step]
+    run.steps[event.step] = StepState(
+        name=old.name, stage=old.stage, kind=old.kind, attempt=old.attempt
+    )
+    _drop_timers(run, event.step)
 
 
 @_on(ev.TimerScheduled)
@@ -181,7 +201,18 @@ def _run_status(event: ev.RunStatusChanged, run: Run) -> None:
 def _run_migrated(event: ev.RunMigrated, run: Run) -> None:
     run.version = event.to_version
     for name in event.removed_steps:
-        run.steps.pop(name, None)
-    for stage, name, kind in event.added_steps:
+        removed = run.steps.pop(name, None)
+        if removed is not None:
+            run.retired_attempts[name] = max(removed.attempt, run.retired_attempts.get(name, 0))
+        _drop_timers(run, name)
+    for name in event.removed_stages:
+        run.stages.pop(name, None)
+    for stage, _name, _kind in [*event.added_steps, *event.moved_steps]:
         run.stages.setdefault(stage, StageState(name=stage))
-        run.steps[name] = StepState(name=name, stage=stage, kind=kind)
+    for stage, name, kind in event.added_steps:
+        attempt = run.retired_attempts.pop(name, 0)
+        run.steps[name] = StepState(name=name, stage=stage, kind=kind, attempt=attempt)
+    for stage, name, kind in event.moved_steps:
+        step = run.steps[name]
+        step.stage = stage
+        step.kind = kind

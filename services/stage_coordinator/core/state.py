@@ -145,6 +145,12 @@ class Run(Model):
     error: str | None = None
     stage_entries: int = 0
     exclusive_per_record: bool = False
+    # The last attempt of steps a migration removed: if a later migration brings a step
+    # back, its attempts go on from there, so idempotency keys and timer ids never repeat.
+    retired_attempts: dict[str, int] = Field(default_factory=dict)
+    # Kept by evolve: the number of domain events applied since RunCreated, i.e. the length
+    # of the run's history.  It grows with every change, and replaying the history
+    # rebuilds it, so a write conditional on it cannot lose an update.
     revision: int = 0
 
     @property

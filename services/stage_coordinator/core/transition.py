@@ -35,6 +35,15 @@ class InvalidMove(Exception):
     """Raised inside a decision when a transition table forbids a move; becomes a Rejection."""
 
 
+class Halt(Exception):
+    """The run cannot go on as its definition says; advancing puts it in Error with this."""
+
+    def __init__(self, reason: str, step: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
 @dataclass
 class Transition:
     """Applies events to a private run copy as they are decided, and collects messages."""

@@ -96,10 +96,9 @@ def test_duplicate_outcome_is_rejected_not_applied_twice() -> None:
 
 
 def test_parallel_steps_dependencies_conditions_and_decision_route_back() -> None:
-    run = when(None, cmd.StartRun(orchestration="onboarding",
-                                  record=cmd.RecordRef(object_type="Employee", record_id="7",
-                                                       fields={"needs_approval": True, "employee": "ann"})),
-               TWO_STAGES).current
+    fields = {"needs_approval": True, "employee": "ann"}
+    record = cmd.RecordRef(object_type="Employee", record_id="7", fields=fields)
+    run = when(None, cmd.StartRun(orchestration="onboarding", record=record), TWO_STAGES).current
     t = when(run, StepCompleted(step="hr_form", attempt=1, outputs={"start": "monday"}), TWO_STAGES)
     assert {r.step for r in sent(t, StepRequested)} == {"laptop", "desk"}  # badge waits for laptop
     t = when(t.current, StepCompleted(step="laptop", attempt=1), TWO_STAGES)
@@ -116,9 +115,8 @@ def test_parallel_steps_dependencies_conditions_and_decision_route_back() -> Non
 
 def test_retry_then_error_then_operator_skip_finishes() -> None:
     d = TWO_STAGES
-    run = when(None, cmd.StartRun(orchestration="onboarding",
-                                  record=cmd.RecordRef(object_type="E", record_id="1",
-                                                       fields={"needs_approval": False})), d).current
+    record = cmd.RecordRef(object_type="E", record_id="1", fields={"needs_approval": False})
+    run = when(None, cmd.StartRun(orchestration="onboarding", record=record), d).current
     run = when(run, StepCompleted(step="hr_form", attempt=1), d).current
     for name in ("laptop", "desk"):
         run = when(run, StepCompleted(step=name, attempt=1), d).current
