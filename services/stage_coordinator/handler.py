@@ -10,7 +10,10 @@ from typing import Any
 from contracts import Envelope, parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events import commands as cmd
+from contracts.events import runs as run_events
 from services.stage_coordinator.core.decide import Context, decide
+from services.stage_coordinator.core.events import RunCreated, RunEvent
+from services.stage_coordinator.core.evolve import create, evolve
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.metrics import CoordinatorMetrics
@@ -47,21 +50,42 @@ class CoordinatorHandler:
         if pending:
             await self._publish(pending)
         changed: dict[str, StoredRun] = {}
+        starts: dict[str, Envelope] = {}  # the StartRun that created each new run
         for run_id, messages in by_run.items():
             current = stored.get(run_id)
             for envelope in messages:
                 result = await self._apply(run_id, current, envelope)
                 if result is not None:
+                    if current is None:
+                        starts[run_id] = envelope
                     current = result
                     changed[run_id] = result
         if not changed:
             return
         refused = await self.store.save(list(changed.values()), datetime.now(UTC))
         written = [s for rid, s in changed.items() if rid not in refused]
-        for run_id in refused:
-            log.info("run %s refused: its record has an active run already", run_id)
         await self._publish(written)
+        if refused:
+            await self._reject_starts([changed[rid] for rid in refused], starts)
         self.metrics.observe_transitions(written)
+
+    async def _reject_starts(self, refused: list[StoredRun], starts: dict[str, Envelope]) -> None:
+        """New runs the unique active-per-record index refused: say so on runs.events."""
+        rejections = []
+        for stored in refused:
+            run, cause = stored.run, starts[stored.run.id]
+            reason = (f"record {run.record_key} has an active run of {run.orchestration}"
+                      " already (at_most_one_active_per_record)")
+            log.info("run %s refused: %s", run.id, reason)
+            self.metrics.rejections.labels(cause.type).inc()
+            rejections.append(new_event(
+                run_events.RunStartRejected(orchestration=run.orchestration,
+                                            version=run.version, record_key=run.record_key,
+                                            reason=reason),
+                producer=PRODUCER, run_id=run.id, cause=cause,
+                event_id=derived_id(cause.event_id, "rejected"),
+            ))
+        await self.publisher.publish(rejections)
 
     async def _apply(
         self, run_id: str, current: StoredRun | None, envelope: Envelope
@@ -119,8 +143,11 @@ class CoordinatorHandler:
             for index, payload in enumerate(t.messages)
         ]
         history = [
-            {**event.model_dump(mode="python"), "cause": cause.type, "cause_id": cause.event_id}
-            for event in t.events
+            {**event.model_dump(mode="python"), "cause": cause.type, "cause_id": cause.event_id,
+             "changes": changes}
+            for event, changes in zip(
+                t.events, audit(current.run if current else None, t.events), strict=True
+            )
         ]
         return StoredRun(
             run=run,
@@ -142,3 +169,40 @@ class CoordinatorHandler:
 
 def history_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return list(doc.get("history", []))
+
+
+def audit(before: Run | None, events: list[RunEvent]) -> list[list[dict[str, Any]]]:
+    """For each event, the audited fields it changed: ``{field, old, new}`` each.
+
+    Replays the events on a copy of the run as it was, so every history entry says what
+    the run, its stages and steps were before and after (who and when are on the event).
+    """
+    run = before.model_copy(deep=True) if before is not None else None
+    changes = []
+    for event in events:
+        old = _audited(run)
+        run = create(event) if isinstance(event, RunCreated) else evolve(run, event)  # type: ignore[arg-type]
+        new = _audited(run)
+        changes.append([
+            {"field": key, "old": old.get(key), "new": new.get(key)}
+            for key in {**old, **new}
+            if old.get(key) != new.get(key)
+        ])
+    return changes
+
+
+def _audited(run: Run | None) -> dict[str, Any]:
+    if run is None:
+        return {}
+    fields: dict[str, Any] = {"status": run.status.value, "stage": run.stage,
+                              "version": run.version, "error": run.error}
+    for name, stage in run.stages.items():
+        fields[f"stages.{name}.status"] = stage.status.value
+    for name, step in run.steps.items():
+        fields[f"steps.{name}.status"] = step.status.value
+        fields[f"steps.{name}.attempt"] = step.attempt
+        fields[f"steps.{name}.error"] = step.error
+    for name, value in run.vars.items():
+        fields[f"vars.{name}"] = value
+    fields["timers"] = sorted(timer.id for timer in run.timers)
+    return fields

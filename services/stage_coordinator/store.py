@@ -53,6 +53,7 @@ class StoredRun:
     new_history: list[dict[str, Any]] = field(default_factory=list)
     history_written: list[dict[str, Any]] = field(default_factory=list)
     is_new: bool = False
+    timer_due: datetime | None = None  # next_timer_at as stored
 
 
 class RunStore:
@@ -81,6 +82,10 @@ class RunStore:
         for stored in changed:
             doc = to_document(stored, now)
             unset = {k: "" for k in OPTIONAL_FIELDS if doc.get(k) is None}
+            if not stored.is_new and doc.get("next_timer_at") != stored.timer_due:
+                # The timers changed (the fired one was applied): release the firer's lease,
+                # or the run's next timer would wait for the lease to run out.
+                unset["timer_lease_until"] = ""
             for key in unset:
                 doc.pop(key, None)
             if stored.is_new:
@@ -94,7 +99,8 @@ class RunStore:
             }
             if unset:
                 update["$unset"] = unset
-            ops.append(UpdateOne({"_id": stored.run.id, "revision": stored.run.revision - 1}, update))
+            guard = {"_id": stored.run.id, "revision": stored.run.revision - 1}
+            ops.append(UpdateOne(guard, update))
         if not ops:
             return set()
         self.round_trips += 1
@@ -106,7 +112,8 @@ class RunStore:
             errors = exc.details.get("writeErrors", [])
             for error in errors:
                 op = ops[error["index"]]
-                if error.get("code") == 11000 and isinstance(op, InsertOne):
+                refused = error.get("code") == 11000 and isinstance(op, InsertOne)
+                if refused and _on_active_key(error):
                     duplicates.add(changed[error["index"]].run.id)
             if len(duplicates) != len(errors):
                 self.forget(changed)
@@ -120,6 +127,7 @@ class RunStore:
             if stored.run.id in duplicates:
                 continue
             stored.is_new = False
+            stored.timer_due = min((t.due_at for t in stored.run.timers), default=None)
             stored.history_written, stored.new_history = stored.new_history, []
             self.remember(stored)
         return duplicates
@@ -150,12 +158,25 @@ class RunStore:
             self.cache.pop(stored.run.id, None)
 
 
+def _on_active_key(error: dict[str, Any]) -> bool:
+    """A duplicate on the active-per-record index: a refused start.
+
+    A duplicate ``_id`` is not a refusal but a run another writer created: a conflict, so
+    the batch is retried from the store (where the StartRun is rejected as a duplicate).
+    """
+    pattern = error.get("keyPattern")
+    if isinstance(pattern, dict):
+        return "active_key" in pattern
+    return "active_key" in str(error.get("errmsg", ""))
+
+
 def from_document(doc: dict[str, Any]) -> StoredRun:
     state = {k: v for k, v in doc.items() if k not in SHELL_FIELDS}
     return StoredRun(
         run=Run.model_validate({**state, "id": doc["_id"]}),
         applied=list(doc.get("applied", [])),
         outbox=list(doc.get("outbox", [])),
+        timer_due=doc.get("next_timer_at"),
     )
 
 

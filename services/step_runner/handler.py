@@ -28,6 +28,7 @@ from shared.mongo import Index
 log = logging.getLogger("baton.step_runner")
 PRODUCER = "step-runner"
 ATTEMPTS = "step_attempts"
+RUNS = "runs"
 INDEXES = [Index(ATTEMPTS, [("run_id", 1)]), Index(ATTEMPTS, [("finished_at", -1)])]
 
 
@@ -37,6 +38,7 @@ class StepHandler:
         registry: CollectorRegistry,
     ) -> None:
         self.attempts = db[ATTEMPTS]
+        self.runs = db[RUNS]  # read-only: the coordinator is the only writer of runs
         self.actions = actions
         self.publisher = publisher
         self.seconds = Histogram(
@@ -50,33 +52,57 @@ class StepHandler:
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
         requests = [e for e in envelopes if isinstance(e.payload, StepRequested)]
-        keys = [e.payload.idempotency_key for e in requests]  # type: ignore[union-attr]
+        keys = [e.payload.idempotency_key for e in requests]  # type: ignore[attr-defined]
         done = {doc["_id"]: doc async for doc in self.attempts.find({"_id": {"$in": keys}})}
         fresh: dict[str, Envelope] = {}
         replay: list[Envelope] = []
         for envelope in requests:
-            key = envelope.payload.idempotency_key  # type: ignore[union-attr]
+            key = envelope.payload.idempotency_key  # type: ignore[attr-defined]
             if key in done:
                 replay.extend(parse_dict(m) for m in done[key]["messages"])
                 self.replayed.inc()
             else:
                 fresh.setdefault(key, envelope)
-        results = await asyncio.gather(*(self._run(e) for e in fresh.values()))
+        records = await self._record_keys(list(fresh.values()))
+        results = await asyncio.gather(
+            *(self._run(e, records.get(e.run_id or "")) for e in fresh.values())
+        )
         if results:
             await self.attempts.bulk_write(
-                [UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True) for doc in results],
+                [UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+                 for doc in results],
                 ordered=False,
             )
         await self.publisher.publish(
             [*replay, *(parse_dict(m) for doc in results for m in doc["messages"])]
         )
 
-    async def _run(self, envelope: Envelope) -> dict[str, Any]:
+    async def _record_keys(self, envelopes: list[Envelope]) -> dict[str, str]:
+        """The record each run is about, for the actions that need it (one read per batch).
+
+        StepRequested does not carry the record, so it is read from the run's document
+        (written before the dispatch was published).
+        """
+        run_ids = {
+            e.run_id for e in envelopes
+            if e.run_id and getattr(self.actions.get(e.payload.action),  # type: ignore[attr-defined]
+                                    "needs_record", False)
+        }
+        if not run_ids:
+            return {}
+        return {
+            doc["_id"]: doc["record_key"]
+            async for doc in self.runs.find({"_id": {"$in": list(run_ids)}}, {"record_key": 1})
+            if doc.get("record_key")
+        }
+
+    async def _run(self, envelope: Envelope, record_key: str | None = None) -> dict[str, Any]:
         request: StepRequested = envelope.payload  # type: ignore[assignment]
         started = datetime.now(UTC)
         context = ActionContext(
             run_id=envelope.run_id or "", orchestration=request.orchestration, stage=request.stage,
             step=request.step, attempt=request.attempt, idempotency_key=request.idempotency_key,
+            record_key=record_key,
         )
         outcome: StepCompleted | StepFailed
         extra: list[Any] = []
@@ -86,11 +112,13 @@ class StepHandler:
                 raise FatalError(f"unknown action {request.action!r}")
             result = await asyncio.wait_for(action.run(dict(request.inputs), context),
                                             request.timeout_seconds)
-            outcome = StepCompleted(step=request.step, attempt=request.attempt, outputs=result.outputs)
+            outcome = StepCompleted(step=request.step, attempt=request.attempt,
+                                    outputs=result.outputs)
             extra = result.messages
         except TimeoutError:
             outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=f"timed out after {request.timeout_seconds:g}s", retryable=True)
+                                 error=f"timed out after {request.timeout_seconds:g}s",
+                                 retryable=True)
         except RetryableError as exc:
             outcome = StepFailed(step=request.step, attempt=request.attempt, error=str(exc)[:4000])
         except FatalError as exc:

@@ -31,6 +31,7 @@ class ActionContext:
     step: str
     attempt: int
     idempotency_key: str
+    record_key: str | None = None  # "ObjectType:record_id" of the run's record, if any
 
 
 @dataclass
