@@ -130,8 +130,7 @@ class CoordinatorHandler:
         )
 
     def _stored(self, current: StoredRun | None, t: Transition, cause: Envelope) -> StoredRun:
-        run = t.current
-        run.revision = (current.run.revision if current else 0) + 1
+        run = t.current  # its revision counts the events applied (the core keeps it)
         outbox = [
             new_event(
                 payload,
@@ -155,6 +154,8 @@ class CoordinatorHandler:
             outbox=[*(current.outbox if current else []), *outbox],
             new_history=[*(current.new_history if current else []), *history],
             is_new=current is None or current.is_new,
+            timer_due=current.timer_due if current else None,
+            stored_revision=current.stored_revision if current else None,
         )
 
     async def _publish(self, runs: list[StoredRun]) -> None:

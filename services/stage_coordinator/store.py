@@ -54,6 +54,9 @@ class StoredRun:
     history_written: list[dict[str, Any]] = field(default_factory=list)
     is_new: bool = False
     timer_due: datetime | None = None  # next_timer_at as stored
+    # The revision the store holds: the guard of the next write.  Several transitions
+    # of one run in one batch move ``run.revision`` on, but are written at once.
+    stored_revision: int | None = None
 
 
 class RunStore:
@@ -99,7 +102,7 @@ class RunStore:
             }
             if unset:
                 update["$unset"] = unset
-            guard = {"_id": stored.run.id, "revision": stored.run.revision - 1}
+            guard = {"_id": stored.run.id, "revision": stored.stored_revision}
             ops.append(UpdateOne(guard, update))
         if not ops:
             return set()
@@ -127,6 +130,7 @@ class RunStore:
             if stored.run.id in duplicates:
                 continue
             stored.is_new = False
+            stored.stored_revision = stored.run.revision
             stored.timer_due = min((t.due_at for t in stored.run.timers), default=None)
             stored.history_written, stored.new_history = stored.new_history, []
             self.remember(stored)
@@ -177,6 +181,7 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
         applied=list(doc.get("applied", [])),
         outbox=list(doc.get("outbox", [])),
         timer_due=doc.get("next_timer_at"),
+        stored_revision=doc.get("revision"),
     )
 
 

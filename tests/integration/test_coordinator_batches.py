@@ -1,0 +1,89 @@
+"""The coordinator's shell on the real MongoDB and Kafka: batches that carry several
+messages for one run are written in one guarded write, and land.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from contracts.envelope import new_event
+from contracts.events.commands import StartRun
+from contracts.events.steps import StepCompleted
+from services.stage_coordinator.handler import CoordinatorHandler
+from services.stage_coordinator.metrics import CoordinatorMetrics
+from services.stage_coordinator.store import RunStore
+from shared.definitions.loading import load_definition
+from shared.definitions.store import DefinitionStore
+from shared.definitions.validate import validate_definition
+from shared.messaging import Publisher, make_broker
+from shared.metrics import ServiceMetrics
+from shared.mongo import make_client
+from shared.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+DEFINITION = """
+name: two-at-once
+stages:
+  - name: both
+    steps:
+      - {name: left, action: noop}
+      - {name: right, action: noop}
+  - name: after
+    steps:
+      - {name: last, action: noop}
+"""
+
+
+@pytest.fixture(scope="module")
+async def handler(servers: Any, database: str) -> AsyncIterator[CoordinatorHandler]:
+    settings = ServiceSettings(service_name="coordinator-it",
+                               kafka_bootstrap=servers.kafka_bootstrap,
+                               mongodb_uri=servers.mongodb_uri, mongodb_database=database)
+    metrics = ServiceMetrics(CollectorRegistry(), "coordinator-it")
+    broker = make_broker(settings, metrics)
+    await broker.connect()
+    client = make_client(servers.mongodb_uri, app_name="coordinator-it")
+    db = client[database]
+    definitions = DefinitionStore(db)
+    definition = validate_definition(load_definition(DEFINITION, fmt="yaml"),
+                                     known_actions=frozenset({"noop"}))
+    await definitions.publish(definition, published_by="test", now=datetime.now(UTC))
+    yield CoordinatorHandler(RunStore(db), definitions, Publisher(broker, metrics),
+                             CoordinatorMetrics(CollectorRegistry()))
+    await broker.stop()
+    await client.close()
+
+
+async def test_two_outcomes_of_one_run_in_one_batch_land_together(
+    handler: CoordinatorHandler,
+) -> None:
+    run_id = uuid.uuid4().hex
+    await handler([new_event(StartRun(orchestration="two-at-once"), producer="test",
+                             run_id=run_id)])
+    started = await handler.store.runs.find_one({"_id": run_id})
+    assert started is not None and started["stage"] == "both"
+
+    handler.store.cache.clear()  # as after a restart: the batch reads the run from MongoDB
+    outcomes = [new_event(StepCompleted(step=step, attempt=1), producer="test", run_id=run_id)
+                for step in ("left", "right")]
+    await handler(outcomes)
+
+    stored = await handler.store.runs.find_one({"_id": run_id})
+    assert stored is not None
+    assert stored["stage"] == "after"
+    assert stored["steps"]["left"]["status"] == stored["steps"]["right"]["status"] == "completed"
+    assert stored["revision"] == len(stored["history"]) > started["revision"]
+
+    # The cached copy guards the next write correctly too.
+    await handler([new_event(StepCompleted(step="last", attempt=1), producer="test",
+                             run_id=run_id)])
+    finished = await handler.store.runs.find_one({"_id": run_id})
+    assert finished is not None and finished["status"] == "completed"
+    assert finished["revision"] == len(finished["history"])
