@@ -368,6 +368,21 @@ SAMPLE_PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {
             "idempotency_key": f"{_RUN}:payroll:1",
         },
     ),
+    ("StepRequested", 2): (
+        "stage-coordinator",
+        {
+            "orchestration": "employee_onboarding",
+            "version": 3,
+            "stage": "provisioning",
+            "step": "payroll",
+            "attempt": 2,
+            "action": "http",
+            "inputs": {"url": "https://payroll.example.com/api/employees", "method": "POST"},
+            "timeout_seconds": 30.0,
+            "idempotency_key": f"{_RUN}:payroll:2",
+            "operation_key": f"{_RUN}:payroll:visit-1",
+        },
+    ),
     ("StepCompleted", 1): (
         "assignment",
         {

@@ -21,6 +21,12 @@ def upcast_start_run_v1_v2(payload: PayloadDict) -> PayloadDict:
     }
 
 
+def upcast_step_requested_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """StepRequested v1 had one key per attempt; it stands in for the operation's key."""
+    return {**payload, "operation_key": payload["idempotency_key"]}
+
+
 UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
     ("StartRun", 1): upcast_start_run_v1_v2,
+    ("StepRequested", 1): upcast_step_requested_v1_v2,
 }

@@ -10,10 +10,11 @@ from contracts.envelope import Payload
 from contracts.topics import STEPS_DISPATCH, STEPS_OUTCOMES
 
 
-class StepRequested(Payload):
-    """Run a background step's action once more (``attempt`` counts from 1)."""
+class StepRequestedV1(Payload):
+    """The first StepRequested: one key per attempt only.  Upcast to v2 at the edge."""
 
     TYPE = "StepRequested"
+    VERSION = 1
     TOPIC = STEPS_DISPATCH
 
     orchestration: str
@@ -25,6 +26,32 @@ class StepRequested(Payload):
     inputs: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=30.0, gt=0)
     idempotency_key: str
+
+
+class StepRequested(Payload):
+    """Run a background step's action once more (``attempt`` counts from 1).
+
+    ``idempotency_key`` names this attempt (the step-runner runs each attempt once);
+    ``operation_key`` names the operation, the same for every attempt of the step in one
+    visit of its stage.  Actions hand ``operation_key`` to external systems (the http
+    action's Idempotency-Key), so a retry after a timeout or a lost outcome does not
+    repeat a side effect the first attempt already caused.
+    """
+
+    TYPE = "StepRequested"
+    VERSION = 2
+    TOPIC = STEPS_DISPATCH
+
+    orchestration: str
+    version: int
+    stage: str
+    step: str
+    attempt: int = Field(ge=1)
+    action: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    idempotency_key: str
+    operation_key: str
 
 
 class StepCompleted(Payload):

@@ -102,7 +102,7 @@ class StepHandler:
         context = ActionContext(
             run_id=envelope.run_id or "", orchestration=request.orchestration, stage=request.stage,
             step=request.step, attempt=request.attempt, idempotency_key=request.idempotency_key,
-            record_key=record_key,
+            operation_key=request.operation_key, record_key=record_key,
         )
         outcome: StepCompleted | StepFailed
         extra: list[Any] = []

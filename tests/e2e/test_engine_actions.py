@@ -88,7 +88,7 @@ stages:
     assert call.body == {"customer": "Ada", "total": 42, "skus": ["a", "b"],
                          "note": "order for Ada (gold)"}
     assert call.headers["x-run"] == run_id and call.headers["x-customer"] == "Ada"
-    assert call.headers["idempotency-key"] == f"{run_id}:create_order:1"
+    assert call.headers["idempotency-key"] == f"{run_id}:create_order:visit-1"
     assert call.headers["content-type"] == "application/json"
     assert run["steps"]["create_order"]["outputs"] == {
         "status": 201, "order_id": "ord-9", "first_qty": 2, "served_by": "scripted",
@@ -230,8 +230,8 @@ stages:
     assert run["steps"]["call"]["outputs"] == {"status": 200, "v": 3}
     assert run["steps"]["call"]["attempt"] == 3
     calls = http_server.calls(flaky)
-    assert [c.headers["idempotency-key"] for c in calls] == [
-        f"{run_id}:call:{n}" for n in (1, 2, 3)]
+    # one operation, retried: every attempt carries the same key to the external system
+    assert [c.headers["idempotency-key"] for c in calls] == [f"{run_id}:call:visit-1"] * 3
     # the waits double: 300ms, then 600ms
     scheduled = entries(run, "StepRetryScheduled", step="call")
     delays = [(e["timer"]["due_at"] - e["at"]).total_seconds() for e in scheduled]

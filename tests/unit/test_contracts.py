@@ -11,6 +11,7 @@ import pytest
 
 from contracts import ContractError, Envelope, encode, generate, parse
 from contracts.events.commands import StartRun
+from contracts.events.steps import StepRequested
 from contracts.registry import LATEST, MAX_MESSAGE_BYTES, REGISTRY
 
 ENTRIES = sorted(REGISTRY)
@@ -74,6 +75,15 @@ def test_start_run_v1_upcasts_to_v2() -> None:
     assert payload.orchestration == data["payload"]["orchestration_name"]
     assert payload.inputs == data["payload"]["variables"]
     assert payload.version is None and payload.record is None
+
+
+def test_step_requested_v1_upcasts_with_its_attempt_key_as_the_operation_key() -> None:
+    data = load_sample("StepRequested", 1)
+    envelope = parse(raw(data))
+    assert envelope.schema_version == 2
+    payload = envelope.payload
+    assert isinstance(payload, StepRequested)
+    assert payload.operation_key == payload.idempotency_key == data["payload"]["idempotency_key"]
 
 
 # --- generated schemas -----------------------------------------------------------------

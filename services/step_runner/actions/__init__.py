@@ -31,6 +31,7 @@ class ActionContext:
     step: str
     attempt: int
     idempotency_key: str
+    operation_key: str = ""  # the same for every attempt of the step in one stage visit
     record_key: str | None = None  # "ObjectType:record_id" of the run's record, if any
 
 

@@ -32,7 +32,7 @@ class HttpAction:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise FatalError(f"http needs an absolute http(s) url, got {url!r}")
         headers = {str(k): str(v) for k, v in dict(inputs.get("headers", {})).items()}
-        headers.setdefault("Idempotency-Key", context.idempotency_key)
+        headers.setdefault("Idempotency-Key", context.operation_key or context.idempotency_key)
         # A structured body (the usual case in definitions) is sent as JSON; text as is.
         given = inputs.get("body")
         payload = inputs.get("json", given if isinstance(given, dict | list) else None)
