@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import httpx
@@ -54,10 +55,8 @@ class HttpAction:
             raise FatalError(f"{url} answered {response.status_code}: {response.text[:500]}")
         body: Any = response.text[:MAX_RESPONSE_BYTES]
         if response.headers.get("content-type", "").startswith("application/json"):
-            try:
+            with contextlib.suppress(ValueError):  # labelled JSON but is not: keep the text
                 body = response.json()
-            except ValueError:
-                pass
         scope = {"response": {"status": response.status_code, "body": body,
                               "headers": dict(response.headers)}}
         outputs: dict[str, Any] = {"status": response.status_code}

@@ -33,7 +33,8 @@ def match(
     results: list[Match | Skipped] = []
     for definition in definitions:
         trigger = definition.trigger.record
-        if trigger is None or trigger.object != change.object_type or change.change not in trigger.on:
+        if (trigger is None or trigger.object != change.object_type
+                or change.change not in trigger.on):
             continue
         try:
             if not holds(trigger.when, {"new": change.new, "old": change.old}):
