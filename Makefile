@@ -8,7 +8,7 @@ SECANTUS := .baton/secantus-venv/bin/secantusd-py
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: deps run test lint chaos soak bench schemas clean stop
+.PHONY: deps run test lint chaos soak bench observability schemas clean stop
 
 deps: $(STAMP) $(SECANTUS)
 
@@ -46,6 +46,16 @@ soak: deps
 
 bench: deps
 	$(PY) -m pytest -m bench -s $(PYTEST_ARGS)
+
+# Prometheus rules and the real-Prometheus e2e test. Debian's prometheus package brings
+# promtool and prometheus; installed here only when missing (as root, no sudo).
+observability: deps
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	promtool check config infra/prometheus/prometheus.yml
+	promtool check rules infra/prometheus/rules/*.yml
+	promtool test rules infra/prometheus/tests/*.yml
+	$(PY) -m pytest -m observability $(PYTEST_ARGS)
 
 stop:
 	-$(PY) -m infra.embedded stop

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.output import echo_json, render_table
+from cli.output import echo_json, plural, render_table
 from cli.session import session
 
 
@@ -28,8 +28,11 @@ def fmt_seconds(value: Any) -> str:
 
 
 def _rows(entries: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[list[str]]:
+    def waited(e: Mapping[str, Any], key: str) -> str:
+        return fmt_seconds(e.get(key)) if e.get("work_in_progress") else "-"
+
     return [[*(str(e.get(n, "")) for n in names), str(e.get("work_in_progress", 0)),
-             fmt_seconds(e.get("oldest_seconds")), fmt_seconds(e.get("waiting_seconds")),
+             waited(e, "oldest_seconds"), waited(e, "waiting_seconds"),
              str(e.get("finished", 0)), f"{e.get('throughput_per_hour', 0):g}",
              fmt_seconds(e.get("p50_seconds")), fmt_seconds(e.get("p90_seconds"))]
             for e in entries]
@@ -42,7 +45,7 @@ def describe_bottleneck(bottleneck: Mapping[str, Any] | None) -> str:
     if not bottleneck:
         return "bottleneck: none (no run is waiting in a stage)"
     return (f"bottleneck: {bottleneck.get('orchestration')} / stage {bottleneck.get('stage')}: "
-            f"{bottleneck.get('work_in_progress')} runs waiting "
+            f"{plural(int(bottleneck.get('work_in_progress') or 0), 'run')} waiting "
             f"{fmt_seconds(bottleneck.get('waiting_seconds'))} in all, "
             f"the oldest {fmt_seconds(bottleneck.get('oldest_seconds'))}")
 

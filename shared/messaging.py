@@ -36,6 +36,7 @@ from shared.settings import ServiceSettings
 log = logging.getLogger("baton.messaging")
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
+DEAD_LETTER_KINDS = ("unparseable", "not handled", "handler failed")
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailure,
     KafkaError,
@@ -106,11 +107,14 @@ class BatchConsumer:
         self.metrics = metrics
         self.settings = settings
         self.accepts = accepts
+        self.subscriber: Any = None
+        for kind in DEAD_LETTER_KINDS:  # from 0, so that the first dead letter is an increase
+            metrics.dead_letters.labels(metrics.service, self.topic, kind)
 
     def register(self, broker: KafkaBroker) -> None:
         s = self.settings
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             *self.topics,
             group_id=self.group_id,
             batch=True,
@@ -122,10 +126,35 @@ class BatchConsumer:
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             title=f"{self.group_id}:{self.topic}",
         )
+        self.subscriber = subscriber  # its consumer tells the lag
+
+        @subscriber
         async def consume(message: KafkaMessage) -> None:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
             await self.consume(records)
+
+    async def lag(self) -> dict[str, int]:
+        """Messages behind the log end on this replica's partitions, per topic.
+
+        The log end is the high watermark of the last fetch response and the position is
+        the next offset to fetch: both are known to the client, so no request is sent.  A
+        partition not fetched yet (no high watermark) is left out.
+        """
+        lag = dict.fromkeys(self.topics, 0)
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is None:
+            return lag
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None or tp.topic not in lag:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+            except (TimeoutError, KafkaError):
+                continue
+            lag[tp.topic] += max(0, highwater - position)
+        return lag
 
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
@@ -134,10 +163,11 @@ class BatchConsumer:
             try:
                 envelope = parse(record.value or b"")
             except ContractError as exc:
-                await self.dead_letter(record, f"unparseable: {exc}")
+                await self.dead_letter(record, f"unparseable: {exc}", kind="unparseable")
                 continue
             if self.accepts is not None and not self.accepts(envelope):
-                await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}")
+                await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}",
+                                       kind="not handled")
                 continue
             self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
             envelopes.append(envelope)
@@ -161,7 +191,7 @@ class BatchConsumer:
         last: BaseException | None = None
         for attempt in range(attempts):
             try:
-                with message_context(envelopes[0].run_id, envelopes[0].correlation_id):
+                with message_context(*_shared_ids(envelopes)):
                     await self.handler(envelopes)
                 return None
             except INFRASTRUCTURE_ERRORS as exc:
@@ -180,7 +210,9 @@ class BatchConsumer:
             await asyncio.sleep(0.05 * (2**attempt))
         return last
 
-    async def dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+    async def dead_letter(
+        self, record: ConsumerRecord[Any, Any], reason: str, *, kind: str = "unparseable"
+    ) -> None:
         key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else None
         headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
         payload = DeadLettered(
@@ -193,9 +225,10 @@ class BatchConsumer:
             original_value_b64=base64.b64encode(record.value or b"").decode(),
             original_headers=headers,
         )
-        await self._send_dead_letter(payload, key)
+        await self._send_dead_letter(payload, key, kind)
 
     async def dead_letter_envelope(self, envelope: Envelope, reason: str) -> None:
+        """A message that failed on its own (the batch was split): logged with its run."""
         payload = DeadLettered(
             reason=reason[:8000],
             source_topic=self.topic,
@@ -206,13 +239,25 @@ class BatchConsumer:
             original_value_b64=base64.b64encode(encode(envelope)).decode(),
             original_headers=headers_of(envelope),
         )
-        await self._send_dead_letter(payload, envelope.partition_key)
+        with message_context(envelope.run_id, envelope.correlation_id):
+            await self._send_dead_letter(payload, envelope.partition_key, "handler failed")
 
-    async def _send_dead_letter(self, payload: DeadLettered, key: str | None) -> None:
-        reason_kind = payload.reason.split(":", 1)[0][:40]
-        self.metrics.dead_letters.labels(self.metrics.service, self.topic, reason_kind).inc()
+    async def _send_dead_letter(self, payload: DeadLettered, key: str | None, kind: str) -> None:
+        self.metrics.dead_letters.labels(self.metrics.service, self.topic, kind).inc()
         log.error("dead-lettered a message from %s: %s", self.topic, payload.reason[:500])
         await self.publisher.publish([new_event(payload, producer=self.group_id, key=key)])
+
+
+def _shared_ids(envelopes: Sequence[Envelope]) -> tuple[str | None, str | None]:
+    """The run and correlation ids for the logs of a batch: only what all its messages share.
+
+    A batch of several runs' messages logs no run id rather than the first one's; the
+    handlers name the run in their messages.
+    """
+    runs = {e.run_id for e in envelopes}
+    correlations = {e.correlation_id for e in envelopes}
+    return (runs.pop() if len(runs) == 1 else None,
+            correlations.pop() if len(correlations) == 1 else None)
 
 
 __all__ = ["DLQ", "BatchConsumer", "BatchHandler", "Publisher", "make_broker"]

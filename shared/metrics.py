@@ -54,6 +54,12 @@ class ServiceMetrics:
             ["service"],
             registry=registry,
         )
+        self.broker_resets = Counter(
+            "baton_broker_resets_total",
+            "Times this service reconciled after the broker lost its topics",
+            ["service"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "baton_consumer_lag",
             "Messages behind the log end, where the broker reports it",

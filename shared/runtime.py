@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from contracts import Envelope
 from infra.topics import ensure_topics
+from shared.broker_watch import BrokerWatch
 from shared.logs import configure_logging
 from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
 from shared.metrics import ServiceMetrics
@@ -42,7 +43,12 @@ class Runtime:
         self.db = self.mongo[settings.mongodb_database]
         self.indexes: list[Index] = []
         self.jobs: list[tuple[float, Job, str]] = []
+        self.consumers: list[BatchConsumer] = []
         self.on_start: list[Job] = []
+        self.broker_watch = BrokerWatch(settings.kafka_bootstrap, self.db, self.metrics, self.name)
+        # What to re-send when the broker lost its data (see shared/broker_watch.py).
+        self.on_broker_reset = self.broker_watch.hooks
+        self.every(settings.broker_watch_seconds, self.broker_watch, "broker watch")
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
         self.http = FastAPI(title=title, lifespan=self._lifespan, version="1")
@@ -67,17 +73,29 @@ class Runtime:
             accepts=accepts,
         )
         consumer.register(self.broker)
+        if not self.consumers:
+            self.every(self.settings.consumer_lag_seconds, self.report_lag, "consumer lag")
+        self.consumers.append(consumer)
         return consumer
 
     def every(self, seconds: float, job: Job, name: str) -> None:
         self.jobs.append((seconds, job, name))
+
+    async def report_lag(self) -> None:
+        """baton_consumer_lag per topic: what this replica's partitions are behind by."""
+        totals: dict[str, int] = {}
+        for consumer in self.consumers:
+            for topic, lag in (await consumer.lag()).items():
+                totals[topic] = totals.get(topic, 0) + lag
+        for topic, lag in totals.items():
+            self.metrics.consumer_lag.labels(self.name, topic).set(lag)
 
     def add_indexes(self, indexes: Iterable[Index]) -> None:
         self.indexes.extend(indexes)
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(self.settings.kafka_bootstrap)
+        await self.broker_watch.topics_ensured(await ensure_topics(self.settings.kafka_bootstrap))
         await ensure_indexes(self.db, self.indexes)
         for hook in self.on_start:
             await hook()

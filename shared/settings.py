@@ -28,6 +28,13 @@ class ServiceSettings(BaseSettings):
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
+    gauge_refresh_seconds: float = Field(
+        default=15.0, gt=0, description="how often the gauges computed from MongoDB refresh"
+    )
+    consumer_lag_seconds: float = Field(default=10.0, gt=0, description="consumer lag refresh")
+    broker_watch_seconds: float = Field(
+        default=5.0, gt=0, description="how often topics are checked (and a lost broker noticed)"
+    )
     admin_token: str | None = Field(
         default=None, description="a bootstrap admin token accepted by every service's API"
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from contracts.topics import WORKITEMS_DISPATCH
 from services.assignment.api import people_router, work_router
 from services.assignment.directory_store import DirectoryStore
+from services.assignment.gauges import WorkItemGauges
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
 from services.assignment.store import INDEXES, WorkItemStore
+from services.assignment.web import pages
 from shared import auth
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -17,6 +21,8 @@ DEFAULT_PORT = 8104
 
 class AssignmentSettings(ServiceSettings):
     service_name: str = "assignment"
+    # The Work Guide pages (/ui) read a run's timeline from the stage-coordinator's API.
+    coordinator_url: str = "http://127.0.0.1:8102"
 
 
 def build(settings: AssignmentSettings | None = None) -> Runtime:
@@ -30,9 +36,14 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
                accepts=lambda e: e.type in ("WorkItemRequested", "WorkItemCancelRequested"))
     rt.every(settings.timer_poll_seconds, guide.fire_due_timers, "work item timers")
     rt.every(settings.outbox_sweep_seconds, store.outbox.sweep, "outbox sweep")
+    rt.on_broker_reset.append(lambda: store.outbox.sweep(timedelta(0)))
     rt.http.include_router(work_router(guide, authenticator))
     rt.http.include_router(people_router(directory, guide, authenticator))
+    rt.http.include_router(pages.ui_router(guide, authenticator, settings.coordinator_url))
+    rt.add_indexes(pages.INDEXES)
     rt.add_indexes([*INDEXES, *auth.INDEXES])
+    rt.every(settings.gauge_refresh_seconds, WorkItemGauges(store.items, rt.registry, rt.name),
+             "work item gauges")
     return rt
 
 

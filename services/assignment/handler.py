@@ -13,6 +13,7 @@ from typing import Any
 
 from contracts import Envelope
 from contracts.envelope import derived_id, new_event
+from contracts.events.steps import StepCompleted
 from contracts.events.workitems import (
     WorkItemAssignmentFailed,
     WorkItemCancelRequested,
@@ -21,6 +22,7 @@ from contracts.events.workitems import (
 from services.assignment.core.commands import Cancel, Command, OpenWorkItem
 from services.assignment.core.decide import handle
 from services.assignment.core.rejection import Rejection
+from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.store import (
     ACTIVE,
@@ -48,6 +50,7 @@ class DispatchHandler:
         await self._publish_leftovers(docs)
         directory = await self.directory.current()
         changes: dict[str, Change] = {}
+        answers: list[Envelope] = []
         for envelope in envelopes:
             target = self._command(envelope, docs, changes)
             if target is None:
@@ -60,7 +63,12 @@ class DispatchHandler:
                 log.info("%s on %s refused: %s", envelope.type, item_id, decision.reason)
                 continue
             if not decision.events:
-                continue  # a redelivery: the item is already open
+                # A redelivery.  If the item is done, its outcome may be what got lost (a
+                # broker that lost its data): answer again; the coordinator drops repeats.
+                answer = _outcome_again(item_of(current), envelope)
+                if answer is not None:
+                    answers.append(answer)
+                continue
             published = [
                 new_event(p, producer=PRODUCER, cause=envelope,
                           event_id=derived_id(envelope.event_id, i))
@@ -81,6 +89,7 @@ class DispatchHandler:
                                     correlation_id=envelope.correlation_id)
             changes[item_id] = (read, new)
         await self.store.commit(list(changes.values()))
+        await self.store.outbox.publisher.publish(answers)
 
     def _command(
         self, envelope: Envelope, docs: dict[str, dict[str, Any]], changes: dict[str, Change]
@@ -107,3 +116,14 @@ class DispatchHandler:
             for doc in leftovers:
                 doc["outbox"] = []
                 doc.pop("outbox_at", None)
+
+
+def _outcome_again(item: WorkItem | None, request: Envelope) -> Envelope | None:
+    if item is None or item.status != "completed" or not isinstance(
+            request.payload, WorkItemRequested):
+        return None
+    outcome = StepCompleted(step=item.step, attempt=item.attempt, outputs=item.outputs,
+                            completed_by=item.completed_by or "system", decision=item.decision,
+                            comment=item.comment)
+    return new_event(outcome, producer=PRODUCER, run_id=item.run_id, cause=request,
+                     event_id=derived_id(item.id, "outcome"))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from contracts.topics import COMMANDS, STEPS_OUTCOMES
+from services.stage_coordinator import stats
 from services.stage_coordinator.api import runs_router
+from services.stage_coordinator.gauges import RunGauges, StuckPolicy
 from services.stage_coordinator.handler import CoordinatorHandler
-from services.stage_coordinator.jobs import OutboxSweeper, TimerFirer
+from services.stage_coordinator.jobs import OutboxSweeper, Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
+from services.stage_coordinator.stats_api import stats_router
 from services.stage_coordinator.store import INDEXES, RunStore
 from shared import auth
 from shared.definitions.store import DefinitionStore
@@ -19,6 +24,8 @@ DEFAULT_PORT = 8102
 class CoordinatorSettings(ServiceSettings):
     service_name: str = "stage-coordinator"
     run_cache_size: int = 20_000
+    stuck_after_seconds: float = 3600.0  # a background step without an sla is stuck after
+    stuck_human_after_seconds: float = 259_200.0  # an interactive/approval step: 3 days
 
 
 def build(settings: CoordinatorSettings | None = None) -> Runtime:
@@ -31,9 +38,17 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     rt.every(settings.timer_poll_seconds, TimerFirer(store.runs, rt.publisher), "timers")
-    rt.every(settings.outbox_sweep_seconds, OutboxSweeper(store.runs, rt.publisher, rt.metrics), "outbox")
+    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
+    rt.every(settings.outbox_sweep_seconds,
+             OutboxSweeper(store.runs, rt.publisher, rt.metrics), "outbox")
     authenticator = auth.Authenticator(rt.db, settings.admin_token)
     rt.http.include_router(runs_router(store.runs, rt.publisher, authenticator))
+    rt.http.include_router(stats_router(store.runs, authenticator))
+    rt.add_indexes(stats.INDEXES)
+    policy = StuckPolicy(timedelta(seconds=settings.stuck_after_seconds),
+                         timedelta(seconds=settings.stuck_human_after_seconds))
+    gauges = RunGauges(store.runs, DefinitionStore(rt.db), rt.registry, rt.name, policy)
+    rt.every(settings.gauge_refresh_seconds, gauges, "run gauges")
     return rt
 
 

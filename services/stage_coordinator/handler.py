@@ -17,7 +17,7 @@ from services.stage_coordinator.core.evolve import create, evolve
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RunStore, StoredRun
+from services.stage_coordinator.store import DISPATCHES, RunStore, StoredRun
 from shared.definitions.store import DefinitionStore, UnknownDefinition
 from shared.messaging import Publisher
 
@@ -156,6 +156,8 @@ class CoordinatorHandler:
             is_new=current is None or current.is_new,
             timer_due=current.timer_due if current else None,
             stored_revision=current.stored_revision if current else None,
+            dispatches={**(current.dispatches if current else {}),
+                        **{m["payload"]["step"]: m for m in outbox if m["type"] in DISPATCHES}},
         )
 
     async def _publish(self, runs: list[StoredRun]) -> None:

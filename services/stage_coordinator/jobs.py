@@ -91,3 +91,37 @@ class OutboxSweeper:
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Reconciler:
+    """After the broker lost its data: re-send what runs wait for, from their documents.
+
+    - the dispatch of every step in flight (same event id: a step-runner or assignment that
+      saw it already answers from what it stored, one that did not acts on it now);
+    - every outbox, however young;
+    - every timer now, instead of after its firer's lease runs out.
+    """
+
+    def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
+                 metrics: ServiceMetrics) -> None:
+        self.runs = runs
+        self.publisher = publisher
+        self.outboxes = OutboxSweeper(runs, publisher, metrics, older_than=timedelta(0))
+
+    async def __call__(self) -> int:
+        resent = 0
+        query = {"status": "running", "active_steps.dispatch": {"$ne": None}}
+        cursor = self.runs.find(query, {"active_steps": 1})
+        batch: list[dict[str, Any]] = []
+        async for doc in cursor:
+            batch.extend(a["dispatch"] for a in doc.get("active_steps", []) if a.get("dispatch"))
+            if len(batch) >= BATCH:
+                await self.publisher.publish(parse_dict(m) for m in batch)
+                resent, batch = resent + len(batch), []
+        await self.publisher.publish(parse_dict(m) for m in batch)
+        resent += len(batch)
+        swept = await self.outboxes()
+        await self.runs.update_many({"timer_lease_until": {"$exists": True}},
+                                    {"$unset": {"timer_lease_until": ""}})
+        log.warning("reconciled: re-sent %d dispatches and %d outboxes", resent, swept)
+        return resent

@@ -9,7 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 if TYPE_CHECKING:
     from services.stage_coordinator.store import StoredRun
 
-DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 259200, 604800)
+PAUSED_OR_RUNNING = ("running", "suspended")  # neither is an end of the run
+DURATION_BUCKETS = (
+    0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 259200, 604800
+)
 
 
 class CoordinatorMetrics:
@@ -51,7 +54,7 @@ class CoordinatorMetrics:
                 kind = entry.get("kind")
                 if kind == "RunCreated":
                     self.runs_started.labels(run.orchestration).inc()
-                elif kind == "RunStatusChanged" and entry["status"] != "running":
+                elif kind == "RunStatusChanged" and entry["status"] not in PAUSED_OR_RUNNING:
                     self.runs_finished.labels(run.orchestration, str(entry["status"])).inc()
                 elif kind == "StageFinished":
                     stage = run.stages.get(entry["stage"])

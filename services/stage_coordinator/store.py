@@ -57,6 +57,9 @@ class StoredRun:
     # The revision the store holds: the guard of the next write.  Several transitions
     # of one run in one batch move ``run.revision`` on, but are written at once.
     stored_revision: int | None = None
+    # The last dispatch (StepRequested or WorkItemRequested envelope) of each step, kept
+    # while the step is active: what the reconcile re-sends if the broker loses it.
+    dispatches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class RunStore:
@@ -182,6 +185,8 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
         outbox=list(doc.get("outbox", [])),
         timer_due=doc.get("next_timer_at"),
         stored_revision=doc.get("revision"),
+        dispatches={a["step"]: a["dispatch"] for a in doc.get("active_steps", [])
+                    if a.get("dispatch")},
     )
 
 
@@ -194,10 +199,22 @@ def to_document(stored: StoredRun, now: datetime) -> dict[str, Any]:
     doc["outbox_at"] = now if stored.outbox else None
     doc["next_timer_at"] = min((t.due_at for t in run.timers), default=None)
     doc["active_steps"] = [
-        {"stage": s.stage, "step": s.name, "kind": s.kind, "started_at": s.started_at}
+        {"stage": s.stage, "step": s.name, "kind": s.kind, "started_at": s.started_at,
+         "dispatch": _dispatch_of(stored, s.name, s.attempt, s.status.value)}
         for s in run.steps.values()
         if s.status.value in ("in_progress", "waiting_retry")
     ]
     exclusive = run.exclusive_per_record and run.record_key and run.active
     doc["active_key"] = f"{run.orchestration}|{run.record_key}" if exclusive else None
     return doc
+
+
+DISPATCHES = ("StepRequested", "WorkItemRequested")
+
+
+def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> dict[str, Any] | None:
+    """The dispatch of the step's current attempt, if it is out there waiting for an outcome."""
+    dispatch = stored.dispatches.get(step)
+    if status != "in_progress" or dispatch is None:
+        return None
+    return dispatch if dispatch["payload"].get("attempt") == attempt else None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib.metadata import entry_points
 
 from contracts.topics import RECORDS_CHANGES
+from services.trigger import starts as start_log
 from services.trigger.api import definitions_router
 from services.trigger.handler import RecordChangeHandler
+from services.trigger.starts import StartLog
 from services.trigger.subscriptions import Subscriptions
 from shared import auth
 from shared.definitions import store as definition_store
@@ -18,6 +21,7 @@ DEFAULT_PORT = 8101
 
 class TriggerSettings(ServiceSettings):
     service_name: str = "trigger"
+    start_resend_window_seconds: float = 900.0  # starts re-sent after a broker loss
 
 
 def known_actions() -> frozenset[str]:
@@ -30,12 +34,15 @@ def build(settings: TriggerSettings | None = None) -> Runtime:
     rt = Runtime(settings, title="Baton trigger", default_port=DEFAULT_PORT)
     store = definition_store.DefinitionStore(rt.db)
     subscriptions = Subscriptions(store)
-    rt.consume(RECORDS_CHANGES, RecordChangeHandler(subscriptions, rt.publisher, rt.registry),
+    starts = StartLog(rt.publisher, rt.db, timedelta(seconds=settings.start_resend_window_seconds))
+    rt.consume(RECORDS_CHANGES, RecordChangeHandler(subscriptions, starts, rt.registry),
                accepts=lambda e: e.type == "RecordChanged")
-    rt.add_indexes([*definition_store.INDEXES, *auth.INDEXES])
+    rt.add_indexes([*definition_store.INDEXES, *auth.INDEXES, *start_log.INDEXES])
+    rt.on_broker_reset.append(starts.resend)
+    rt.every(60.0, starts.prune, "prune kept starts")
     authenticator = auth.Authenticator(rt.db, settings.admin_token)
     rt.http.include_router(
-        definitions_router(store, subscriptions, rt.publisher, authenticator, known_actions())
+        definitions_router(store, subscriptions, starts, authenticator, known_actions())
     )
     return rt
 

@@ -58,7 +58,8 @@ def ledger() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            calls.append((f"{self.path}:{body.get('run')}", self.headers.get("Idempotency-Key", "")))
+            key = self.headers.get("Idempotency-Key", "")
+            calls.append((f"{self.path}:{body.get('run')}", key))
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -85,7 +86,8 @@ def own_servers(tmp_path: Path) -> Iterator[EmbeddedServers]:
 def stack(own_servers: EmbeddedServers, tmp_path: Path) -> Iterator[ServiceStack]:
     env = {**own_servers.env(), "BATON_MONGODB_DATABASE": "baton_chaos",
            "BATON_ADMIN_TOKEN": ADMIN["Authorization"].split()[1], "BATON_LOG_FORMAT": "json",
-           "BATON_TIMER_POLL_SECONDS": "0.5", "BATON_OUTBOX_SWEEP_SECONDS": "1"}
+           "BATON_TIMER_POLL_SECONDS": "0.5", "BATON_OUTBOX_SWEEP_SECONDS": "1",
+           "BATON_BROKER_WATCH_SECONDS": "1"}
     stack = ServiceStack(env=env, log_dir=tmp_path / "logs")
     (tmp_path / "logs").mkdir()
     try:
@@ -117,13 +119,13 @@ async def start_runs(stack: ServiceStack, ledger_url: str) -> list[str]:
         return run_ids
 
 
-async def finished(db: Any, run_ids: list[str], timeout: float) -> int:
+async def finished(db: Any, run_ids: list[str], timeout: float) -> int:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while True:
         try:
             done = await db.runs.count_documents({"_id": {"$in": run_ids},
                                                   "status": "completed"})
-        except Exception:  # noqa: BLE001 - the server may be restarting
+        except Exception:  # the server may be restarting
             done = -1
         if done == len(run_ids) or time.monotonic() > deadline:
             return done
@@ -158,18 +160,79 @@ async def test_mongodb_killed_and_restarted_mid_flight(
         assert stack.procs[key].poll() is None, f"{key} died"
 
 
+PEOPLE = """
+name: with-people
+inputs:
+  ledger_url: {type: string}
+stages:
+  - name: one
+    steps:
+      - name: first
+        action: http
+        inputs: {url: "${vars.ledger_url}/first", body: {run: "${run.id}"}}
+        retries: {max_attempts: 30, backoff: 200ms, max_backoff: 2s}
+  - name: two
+    steps:
+      - name: review
+        kind: interactive
+        title: Review
+        assignee: {user: pat}
+  - name: three
+    steps:
+      - name: second
+        action: http
+        inputs: {url: "${vars.ledger_url}/second", body: {run: "${run.id}"}}
+        retries: {max_attempts: 30, backoff: 200ms, max_backoff: 2s}
+"""
+
+
+async def reviewer(stack: ServiceStack, stop: asyncio.Event) -> None:
+    """Pat completes whatever is assigned, shrugging off the broker's absence."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        guide = stack.url("assignment")
+        await client.put(f"{guide}/directory", headers=ADMIN,
+                         json={"users": [{"id": "pat", "email": "pat@example.com"}]})
+        issued = await client.post(f"{guide}/tokens", headers=ADMIN, json={"user_id": "pat"})
+        pat = {"Authorization": f"Bearer {issued.json()['token']}"}
+        while not stop.is_set():
+            try:
+                for item in (await client.get(f"{guide}/work", headers=pat)).json():
+                    await client.post(f"{guide}/work/{item['id']}/complete", headers=pat,
+                                      json={"values": {"ok": True}})
+            except (httpx.HTTPError, ValueError, TypeError):
+                pass
+            await asyncio.sleep(0.2)
+
+
 async def test_broker_restarted_empty_mid_flight(
     own_servers: EmbeddedServers, stack: ServiceStack, db: Any,
     ledger: tuple[str, list[tuple[str, str]]],
 ) -> None:
+    """The reconcile re-sends starts, dispatches and outboxes; every run finishes."""
     url, calls = ledger
-    run_ids = await start_runs(stack, url)
-    await asyncio.sleep(0.5)
+    stop = asyncio.Event()
+    person = asyncio.create_task(reviewer(stack, stop))
+    async with httpx.AsyncClient(timeout=10) as client:
+        published = await client.post(f"{stack.url('trigger')}/definitions", headers=ADMIN,
+                                      content=PEOPLE.encode())
+        assert published.status_code == 201, published.text
+        run_ids = []
+        for _ in range(RUNS):
+            started = await client.post(f"{stack.url('trigger')}/runs", headers=ADMIN,
+                                        json={"orchestration": "with-people",
+                                              "inputs": {"ledger_url": url}})
+            run_ids.append(started.json()["run_id"])
+    await asyncio.sleep(1.0)  # runs at every stage: some done, some waiting on Pat
     own_servers.kill_one("kafka")
     await asyncio.sleep(2.0)
     await asyncio.to_thread(own_servers.start_kafka)
     done = await finished(db, run_ids, timeout=120)
+    stop.set()
+    await person
     assert done == RUNS, f"{done} of {RUNS} runs completed after the broker came back empty"
     by_effect = effects(calls)
     assert len(by_effect) == 2 * RUNS
     assert all(len(keys) == 1 for keys in by_effect.values())
+    system = await db.system.find_one({"_id": "broker"})
+    assert system["epoch"] >= 1
+    assert set(system["reconciled"]) >= {"trigger", "stage-coordinator", "assignment"}
