@@ -120,6 +120,7 @@ class BatchConsumer:
             batch=True,
             max_records=s.consumer_max_records,
             batch_timeout_ms=s.consumer_batch_timeout_ms,
+            fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             session_timeout_ms=s.consumer_session_timeout_ms,

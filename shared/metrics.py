@@ -54,6 +54,12 @@ class ServiceMetrics:
             ["service"],
             registry=registry,
         )
+        self.mongo_commands = Counter(
+            "baton_mongodb_commands_total",
+            "MongoDB commands sent (round trips), by command",
+            ["service", "command"],
+            registry=registry,
+        )
         self.broker_resets = Counter(
             "baton_broker_resets_total",
             "Times this service reconciled after the broker lost its topics",

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 Document = dict[str, Any]
 
 
-def make_client(uri: str, *, app_name: str) -> AsyncMongoClient[Document]:
+def make_client(
+    uri: str, *, app_name: str, listeners: Sequence[monitoring.CommandListener] = ()
+) -> AsyncMongoClient[Document]:
     """One client per process; pooled connections are reused by every handler."""
     return AsyncMongoClient(
         uri,
@@ -20,7 +22,24 @@ def make_client(uri: str, *, app_name: str) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=10_000,
         connectTimeoutMS=5_000,
         tz_aware=True,
+        event_listeners=list(listeners),
     )
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands (round trips) a client sends, by command name."""
+
+    def __init__(self, count: Callable[[str], None]) -> None:
+        self.count = count
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.count(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 @dataclass(frozen=True)

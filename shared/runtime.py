@@ -23,7 +23,7 @@ from shared.broker_watch import BrokerWatch
 from shared.logs import configure_logging
 from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
 from shared.metrics import ServiceMetrics
-from shared.mongo import Index, ensure_indexes, make_client
+from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("baton.runtime")
@@ -39,7 +39,9 @@ class Runtime:
         self.metrics = ServiceMetrics(self.registry, self.name)
         self.broker = make_broker(settings, self.metrics)
         self.publisher = Publisher(self.broker, self.metrics)
-        self.mongo = make_client(settings.mongodb_uri, app_name=self.name)
+        commands = self.metrics.mongo_commands
+        counter = CommandCounter(lambda name: commands.labels(self.name, name).inc())
+        self.mongo = make_client(settings.mongodb_uri, app_name=self.name, listeners=[counter])
         self.db = self.mongo[settings.mongodb_database]
         self.indexes: list[Index] = []
         self.jobs: list[tuple[float, Job, str]] = []

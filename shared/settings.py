@@ -25,6 +25,9 @@ class ServiceSettings(BaseSettings):
     consumer_heartbeat_interval_ms: int = 1000
     consumer_max_records: int = 200
     consumer_batch_timeout_ms: int = 5
+    # How long the broker may hold a fetch for data.  Brokers answer as soon as data
+    # arrives, but the embedded one waits the full time: short keeps a hop short.
+    consumer_fetch_max_wait_ms: int = Field(default=10, ge=0)
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)

@@ -24,6 +24,7 @@ DEFAULT_PORT = 8102
 class CoordinatorSettings(ServiceSettings):
     service_name: str = "stage-coordinator"
     run_cache_size: int = 20_000
+    outbox_clear_seconds: float = 0.2  # published outboxes are cleared in one write per tick
     stuck_after_seconds: float = 3600.0  # a background step without an sla is stuck after
     stuck_human_after_seconds: float = 259_200.0  # an interactive/approval step: 3 days
 
@@ -39,6 +40,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     rt.every(settings.timer_poll_seconds, TimerFirer(store.runs, rt.publisher), "timers")
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
+    rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
     rt.every(settings.outbox_sweep_seconds,
              OutboxSweeper(store.runs, rt.publisher, rt.metrics), "outbox")
     authenticator = auth.Authenticator(rt.db, settings.admin_token)

@@ -167,7 +167,7 @@ class CoordinatorHandler:
         await self.publisher.publish(
             parse_dict(message) for stored in with_outbox for message in stored.outbox
         )
-        await self.store.clear_outboxes(with_outbox)
+        self.store.defer_clear(with_outbox)
 
 
 def history_of(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -68,6 +68,7 @@ class RunStore:
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
+        self.unclear: dict[str, int] = {}  # run id -> revision whose outbox went out
 
     async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
         found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}
@@ -141,18 +142,33 @@ class RunStore:
 
     async def clear_outboxes(self, published: list[StoredRun]) -> None:
         """After a publish: drop the outbox unless a newer transition replaced it already."""
-        ops = [
-            UpdateOne(
-                {"_id": s.run.id, "revision": s.run.revision},
-                {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}},
-            )
-            for s in published
-        ]
-        if ops:
-            self.round_trips += 1
-            await self.runs.bulk_write(ops, ordered=False)
+        self.defer_clear(published)
+        await self.flush_clears()
+
+    def defer_clear(self, published: list[StoredRun]) -> None:
+        """Note that these outboxes went out; :meth:`flush_clears` clears them later.
+
+        Off the hot path: the next transition of a run writes its outbox anew anyway (the
+        cached copy's is empty now), and a clear that waits a moment costs nothing but a
+        sweep of it, which only comes after ``outbox_at`` is seconds old.
+        """
         for stored in published:
+            self.unclear[stored.run.id] = stored.run.revision
             stored.outbox = []
+
+    async def flush_clears(self) -> int:
+        """One bulk write for every outbox published since the last flush."""
+        if not self.unclear:
+            return 0
+        pending, self.unclear = self.unclear, {}
+        self.round_trips += 1
+        await self.runs.bulk_write(
+            [UpdateOne({"_id": run_id, "revision": revision},
+                       {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}})
+             for run_id, revision in pending.items()],
+            ordered=False,
+        )
+        return len(pending)
 
     def remember(self, stored: StoredRun) -> None:
         self.cache[stored.run.id] = stored

@@ -41,7 +41,11 @@ async def test_api_started_run_completes_through_all_services(stack, admin, mong
         assert kinds[0] == "RunCreated"
         assert kinds.count("StepStarted") == 1 and kinds.count("StepSucceeded") == 1
         assert kinds[-1] == "RunStatusChanged" and doc["history"][-1]["status"] == "completed"
-        assert doc["outbox"] == []
+
+        async def outbox_cleared() -> dict[str, Any] | None:  # cleared just after publishing
+            cleared = await run_doc(mongo, run_id)
+            return cleared if cleared and cleared["outbox"] == [] else None
+        assert (await wait_for(outbox_cleared, timeout=5))["revision"] == doc["revision"]
 
         shown = await client.get(f"{stack.url('stage-coordinator')}/runs/{run_id}", headers=admin)
         assert shown.status_code == 200 and shown.json()["status"] == "completed"

@@ -1,0 +1,374 @@
+"""The benchmark: Baton's three-stage human-in-the-loop workload on the embedded servers.
+
+Stage 1 a background step; stage 2 two interactive steps in parallel, each completed
+through the Work Guide API by a simulated person as soon as it is assigned (the person
+reacts to WorkItemAssigned on workitems.events); stage 3 a background step.
+
+Times come from Kafka record timestamps (set by the producing client when it sends) and
+the harness' own clock, on one machine.  Round trips and messages come from the
+services' /metrics; CPU and memory from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pymongo import AsyncMongoClient
+
+from contracts import encode, headers_of
+from contracts.envelope import new_event
+from contracts.events.commands import StartRun
+from contracts.topics import TOPICS
+from infra.embedded import EmbeddedServers
+from infra.stack import ServiceStack
+from infra.topics import ensure_topics
+
+ADMIN_TOKEN = "bt_bench_admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+DEFINITION = """
+name: bench
+stages:
+  - name: prepare
+    steps: [{name: prepare, action: noop}]
+  - name: review
+    steps:
+      - {name: legal, kind: interactive, title: Legal review, assignee: {user: alice}}
+      - {name: finance, kind: interactive, title: Finance review, assignee: {user: bob}}
+  - name: close
+    steps: [{name: close, action: noop}]
+"""
+DIRECTORY = {"users": [{"id": "alice", "email": "alice@example.com"},
+                       {"id": "bob", "email": "bob@example.com"}]}
+WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatch",
+           "workitems.events")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    runs: int
+    partitions: int = 4
+    replicas: int = 1  # of the coordinator and the step-runner
+    rate: float | None = None  # runs/s started steadily; None: all at once
+
+
+@dataclass
+class Observed:
+    """What the harness saw, by run."""
+
+    started_sent: dict[str, float] = field(default_factory=dict)  # harness clock, s
+    human_done: dict[str, float] = field(default_factory=dict)  # last completion returned
+    events: dict[str, list[tuple[str, str, float]]] = field(
+        default_factory=lambda: defaultdict(list))  # run -> (type, step, record ts in s)
+    completed: dict[str, float] = field(default_factory=dict)
+    run_started: dict[str, float] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def proc_peak_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def metric_sum(client: httpx.AsyncClient, url: str, name: str) -> float:
+    text = (await client.get(f"{url}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Bench:
+    def __init__(self, scenario: Scenario, workdir: Path) -> None:
+        self.scenario = scenario
+        self.workdir = workdir
+        self.servers: EmbeddedServers | None = None
+        self.stack: ServiceStack | None = None
+        self.observed = Observed()
+        self.tokens: dict[str, dict[str, str]] = {}
+
+    async def __aenter__(self) -> Bench:
+        self.servers = EmbeddedServers(self.workdir / "servers").start()
+        await ensure_topics(self.servers.kafka_bootstrap, TOPICS,
+                            partitions=self.scenario.partitions)
+        env = {**self.servers.env(), "BATON_MONGODB_DATABASE": "baton_bench",
+               "BATON_ADMIN_TOKEN": ADMIN_TOKEN, "BATON_LOG_LEVEL": "WARNING",
+               "BATON_LOG_FORMAT": "json"}
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.stack = ServiceStack(env=env, log_dir=self.workdir / "logs")
+        self.stack.start(timeout=120)
+        for name in ("stage-coordinator", "step-runner"):
+            for replica in range(1, self.scenario.replicas):
+                self.stack.start_one(name, replica)
+                self.stack.wait_healthy(f"{name}#{replica}", timeout=120)
+        async with httpx.AsyncClient(timeout=30) as client:
+            guide = self.stack.url("assignment")
+            (await client.put(f"{guide}/directory", json=DIRECTORY, headers=ADMIN)
+             ).raise_for_status()
+            for user in ("alice", "bob"):
+                issued = await client.post(f"{guide}/tokens", json={"user_id": user},
+                                           headers=ADMIN)
+                self.tokens[user] = {"Authorization": f"Bearer {issued.json()['token']}"}
+            (await client.post(f"{self.stack.url('trigger')}/definitions", headers=ADMIN,
+                               content=DEFINITION.encode())).raise_for_status()
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        if self.stack:
+            self.stack.stop()
+        if self.servers:
+            self.servers.stop()
+
+    # -- the simulated people ------------------------------------------------------------
+
+    async def people(self, stop: asyncio.Event) -> None:
+        assert self.servers and self.stack
+        consumer = AIOKafkaConsumer("workitems.events",
+                                    bootstrap_servers=self.servers.kafka_bootstrap,
+                                    group_id=f"bench-people-{uuid.uuid4().hex[:6]}",
+                                    auto_offset_reset="earliest", enable_auto_commit=True,
+                                    fetch_max_wait_ms=5)
+        await consumer.start()
+        guide = self.stack.url("assignment")
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        pending: set[asyncio.Task[None]] = set()
+        remaining: dict[str, int] = defaultdict(lambda: 2)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            gate = asyncio.Semaphore(48)
+
+            async def complete(item_id: str, user: str, run_id: str) -> None:
+                async with gate:
+                    for _ in range(20):
+                        answer = await client.post(f"{guide}/work/{item_id}/complete",
+                                                   headers=self.tokens[user],
+                                                   json={"values": {"ok": True}})
+                        if answer.status_code in (200, 409):
+                            break
+                        await asyncio.sleep(0.05)
+                remaining[run_id] -= 1
+                if remaining[run_id] == 0:
+                    self.observed.human_done[run_id] = time.time()
+
+            try:
+                while not stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=50, max_records=500)
+                    for records in batch.values():
+                        for record in records:
+                            message = json.loads(record.value)
+                            if message["type"] != "WorkItemAssigned":
+                                continue
+                            payload = message["payload"]
+                            task = asyncio.create_task(complete(
+                                payload["work_item_id"], payload["assignee"], message["run_id"]))
+                            pending.add(task)
+                            task.add_done_callback(pending.discard)
+                if pending:
+                    await asyncio.gather(*pending)
+            finally:
+                await consumer.stop()
+
+    # -- the observer ----------------------------------------------------------------------
+
+    async def observe(self, stop: asyncio.Event) -> None:
+        assert self.servers
+        consumer = AIOKafkaConsumer(*WATCHED, bootstrap_servers=self.servers.kafka_bootstrap,
+                                    group_id=None, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, fetch_max_wait_ms=5)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100, max_records=2000)
+                for records in batch.values():
+                    for record in records:
+                        message = json.loads(record.value)
+                        run_id = message.get("run_id")
+                        if not run_id:
+                            continue
+                        at = record.timestamp / 1000
+                        kind = message["type"]
+                        step = message["payload"].get("step", "")
+                        self.observed.events[run_id].append((kind, step, at))
+                        if kind == "RunCompleted":
+                            self.observed.completed[run_id] = at
+                        elif kind == "RunStarted":
+                            self.observed.run_started[run_id] = at
+        finally:
+            await consumer.stop()
+
+    # -- the driver --------------------------------------------------------------------------
+
+    async def start_runs(self) -> None:
+        assert self.servers
+        producer = AIOKafkaProducer(bootstrap_servers=self.servers.kafka_bootstrap,
+                                    enable_idempotence=False, linger_ms=2)
+        await producer.start()
+        try:
+            interval = 1 / self.scenario.rate if self.scenario.rate else 0.0
+            began = time.monotonic()
+            futures = []
+            for i in range(self.scenario.runs):
+                if interval:
+                    await asyncio.sleep(max(0.0, began + i * interval - time.monotonic()))
+                run_id = uuid.uuid4().hex
+                envelope = new_event(StartRun(orchestration="bench", requested_by="bench"),
+                                     producer="bench", run_id=run_id)
+                self.observed.started_sent[run_id] = time.time()
+                futures.append(await producer.send(
+                    "commands", encode(envelope), key=run_id.encode(),
+                    headers=[(k, v.encode()) for k, v in headers_of(envelope).items()]))
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    async def run(self, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+        assert self.stack
+        procs = {key: proc.pid for key, proc in self.stack.procs.items()}
+        async with httpx.AsyncClient(timeout=30) as client:
+            urls = {key: self.stack.url(key) for key in procs}
+            mongo_before = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
+                            for k, u in urls.items()}
+            published_before = {k: await metric_sum(client, u, "baton_messages_published_total")
+                                for k, u in urls.items()}
+            transitions_before = sum([await metric_sum(client, u, "baton_run_transitions_total")
+                                      for k, u in urls.items() if k.startswith("stage-")])
+            cpu_before = {k: proc_cpu_seconds(pid) for k, pid in procs.items()}
+            stop = asyncio.Event()
+            observer = asyncio.create_task(self.observe(stop))
+            people = asyncio.create_task(self.people(stop))
+            began = time.time()
+            await self.start_runs()
+            deadline = time.monotonic() + timeout
+            while (len(self.observed.completed) < self.scenario.runs  # noqa: ASYNC110
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.2)
+            ended = time.time()
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.gather(observer, people)
+            cpu_after = {k: proc_cpu_seconds(pid) for k, pid in procs.items()}
+            mongo_after = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
+                           for k, u in urls.items()}
+            published_after = {k: await metric_sum(client, u, "baton_messages_published_total")
+                               for k, u in urls.items()}
+            transitions = sum([await metric_sum(client, u, "baton_run_transitions_total")
+                               for k, u in urls.items() if k.startswith("stage-")]
+                              ) - transitions_before
+        peak = {k: proc_peak_mib(pid) for k, pid in procs.items()}
+        return self.figures(began, ended, transitions,
+                            {k: mongo_after[k] - mongo_before[k] for k in procs},
+                            {k: published_after[k] - published_before[k] for k in procs},
+                            {k: cpu_after[k] - cpu_before[k] for k in procs}, peak)
+
+    def figures(self, began: float, ended: float, transitions: float,
+                mongo: dict[str, float], published: dict[str, float],
+                cpu: dict[str, float], peak: dict[str, float]) -> dict[str, Any]:
+        o, n = self.observed, self.scenario.runs
+        done = [r for r in o.started_sent if r in o.completed]
+        last_done = max((o.completed[r] for r in done), default=ended)
+        last_started = max(o.run_started.values(), default=ended)
+        human_to_done = [(o.completed[r] - o.human_done[r]) * 1000
+                         for r in done if r in o.human_done]
+        hops = []
+        for run_id in done:
+            events = o.events[run_id]
+            for outcome_step, next_type in (("prepare", "WorkItemRequested"),
+                                            ("close", "RunCompleted")):
+                outcome = [at for kind, step, at in events
+                           if kind == "StepCompleted" and step == outcome_step]
+                following = [at for kind, _, at in events if kind == next_type]
+                if outcome and following:
+                    hops.append((min(following) - outcome[0]) * 1000)
+            human = [at for kind, step, at in events
+                     if kind == "StepCompleted" and step in ("legal", "finance")]
+            close = [at for kind, step, at in events
+                     if kind == "StepRequested" and step == "close"]
+            if len(human) >= 2 and close:
+                hops.append((close[0] - max(human)) * 1000)
+        duration = max(last_done - began, 1e-9)
+        coordinator_trips = sum(v for k, v in mongo.items() if k.startswith("stage-"))
+        return {
+            "scenario": self.scenario.name, "runs": n, "partitions": self.scenario.partitions,
+            "replicas": self.scenario.replicas, "rate": self.scenario.rate,
+            "completed": len(done), "lost": n - len(done),
+            "starts_per_s": round(n / max(last_started - began, 1e-9), 1),
+            "completed_per_s": round(len(done) / duration, 1),
+            "seconds": round(duration, 2),
+            "human_to_done_ms_p50": round(percentile(human_to_done, 50), 1),
+            "human_to_done_ms_p99": round(percentile(human_to_done, 99), 1),
+            "transition_ms_p50": round(percentile(hops, 50), 1),
+            "transition_ms_p99": round(percentile(hops, 99), 1),
+            "transitions": int(transitions),
+            "transitions_per_s": round(transitions / duration, 1),
+            "coordinator_round_trips_per_transition": round(
+                coordinator_trips / max(transitions, 1), 2),
+            "round_trips_per_run": round(sum(mongo.values()) / max(len(done), 1), 1),
+            "messages_per_transition": round(sum(published.values()) / max(transitions, 1), 2),
+            "cpu_s_per_run": round(sum(cpu.values()) / max(len(done), 1), 4),
+            "cpu_s_by_service": {k: round(v, 1) for k, v in cpu.items()},
+            "peak_mib_by_service": {k: round(v) for k, v in peak.items()},
+            "mean_human_to_done_ms": round(statistics.fmean(human_to_done), 1)
+            if human_to_done else None,
+        }
+
+
+async def floor(workdir: Path, iterations: int = 500) -> dict[str, Any]:
+    """The least one transition needs, in a tight loop with the same clients: one Kafka
+    produce and consume, one conditional MongoDB update."""
+    servers = EmbeddedServers(workdir / "floor").start()
+    try:
+        await ensure_topics(servers.kafka_bootstrap, TOPICS, partitions=1)
+        producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap,
+                                    enable_idempotence=False, linger_ms=0)
+        consumer = AIOKafkaConsumer("commands", bootstrap_servers=servers.kafka_bootstrap,
+                                    group_id=None, auto_offset_reset="latest",
+                                    fetch_max_wait_ms=5)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongodb_uri)
+        runs = mongo["floor"]["runs"]
+        await producer.start()
+        await consumer.start()
+        try:
+            await runs.insert_one({"_id": "r", "revision": 0})
+            await consumer.seek_to_end()
+            began = time.perf_counter()
+            for i in range(iterations):
+                await producer.send_and_wait("commands", b"{}", key=b"r")
+                await consumer.getone()
+                result = await runs.update_one({"_id": "r", "revision": i},
+                                               {"$set": {"revision": i + 1}})
+                assert result.modified_count == 1
+            seconds = time.perf_counter() - began
+        finally:
+            await producer.stop()
+            await consumer.stop()
+            await mongo.close()
+        return {"iterations": iterations, "per_s": round(iterations / seconds, 1),
+                "ms_each": round(seconds / iterations * 1000, 2)}
+    finally:
+        servers.stop()

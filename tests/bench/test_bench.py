@@ -1,0 +1,56 @@
+"""make bench: the figures for docs/benchmarks.md (not a timed test: speed is reported,
+only correctness is asserted, i.e. every run completes).
+
+BATON_BENCH picks scenarios (comma-separated names, default all); results are printed
+and appended to .baton/bench-results.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench_harness import Bench, Scenario, floor
+
+pytestmark = pytest.mark.bench
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / ".baton" / "bench-results.jsonl"
+SCENARIOS = [
+    Scenario("burst-1k", runs=1_000),
+    Scenario("steady-5/s", runs=300, rate=5.0),
+    Scenario("burst-10k", runs=10_000),
+    Scenario("burst-1k-2-replicas", runs=1_000, replicas=2),
+    Scenario("burst-1k-1-partition", runs=1_000, partitions=1),
+    Scenario("burst-1k-8-partitions", runs=1_000, partitions=8),
+]
+CHOSEN = [s for s in os.environ.get("BATON_BENCH", "").split(",") if s]
+
+
+def record(result: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}) + "\n")
+    print("\n" + json.dumps(result, indent=1))
+
+
+PICKED = [s for s in SCENARIOS if not CHOSEN or s.name in CHOSEN]
+NAMES = [*(["floor"] if not CHOSEN or "floor" in CHOSEN else []), *(s.name for s in PICKED)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_bench(name: str, tmp_path: Path) -> None:
+    if name == "floor":
+        result = await floor(tmp_path)
+        record({"scenario": "floor", **result})
+        assert result["per_s"] > 0
+        return
+    scenario = next(s for s in PICKED if s.name == name)
+    async with Bench(scenario, tmp_path) as bench:
+        result = await bench.run(timeout=max(120.0, scenario.runs / 10))
+    record(result)
+    assert result["lost"] == 0, result
