@@ -8,7 +8,7 @@ SECANTUS := .baton/secantus-venv/bin/secantusd-py
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: deps run test lint chaos soak bench observability schemas clean stop
+.PHONY: deps run test lint chaos soak bench observability browser schemas clean stop
 
 deps: $(STAMP) $(SECANTUS)
 
@@ -46,6 +46,14 @@ soak: deps
 
 bench: deps
 	$(PY) -m pytest -m bench -s $(PYTEST_ARGS)
+
+# The Work Guide in headless Chromium: Debian's chromium (installed only when missing) driven
+# by the playwright package from the dev extras; no browser is downloaded (no `playwright install`).
+browser: deps
+	@test -x /usr/bin/chromium || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	@$(PY) -c 'import playwright' 2>/dev/null || $(PY) -m pip install --quiet 'playwright>=1.50,<2'
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 # Prometheus rules and the real-Prometheus e2e test. Debian's prometheus package brings
 # promtool and prometheus; installed here only when missing (as root, no sudo).

@@ -50,6 +50,8 @@ class ServiceStack:
         self.ports[key] = port
         env = {**os.environ, **self.env, **(env or {}), "BATON_HTTP_PORT": str(port),
                "PYTHONUNBUFFERED": "1"}
+        if "stage-coordinator" in self.ports:  # the Work Guide pages read run timelines
+            env.setdefault("BATON_COORDINATOR_URL", self.url("stage-coordinator"))
         self.procs[key] = processes.spawn(
             [sys.executable, "-m", SERVICES[name]],
             log_path=self.log_dir / f"{key.replace('#', '-')}.log",

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiosmtpd.controller import Controller
 from pymongo import AsyncMongoClient
 
 from contracts import encode, headers_of
@@ -31,6 +32,7 @@ from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.topics import TOPICS
 from infra.embedded import EmbeddedServers
+from infra.processes import free_port
 from infra.stack import ServiceStack
 from infra.topics import ensure_topics
 
@@ -105,6 +107,16 @@ async def metric_sum(client: httpx.AsyncClient, url: str, name: str) -> float:
     return total
 
 
+class _Discard:
+    """An SMTP server's handler that accepts every message and keeps none."""
+
+    messages = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages += 1
+        return "250 Message accepted for delivery"
+
+
 class Bench:
     def __init__(self, scenario: Scenario, workdir: Path) -> None:
         self.scenario = scenario
@@ -118,9 +130,14 @@ class Bench:
         self.servers = EmbeddedServers(self.workdir / "servers").start()
         await ensure_topics(self.servers.kafka_bootstrap, TOPICS,
                             partitions=self.scenario.partitions)
+        # People are told by email, as in production: a local SMTP server takes the mail.
+        self.smtp_port = free_port()
+        self.smtp = Controller(_Discard(), hostname="127.0.0.1", port=self.smtp_port)
+        self.smtp.start()
         env = {**self.servers.env(), "BATON_MONGODB_DATABASE": "baton_bench",
                "BATON_ADMIN_TOKEN": ADMIN_TOKEN, "BATON_LOG_LEVEL": "WARNING",
-               "BATON_LOG_FORMAT": "json"}
+               "BATON_LOG_FORMAT": "json", "BATON_SMTP_HOST": "127.0.0.1",
+               "BATON_SMTP_PORT": str(self.smtp_port)}
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.stack = ServiceStack(env=env, log_dir=self.workdir / "logs")
         self.stack.start(timeout=120)
@@ -143,6 +160,7 @@ class Bench:
     async def __aexit__(self, *_: Any) -> None:
         if self.stack:
             self.stack.stop()
+        self.smtp.stop()
         if self.servers:
             self.servers.stop()
 
