@@ -23,7 +23,7 @@ pytestmark = pytest.mark.soak
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BATON_SOAK_SECONDS", "600"))
-RATE = float(os.environ.get("BATON_SOAK_RATE", "5"))
+RATE = float(os.environ.get("BATON_SOAK_RATE", "2"))
 WINDOW = 30.0
 
 
