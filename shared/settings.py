@@ -31,8 +31,11 @@ class ServiceSettings(BaseSettings):
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
+    # Each refresh scans the active runs and work items: with the embedded MongoDB that
+    # costs real time under load (docs/benchmarks.md), and stuck-step alerts think in
+    # minutes, so once a minute is enough.
     gauge_refresh_seconds: float = Field(
-        default=15.0, gt=0, description="how often the gauges computed from MongoDB refresh"
+        default=60.0, gt=0, description="how often the gauges computed from MongoDB refresh"
     )
     consumer_lag_seconds: float = Field(default=10.0, gt=0, description="consumer lag refresh")
     broker_watch_seconds: float = Field(
