@@ -8,7 +8,7 @@ SECANTUS := .baton/secantus-venv/bin/secantusd-py
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: deps run test lint chaos soak bench observability browser schemas clean stop
+.PHONY: deps run test lint chaos soak bench fuzz observability browser schemas clean stop
 
 deps: $(STAMP) $(SECANTUS)
 
@@ -46,6 +46,10 @@ soak: deps
 
 bench: deps
 	$(PY) -m pytest -m bench -s $(PYTEST_ARGS)
+
+# Schemathesis against each service's OpenAPI document (BATON_FUZZ_EXAMPLES per operation).
+fuzz: deps
+	$(PY) -m pytest -m fuzz -p no:randomly $(PYTEST_ARGS)
 
 # The Work Guide in headless Chromium: Debian's chromium (installed only when missing) driven
 # by the playwright package from the dev extras; no browser is downloaded (no `playwright install`).

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import Envelope, Payload
 from contracts.events import commands, dlq, notifications, records, runs, steps, workitems
 from contracts.upcasters import UPCASTERS
 
 MAX_MESSAGE_BYTES = 1_000_000
+MAX_DEPTH = 64  # objects and arrays inside each other; MongoDB and the handlers recurse
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what MongoDB stores
 
 
 class ContractError(ValueError):
@@ -58,21 +62,88 @@ def parse(raw: bytes) -> Envelope:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"not JSON: {exc}") from exc
+        data = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ContractError(f"not JSON we accept: nested more than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # bad UTF-8, bad syntax, NaN, an integer of over 4300 digits
+        raise ContractError(f"not JSON: {str(exc).split('; use sys.')[0]}") from exc
     if not isinstance(data, dict):
         raise ContractError("the message is not a JSON object")
-    return parse_dict(data)
+    check_values(data)
+    envelope = parse_dict(data)
+    _check_moments(envelope)
+    return envelope
+
+
+def _check_moments(value: Any) -> None:
+    """Every date-time must have a UTC equivalent (9999-12-31T23:59:59-23:59 has none): the
+    services compare and store them in UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ContractError(f"{value.isoformat()} is out of range in UTC") from None
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _check_moments(getattr(value, name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_moments(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_moments(item)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_values(data: Any) -> None:
+    """Raise ContractError for what JSON allows but the services cannot store or re-encode.
+
+    Deep nesting, integers beyond 64 bits, numbers too big for a float (1e400 reads as
+    infinity, which JSON cannot write back), strings with unpaired surrogates ("\\ud800") and
+    keys with NUL characters (MongoDB cannot store them).
+    """
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            if depth > MAX_DEPTH:
+                raise ContractError(f"nested more than {MAX_DEPTH} levels")
+            for key, item in value.items():
+                _check_text(key)
+                if "\x00" in key:
+                    raise ContractError(f"a key contains a NUL character: {key[:50]!r}")
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            if depth > MAX_DEPTH:
+                raise ContractError(f"nested more than {MAX_DEPTH} levels")
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise ContractError(f"integer {str(value)[:30]}... does not fit in 64 bits")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ContractError(f"number {value} is out of range")
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ContractError(f"a string is not valid Unicode: {exc.reason}") from None
 
 
 def parse_dict(data: dict[str, Any]) -> Envelope:
     type_ = data.get("type")
     version = data.get("schema_version")
-    if not isinstance(type_, str) or not isinstance(version, int):
+    if not isinstance(type_, str) or not isinstance(version, int) or isinstance(version, bool):
         raise ContractError("missing or malformed 'type' / 'schema_version'")
     if type_ not in LATEST:
-        raise ContractError(f"unknown message type {type_!r}")
+        raise ContractError(f"unknown message type {type_[:100]!r}")
     if (type_, version) not in REGISTRY:
         raise ContractError(f"unknown version {version} of {type_}; known up to {LATEST[type_]}")
     payload = data.get("payload")

@@ -37,6 +37,10 @@ log = logging.getLogger("baton.messaging")
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
 DEAD_LETTER_KINDS = ("unparseable", "not handled", "handler failed")
+# A dead letter must itself fit in a Kafka message (1 MB): the original is kept up to this.
+KEPT_BYTES = 256 * 1024
+KEPT_KEY = 1024
+KEPT_HEADERS = 50
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailure,
     KafkaError,
@@ -215,29 +219,32 @@ class BatchConsumer:
         self, record: ConsumerRecord[Any, Any], reason: str, *, kind: str = "unparseable"
     ) -> None:
         key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else None
-        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        headers = {k[:KEPT_KEY]: (v or b"")[:KEPT_KEY].decode(errors="replace")
+                   for k, v in list(record.headers or ())[:KEPT_HEADERS]}
+        value = record.value or b""
         payload = DeadLettered(
-            reason=reason[:8000],
+            reason=_kept(reason, value),
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,
             consumer_group=self.group_id,
-            original_key=key,
-            original_value_b64=base64.b64encode(record.value or b"").decode(),
+            original_key=key[:KEPT_KEY] if key is not None else None,
+            original_value_b64=base64.b64encode(value[:KEPT_BYTES]).decode(),
             original_headers=headers,
         )
         await self._send_dead_letter(payload, key, kind)
 
     async def dead_letter_envelope(self, envelope: Envelope, reason: str) -> None:
         """A message that failed on its own (the batch was split): logged with its run."""
+        value = encode(envelope)
         payload = DeadLettered(
-            reason=reason[:8000],
+            reason=_kept(reason, value),
             source_topic=self.topic,
             source_partition=-1,
             source_offset=-1,
             consumer_group=self.group_id,
             original_key=envelope.partition_key,
-            original_value_b64=base64.b64encode(encode(envelope)).decode(),
+            original_value_b64=base64.b64encode(value[:KEPT_BYTES]).decode(),
             original_headers=headers_of(envelope),
         )
         with message_context(envelope.run_id, envelope.correlation_id):
@@ -247,6 +254,14 @@ class BatchConsumer:
         self.metrics.dead_letters.labels(self.metrics.service, self.topic, kind).inc()
         log.error("dead-lettered a message from %s: %s", self.topic, payload.reason[:500])
         await self.publisher.publish([new_event(payload, producer=self.group_id, key=key)])
+
+
+def _kept(reason: str, value: bytes) -> str:
+    """The reason, saying so when the original value is kept only in part."""
+    if len(value) > KEPT_BYTES:
+        cut = f" (the original is cut to its first {KEPT_BYTES} of {len(value)} bytes)"
+        reason = reason[:7800] + cut
+    return reason[:8000]
 
 
 def _shared_ids(envelopes: Sequence[Envelope]) -> tuple[str | None, str | None]:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from contracts import Envelope
 from infra.topics import ensure_topics
 from shared.broker_watch import BrokerWatch
+from shared.http_guard import RequestGuard
 from shared.logs import configure_logging
 from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
 from shared.metrics import ServiceMetrics
@@ -54,6 +55,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
         self.http = FastAPI(title=title, lifespan=self._lifespan, version="1")
+        self.http.add_middleware(RequestGuard)  # bounded bodies; JSON the services can keep
         self.http.add_api_route("/health", self._health, methods=["GET"], tags=["operations"])
         self.http.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["operations"])
 

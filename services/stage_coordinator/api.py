@@ -9,6 +9,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts.envelope import new_event
 from contracts.events import commands as cmd
+from contracts.registry import MAX_MESSAGE_BYTES, encode
 from shared.auth import Authenticator, Principal
 from shared.messaging import Publisher
 
@@ -19,7 +20,7 @@ class ControlRequest(BaseModel):
     reason: str = Field(default="", max_length=2000)
     step: str | None = Field(default=None, max_length=100)
     outputs: dict[str, Any] = Field(default_factory=dict)
-    to_version: int | None = Field(default=None, ge=1)
+    to_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 def runs_router(
@@ -68,6 +69,8 @@ def runs_router(
             raise HTTPException(404, f"no run {run_id}")
         payload = _command(action, body, who.user_id)
         envelope = new_event(payload, producer=PRODUCER, run_id=run_id)
+        if len(encode(envelope)) > MAX_MESSAGE_BYTES:  # Kafka would refuse it: a 500
+            raise HTTPException(413, f"the outputs make a message over {MAX_MESSAGE_BYTES} bytes")
         await publisher.publish([envelope])
         return {"accepted": action, "run_id": run_id, "command_id": envelope.event_id}
 

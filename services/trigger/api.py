@@ -4,12 +4,13 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contracts.envelope import derived_id, new_event, new_event_id
 from contracts.events.commands import RecordRef, StartRun
+from contracts.registry import MAX_MESSAGE_BYTES, encode
 from services.trigger.subscriptions import Subscriptions
 from shared.auth import Authenticator, Principal
 from shared.definitions import Definition
@@ -21,11 +22,12 @@ from shared.messaging import Publisher
 
 PRODUCER = "trigger-api"
 MAX_DEFINITION_BYTES = 256 * 1024
+MAX_VERSION = 2**31 - 1  # MongoDB holds 64-bit integers; a query with a bigger one is a 500
 
 
 class StartRunRequest(BaseModel):
     orchestration: str = Field(min_length=1, max_length=200)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     inputs: dict[str, Any] = Field(default_factory=dict)
     record: RecordRef | None = None
 
@@ -80,7 +82,9 @@ def definitions_router(
         ]
 
     @router.get("/definitions/{name}")
-    async def show(name: str, _: Reader, version: int | None = None) -> dict[str, Any]:
+    async def show(
+        name: str, _: Reader, version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None
+    ) -> dict[str, Any]:
         doc = await store.raw(name, version)
         if doc is None:
             raise HTTPException(404, f"no published orchestration {name!r}")
@@ -113,6 +117,8 @@ def definitions_router(
         envelope = new_event(
             command, producer=PRODUCER, run_id=run_id, event_id=derived_id(run_id, "start")
         )
+        if len(encode(envelope)) > MAX_MESSAGE_BYTES:  # Kafka would refuse it: a 500
+            raise HTTPException(413, f"the inputs make a message over {MAX_MESSAGE_BYTES} bytes")
         await publisher.publish([envelope])
         return JSONResponse(
             {"run_id": run_id, "orchestration": definition.name, "version": definition.version},

@@ -36,6 +36,17 @@ _BINDING = re.compile(
     r"([A-Za-z_]\w*)\s*,(?:\s*([A-Za-z_]\w*)\s*,)?"
 )
 _CEL_ERROR = re.compile(r"<input>:(\d+):(\d+): (.+)")
+_DUNDER = re.compile(r"\.\s*(__\w*__)(?!\w)")
+_NAMED = re.compile(r"^[A-Za-z_]\w*$")  # a function by name; operators are '_+_', '@in'...
+# What the CEL library offers (and the macros): anything else fails on every evaluation
+# ("Undefined variable or function"), and names like __import__ or getattr are refused here.
+CEL_FUNCTIONS = frozenset({
+    "size", "matches", "startsWith", "endsWith", "contains", "int", "uint", "double",
+    "string", "bytes", "dyn", "type", "timestamp", "duration", "getFullYear", "getMonth",
+    "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getHours", "getMinutes",
+    "getSeconds", "getMilliseconds", "has", "all", "exists", "exists_one", "map", "filter",
+    "of", "none", "hasValue", "or", "orValue", "value",
+})
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,16 @@ def check_expression(source: str, path: str, scope: Scope, *, condition: bool) -
     messages = [
         f"unknown name '{name}' in {source!r} (expressions here may use {listing(scope.roots)})"
         for name in sorted(names - scope.roots)
+    ]
+    functions = program.references()["functions"]
+    messages += [
+        f"unknown function '{name}' in {source!r}"
+        for name in sorted(functions)
+        if _NAMED.match(name) and name not in CEL_FUNCTIONS
+    ]
+    messages += [
+        f"'{name}' in {source!r}: data here has no such field (CEL reaches no Python names)"
+        for name in sorted(set(_DUNDER.findall(text)))
     ]
     for member in member_paths(text, scope.roots - bound):
         messages += _member_issues(member, scope)

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 SET_VARIABLES = "set_variables"
+MAX_ISSUES = 100  # reported at most (each is cheap, but a document can have thousands)
 _POSITION = re.compile(r"^stages\[(\d+)\](?:\([^)]*\))?(?:\.steps\[(\d+)\])?")
 _NAMED_LISTS = ("stages", "steps")
 _FIELDS = sorted(
@@ -50,13 +51,20 @@ def validate_definition(data: Mapping[str, Any], *, known_actions: Collection[st
     try:
         definition = Definition.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors(include_url=False)
         raise DefinitionError(
-            [_from_pydantic(error, data) for error in exc.errors(include_url=False)]
+            _at_most([_from_pydantic(error, data) for error in errors[:MAX_ISSUES]], len(errors))
         ) from None
     issues = check_structure(definition, known_actions) + check_expressions(definition)
     if issues:
-        raise DefinitionError(sorted(issues, key=_document_order))
+        raise DefinitionError(_at_most(sorted(issues, key=_document_order), len(issues)))
     return definition
+
+
+def _at_most(issues: list[Issue], total: int) -> list[Issue]:
+    if total <= MAX_ISSUES:
+        return issues
+    return [*issues[:MAX_ISSUES], Issue("", f"... and {total - MAX_ISSUES} more issues")]
 
 
 def check_expressions(definition: Definition) -> list[Issue]:
@@ -168,10 +176,16 @@ def _pydantic_message(error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
         pattern = str(error.get("ctx", {}).get("pattern", ""))
         allowed = "letters, digits, '_' and '-'" if "-" in pattern else "letters, digits and '_'"
         return (
-            f"{error['input']!r} is not a valid name: use lowercase {allowed}, starting with a"
-            " letter, at most 63 characters"
+            f"{_shown(error['input'])} is not a valid name: use lowercase {allowed}, starting"
+            " with a letter, at most 63 characters"
         )
     data = error.get("input")
     if kind != "value_error" and isinstance(data, str | int | float | bool) and data is not None:
-        return f"{message} (got {data!r})"
+        return f"{message} (got {_shown(data)})"
     return message
+
+
+def _shown(value: Any) -> str:
+    """A value quoted in a message, cut short: a name can be 200 KiB of hostile text."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
