@@ -35,7 +35,7 @@ from receivers import MailSink, smtp_sink
 
 from infra.stack import SERVICES, ServiceStack
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 
 ADMIN_TOKEN = "bt_chaos_admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

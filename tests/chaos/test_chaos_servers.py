@@ -27,7 +27,7 @@ from pymongo import AsyncMongoClient
 from infra.embedded import EmbeddedServers
 from infra.stack import ServiceStack
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 ADMIN = {"Authorization": "Bearer bt_chaos_servers"}
 RUNS = 40
@@ -229,7 +229,12 @@ async def test_broker_restarted_empty_mid_flight(
     done = await finished(db, run_ids, timeout=120)
     stop.set()
     await person
-    assert done == RUNS, f"{done} of {RUNS} runs completed after the broker came back empty"
+    stuck = await db.runs.find({"_id": {"$in": run_ids}, "status": {"$ne": "completed"}},
+                               {"status": 1, "stage": 1, "active_steps": 1}).to_list(None)
+    missing = set(run_ids) - {r["_id"] for r in await db.runs.find(
+        {"_id": {"$in": run_ids}}, {"_id": 1}).to_list(None)}
+    assert done == RUNS, (f"{done} of {RUNS} runs completed after the broker came back empty; "
+                          f"never created: {len(missing)}; unfinished: {stuck}")
     by_effect = effects(calls)
     assert len(by_effect) == 2 * RUNS
     assert all(len(keys) == 1 for keys in by_effect.values())
