@@ -51,6 +51,7 @@ class Runtime:
         self.broker_watch = BrokerWatch(settings.kafka_bootstrap, self.db, self.metrics, self.name)
         # What to re-send when the broker lost its data (see shared/broker_watch.py).
         self.on_broker_reset = self.broker_watch.hooks
+        self.on_broker_reset.append(self._rewind_consumers)  # first: then services re-send
         self.every(settings.broker_watch_seconds, self.broker_watch, "broker watch")
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -93,6 +94,40 @@ class Runtime:
                 totals[topic] = totals.get(topic, 0) + lag
         for topic, lag in totals.items():
             self.metrics.consumer_lag.labels(self.name, topic).set(lag)
+
+    async def _rewind_consumers(self) -> None:
+        """After the broker lost its data, read every topic from its new beginning.
+
+        A consumer's position on the lost log, and the offsets it committed to the new
+        broker before the loss was noticed, can be far past the end of the new log, and
+        the embedded broker does not report that as out of range: the consumer would skip
+        whatever is published below them.  So, for a while (the group may be rejoining),
+        each new assignment is committed at its beginning and sought there.  Reading from
+        the start again is safe (consumers drop repeats by id) and the new log is short.
+        """
+        for consumer in self.consumers:
+            task = asyncio.create_task(self._rewind(consumer))
+            self._tasks.append(task)
+
+    async def _rewind(self, consumer: BatchConsumer, window: float = 60.0) -> None:
+        client = getattr(consumer.subscriber, "consumer", None)
+        if client is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        done: frozenset[Any] = frozenset()
+        while loop.time() < deadline:
+            assigned = frozenset(client.assignment())
+            if assigned and assigned != done:
+                try:
+                    starts = await client.beginning_offsets(list(assigned))
+                    await client.commit(dict(starts.items()))
+                    await client.seek_to_beginning(*assigned)
+                    done = assigned
+                    log.warning("rewound %s to the beginning of the new log", consumer.topic)
+                except Exception as exc:  # the group may be rebalancing: try again
+                    log.info("rewinding %s: %r; trying again", consumer.topic, exc)
+            await asyncio.sleep(0.5)
 
     def add_indexes(self, indexes: Iterable[Index]) -> None:
         self.indexes.extend(indexes)
