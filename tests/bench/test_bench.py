@@ -51,6 +51,6 @@ async def test_bench(name: str, tmp_path: Path) -> None:
         return
     scenario = next(s for s in PICKED if s.name == name)
     async with Bench(scenario, tmp_path) as bench:
-        result = await bench.run(timeout=max(120.0, scenario.runs / 10))
+        result = await bench.run(timeout=max(300.0, scenario.runs / 2))
     record(result)
     assert result["lost"] == 0, result

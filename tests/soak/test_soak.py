@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 from bench.bench_harness import Bench, Scenario, percentile
 
-pytestmark = pytest.mark.soak
-
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BATON_SOAK_SECONDS", "600"))
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(SECONDS) + 600)]
 RATE = float(os.environ.get("BATON_SOAK_RATE", "2"))
 WINDOW = 30.0
 
