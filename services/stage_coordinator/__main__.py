@@ -9,12 +9,13 @@ from services.stage_coordinator import stats
 from services.stage_coordinator.api import runs_router
 from services.stage_coordinator.gauges import RunGauges, StuckPolicy
 from services.stage_coordinator.handler import CoordinatorHandler
-from services.stage_coordinator.jobs import OutboxSweeper, Reconciler, TimerFirer
+from services.stage_coordinator.jobs import Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.stats_api import stats_router
 from services.stage_coordinator.store import INDEXES, RunStore
 from shared import auth
 from shared.definitions.store import DefinitionStore
+from shared.outbox import Outbox
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -42,7 +43,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
     rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
     rt.every(settings.outbox_sweep_seconds,
-             OutboxSweeper(store.runs, rt.publisher, rt.metrics), "outbox")
+             Outbox(store.runs, rt.publisher, rt.metrics).sweep, "outbox")
     authenticator = auth.Authenticator(rt.db, settings.admin_token)
     rt.http.include_router(runs_router(store.runs, rt.publisher, authenticator))
     rt.http.include_router(stats_router(store.runs, authenticator))

@@ -1,8 +1,9 @@
-"""Periodic jobs any coordinator replica may run: fire due timers, sweep stale outboxes.
+"""Jobs any coordinator replica may run: fire due timers, reconcile after a broker loss.
 
 Neither changes a run's state: a due timer becomes a TimerFired command on the run's
-partition (its owner applies it; a stale one is rejected), and the sweeper republishes
-outboxes a crash left behind (consumers drop the duplicates by event id).
+partition (its owner applies it; a stale one is rejected), and the reconcile re-sends
+what runs wait for (consumers drop the duplicates by event id).  Outboxes a crash left
+behind are swept by :class:`shared.outbox.Outbox`, as in every service.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
+from shared.outbox import Outbox
 
 log = logging.getLogger("baton.coordinator.jobs")
 PRODUCER = "stage-coordinator"
@@ -61,34 +63,6 @@ class TimerFirer:
         return fired
 
 
-class OutboxSweeper:
-    def __init__(
-        self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics,
-        *, older_than: timedelta = timedelta(seconds=5),
-    ) -> None:
-        self.runs = runs
-        self.publisher = publisher
-        self.metrics = metrics
-        self.older_than = older_than
-
-    async def __call__(self) -> int:
-        cutoff = datetime.now(UTC) - self.older_than
-        backlog = await self.runs.count_documents({"outbox_at": {"$exists": True}})
-        self.metrics.outbox_backlog.labels(self.metrics.service).set(backlog)
-        swept = 0
-        cursor = self.runs.find({"outbox_at": {"$lte": cutoff}}, {"outbox": 1, "revision": 1})
-        async for doc in cursor.limit(BATCH):
-            await self.publisher.publish(parse_dict(m) for m in doc.get("outbox", []))
-            await self.runs.update_one(
-                {"_id": doc["_id"], "revision": doc["revision"]},
-                {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}},
-            )
-            swept += 1
-        if swept:
-            log.warning("republished the outboxes of %d runs left by a crash", swept)
-        return swept
-
-
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -106,7 +80,7 @@ class Reconciler:
                  metrics: ServiceMetrics) -> None:
         self.runs = runs
         self.publisher = publisher
-        self.outboxes = OutboxSweeper(runs, publisher, metrics, older_than=timedelta(0))
+        self.outboxes = Outbox(runs, publisher, metrics)
 
     async def __call__(self) -> int:
         resent = 0
@@ -120,7 +94,7 @@ class Reconciler:
                 resent, batch = resent + len(batch), []
         await self.publisher.publish(parse_dict(m) for m in batch)
         resent += len(batch)
-        swept = await self.outboxes()
+        swept = await self.outboxes.sweep(older_than=timedelta(0))
         await self.runs.update_many({"timer_lease_until": {"$exists": True}},
                                     {"$unset": {"timer_lease_until": ""}})
         log.warning("reconciled: re-sent %d dispatches and %d outboxes", resent, swept)
