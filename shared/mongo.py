@@ -60,3 +60,40 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Iterable[Index]) 
         await db[index.collection].create_index(
             list(index.keys), name=index.name, unique=index.unique, **dict(index.options)
         )
+
+
+def free_lease(field_name: str, now: Any) -> dict[str, Any]:
+    """Match documents whose lease ``field_name`` is absent, null or expired at ``now``.
+
+    One clause on the field rather than ``{"$or": [{f: None}, {f: {"$lte": now}}]}``: the
+    embedded MongoDB plans no index for a filter with a top-level operator and scans the
+    whole collection, so a poll with ``$or`` grows slower with every document ever stored
+    (docs/decisions/0008-queries-the-embedded-server-can-plan.md).
+    """
+    return {field_name: {"$not": {"$gt": now}}}
+
+
+_SEEKABLE = {"$eq", "$in", "$lt", "$lte", "$gt", "$gte"}
+
+
+def serving_index(collection: str, query: Mapping[str, Any],
+                  indexes: Iterable[Index]) -> str | None:
+    """The index that lets the embedded MongoDB seek ``query`` instead of scanning, if any.
+
+    Its planner needs a filter without top-level operators (``$or``, ``$and``...) and one
+    field that is ``_id`` or leads an index, compared by equality, a range or ``$in``.
+    Unit tests check every periodic and per-message query with this.
+    """
+    if any(key.startswith("$") for key in query):
+        return None
+    leading = {index.keys[0][0]: index for index in indexes if index.collection == collection}
+    leading["_id"] = Index(collection, [("_id", 1)])
+    for key, clause in query.items():
+        index = leading.get(key)
+        if index is None:
+            continue
+        if not isinstance(clause, Mapping) or (clause and set(clause) <= _SEEKABLE):
+            return index.name
+        if len(query) == 1 and clause == {"$exists": True} and index.options.get("sparse"):
+            return index.name  # every entry of a sparse index has the field
+    return None

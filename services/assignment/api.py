@@ -108,19 +108,20 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
         directory = await guide.directory_for(who)
         now = datetime.now(UTC)
         query: dict[str, Any] = {"status": {"$in": list(ACTIVE)} if status == "active" else status}
+        clauses: list[dict[str, Any]] = [{}]
         if scope == "all":
             if not directory.is_admin(who.user_id):
                 raise HTTPException(403, {"reason": "scope=all needs the admin role",
                                           "code": "forbidden"})
         else:
-            query["$or"] = _mine(who.user_id, directory)
+            clauses = _mine(who.user_id, directory)
         if orchestration:
             query["orchestration"] = orchestration
         if overdue:
             query["due_at"] = {"$lt": now}
         order = [("due_at", 1), ("created_at", 1)] if sort == "due" else [("created_at", -1)]
-        docs = await guide.store.items.find(query, {"history": 0, "outbox": 0}).sort(
-            order).limit(limit).to_list(None)
+        docs = await guide.store.find_any(query, clauses, {"history": 0, "outbox": 0}, order,
+                                          limit)
         items = [i for i in map(item_of, docs) if i and can_see(i, who.user_id, directory)]
         if sort == "due":  # items with no due date last, not first
             items.sort(key=lambda i: (i.due_at is None, i.due_at or now, i.created_at))

@@ -22,6 +22,7 @@ from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.store import (
+    ACTIVE,
     Conflict,
     WorkItemStore,
     item_of,
@@ -42,6 +43,11 @@ class Outcome:
 
     item: WorkItem | None
     rejection: Rejection | None = None
+
+
+def due_timers(now: datetime) -> dict[str, Any]:
+    """Active items with a reminder or escalation due: the sparse ``next_timer_at`` index."""
+    return {"next_timer_at": {"$lte": now}, "status": {"$in": list(ACTIVE)}}
 
 
 class WorkGuide:
@@ -115,10 +121,7 @@ class WorkGuide:
     async def fire_due_timers(self) -> int:
         """Fire every reminder and escalation that is due (any replica may run this)."""
         now = datetime.now(UTC)
-        cursor = self.store.items.find(
-            {"next_timer_at": {"$lte": now}, "status": {"$in": ["open", "claimed"]}},
-            {"timers": 1},
-        ).limit(TIMER_BATCH)
+        cursor = self.store.items.find(due_timers(now), {"timers": 1}).limit(TIMER_BATCH)
         fired = 0
         directory = await self.directory.current()
         async for doc in cursor:

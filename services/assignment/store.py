@@ -14,7 +14,9 @@ each with the epoch it was planned under), ``next_timer_at`` (the soonest, index
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,6 +123,24 @@ def failed_document(
     return doc
 
 
+def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str, Any]], int]:
+    """A comparison in MongoDB's sort order for these fields (a missing value sorts first)."""
+
+    def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
+        for name, direction in order:
+            x, y = a.get(name), b.get(name)
+            if x == y:
+                continue
+            if x is None or y is None:
+                less = x is None
+            else:
+                less = x < y
+            return -direction if less else direction
+        return 0
+
+    return compare
+
+
 class WorkItemStore:
     def __init__(
         self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics
@@ -133,6 +153,31 @@ class WorkItemStore:
 
     async def of_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         return await self.items.find({"run_id": {"$in": list(run_ids)}}).to_list(None)
+
+    async def find_any(
+        self,
+        query: dict[str, Any],
+        clauses: Sequence[dict[str, Any]],
+        projection: dict[str, Any],
+        order: Sequence[tuple[str, int]],
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Items matching ``query`` and at least one of ``clauses``, in ``order``.
+
+        One query per clause, each served by the index its clause leads, merged here: the
+        embedded MongoDB scans every work item for a top-level ``$or`` (see
+        :func:`shared.mongo.serving_index`).
+        """
+        overlap = {key for clause in clauses for key in clause} & set(query)
+        if overlap:
+            raise ValueError(f"clauses repeat the query's fields {sorted(overlap)}")
+        found = await asyncio.gather(*(
+            self.items.find({**query, **clause}, projection).sort(list(order)).limit(limit)
+            .to_list(None)
+            for clause in clauses
+        ))
+        merged = {doc["_id"]: doc for docs in found for doc in docs}
+        return sorted(merged.values(), key=functools.cmp_to_key(_by(order)))[:limit]
 
     async def commit(self, changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any]]]) -> None:
         """Write each (read, new) pair under the revision read, then publish the outboxes.

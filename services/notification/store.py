@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.notification.core.model import Delivery
-from shared.mongo import Index
+from shared.mongo import Index, free_lease
 
 DELIVERIES = "deliveries"
 DUPLICATE_KEY = 11000
@@ -40,8 +40,13 @@ def from_document(doc: dict[str, Any]) -> Delivery:
     return Delivery(id=doc["_id"], **fields)
 
 
-def _lease_free(now: datetime) -> dict[str, Any]:
-    return {"$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]}
+def claim_query(ids: list[str], now: datetime) -> dict[str, Any]:
+    return {"_id": {"$in": ids}, "status": "pending", **free_lease("lease_until", now)}
+
+
+def due_query(now: datetime) -> dict[str, Any]:
+    return {"status": "pending", "next_attempt_at": {"$lte": now},
+            **free_lease("lease_until", now)}
 
 
 class DeliveryStore:
@@ -78,7 +83,7 @@ class DeliveryStore:
             return []
         token = uuid.uuid4().hex
         await self.deliveries.update_many(
-            {"_id": {"$in": wanted}, "status": "pending", **_lease_free(now)},
+            claim_query(wanted, now),
             {"$set": {"lease_until": now + self.lease, "lease_token": token}},
         )
         cursor = self.deliveries.find({"_id": {"$in": wanted}, "lease_token": token})
@@ -95,8 +100,7 @@ class DeliveryStore:
         return result.modified_count == 1
 
     async def due_ids(self, now: datetime, limit: int) -> list[str]:
-        query = {"status": "pending", "next_attempt_at": {"$lte": now}, **_lease_free(now)}
-        cursor = self.deliveries.find(query, {"_id": 1}).sort("next_attempt_at", 1).limit(limit)
+        cursor = self.deliveries.find(due_query(now), {"_id": 1}).sort("next_attempt_at", 1).limit(limit)
         return [doc["_id"] async for doc in cursor]
 
     async def count_pending(self) -> int:

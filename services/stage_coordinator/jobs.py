@@ -19,6 +19,7 @@ from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
+from shared.mongo import free_lease
 from shared.outbox import Outbox
 
 log = logging.getLogger("baton.coordinator.jobs")
@@ -34,15 +35,11 @@ class TimerFirer:
 
     async def __call__(self) -> int:
         now = datetime.now(UTC)
-        query = {
-            "next_timer_at": {"$lte": now},
-            "$or": [{"timer_lease_until": {"$lte": now}}, {"timer_lease_until": None}],
-        }
         fired = 0
-        async for doc in self.runs.find(query, {"timers": 1, "next_timer_at": 1}).limit(BATCH):
+        found = self.runs.find(due_timers(now), {"timers": 1, "next_timer_at": 1})
+        async for doc in found.limit(BATCH):
             claimed = await self.runs.update_one(
-                {"_id": doc["_id"], "next_timer_at": doc["next_timer_at"],
-                 "$or": query["$or"]},
+                timer_claim(doc["_id"], doc["next_timer_at"], now),
                 {"$set": {"timer_lease_until": now + LEASE}},
             )
             if claimed.modified_count != 1:
@@ -61,6 +58,15 @@ class TimerFirer:
             )
             fired += len(due)
         return fired
+
+
+def due_timers(now: datetime) -> dict[str, Any]:
+    """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index."""
+    return {"next_timer_at": {"$lte": now}, **free_lease("timer_lease_until", now)}
+
+
+def timer_claim(run_id: str, next_timer_at: datetime, now: datetime) -> dict[str, Any]:
+    return {"_id": run_id, "next_timer_at": next_timer_at, **free_lease("timer_lease_until", now)}
 
 
 def _aware(value: datetime) -> datetime:

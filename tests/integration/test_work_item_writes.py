@@ -146,3 +146,27 @@ async def test_a_redelivered_dispatch_opens_nothing_new(parts: dict[str, Any]) -
     again = await parts["guides"][0].store.get(f"{run_id}:again:1")
     assert first is not None and again is not None
     assert again["revision"] == first["revision"] and again["history"] == first["history"]
+
+
+async def test_find_any_merges_clauses_once_each_in_mongodb_order(parts: dict[str, Any]) -> None:
+    """My work runs one query per clause; an item two clauses match is listed once."""
+    store = parts["guides"][0].store
+    tag = uuid.uuid4().hex
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    docs = [
+        {"_id": f"{tag}-a", "tag": tag, "assignee": "ann", "claimed_by": "ann",
+         "due_at": base + timedelta(days=2)},
+        {"_id": f"{tag}-b", "tag": tag, "assignee": "bo", "claimed_by": "ann",
+         "due_at": base + timedelta(days=1)},
+        {"_id": f"{tag}-c", "tag": tag, "assignee": "ann", "due_at": None},
+        {"_id": f"{tag}-d", "tag": tag, "assignee": "cy", "due_at": base},
+    ]
+    await store.items.insert_many(docs)
+    clauses = [{"assignee": "ann"}, {"claimed_by": "ann"}]
+    found = await store.find_any({"tag": tag}, clauses, {"_id": 1, "due_at": 1},
+                                 [("due_at", 1)], 10)
+    assert [d["_id"] for d in found] == [f"{tag}-c", f"{tag}-b", f"{tag}-a"]
+    latest = await store.find_any({"tag": tag}, clauses, {}, [("due_at", -1)], 2)
+    assert [d["_id"] for d in latest] == [f"{tag}-a", f"{tag}-b"]
+    with pytest.raises(ValueError, match="tag"):
+        await store.find_any({"tag": tag}, [{"tag": "x"}], {}, [("due_at", 1)], 1)

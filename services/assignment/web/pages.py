@@ -89,7 +89,7 @@ SECURITY_HEADERS = {
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".txt": "text/plain; charset=utf-8"}
 # My work asks for items with delegated_from = me; with this index every clause of that
-# $or query is served by an index (the other fields have theirs in store.INDEXES).
+# query is served by an index (the other fields have theirs in store.INDEXES).
 INDEXES = [Index(WORK_ITEMS, [("delegated_from", 1), ("status", 1)])]
 
 
@@ -246,14 +246,13 @@ class WorkGuidePages:
         now = datetime.now(UTC)
         query: dict[str, Any] = {
             "status": {"$in": list(ACTIVE)} if status == "active" else status,
-            "$or": _mine(viewer.user_id, viewer.directory),
         }
         if overdue:
             query["due_at"] = {"$lt": now}
         order = ([("due_at", 1), ("created_at", 1)] if status == "active"
                  else [("updated_at", -1)])
-        docs = await self.guide.store.items.find(query, LIST_PROJECTION).sort(order).limit(
-            LIST_LIMIT).to_list(None)
+        docs = await self.guide.store.find_any(query, _mine(viewer.user_id, viewer.directory),
+                                               LIST_PROJECTION, order, LIST_LIMIT)
         items = [i for i in map(item_of, docs)
                  if i and can_see(i, viewer.user_id, viewer.directory)]
         if status == "active":

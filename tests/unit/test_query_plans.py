@@ -1,0 +1,85 @@
+"""Every periodic and per-message query is one the embedded MongoDB can seek, not scan.
+
+A poll that scans grows slower with every document ever stored: the soak found the timer
+poll and the notification lease, both with a top-level ``$or``, scanning all runs and all
+deliveries twice a second (decision 8).  These checks run the services' own query builders
+against the indexes the services declare.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.assignment import guide as assignment_guide
+from services.assignment.api import _mine
+from services.assignment.core.directory import Directory
+from services.assignment.store import ACTIVE, WORK_ITEMS
+from services.assignment.store import INDEXES as ITEM_INDEXES
+from services.assignment.web.pages import INDEXES as PAGE_INDEXES
+from services.notification import store as deliveries
+from services.stage_coordinator import jobs
+from services.stage_coordinator.store import INDEXES as RUN_INDEXES
+from services.stage_coordinator.store import RUNS
+from services.trigger.starts import INDEXES as START_INDEXES
+from services.trigger.starts import STARTS
+from shared.mongo import Index, free_lease, serving_index
+
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
+DIRECTORY = Directory.from_document({
+    "users": [{"id": "ann", "groups": ["legal"], "queues": ["intake"]}],
+    "groups": [{"id": "legal"}], "queues": [{"id": "intake"}],
+})
+
+
+def test_a_top_level_or_is_a_scan() -> None:
+    indexes = [Index("c", [("a", 1)])]
+    assert serving_index("c", {"a": 1, "$or": [{"b": 1}, {"b": None}]}, indexes) is None
+    assert serving_index("c", {"b": 1}, indexes) is None
+    assert serving_index("c", {"a": {"$not": {"$gt": 1}}}, indexes) is None
+    assert serving_index("c", {"a": {"$exists": True}}, indexes) is None  # not sparse
+    assert serving_index("c", {"a": {"$in": [1, 2]}, "b": 1}, indexes) == "a_1"
+    assert serving_index("c", {"_id": "x", **free_lease("lease", NOW)}, indexes) == "_id_1"
+
+
+@pytest.mark.parametrize("query", [
+    jobs.due_timers(NOW),
+    jobs.timer_claim("run-1", NOW, NOW),
+    {"outbox_at": {"$exists": True}},
+    {"outbox_at": {"$lte": NOW}},
+    {"_id": {"$in": ["run-1"]}},
+], ids=["due timers", "timer claim", "outbox backlog", "outbox sweep", "runs by id"])
+def test_run_queries_seek(query: dict[str, object]) -> None:
+    assert serving_index(RUNS, query, RUN_INDEXES), query
+
+
+@pytest.mark.parametrize("query", [
+    deliveries.claim_query(["d1", "d2"], NOW),
+    deliveries.due_query(NOW),
+    {"status": "pending"},
+], ids=["claim", "due", "pending"])
+def test_delivery_queries_seek(query: dict[str, object]) -> None:
+    assert serving_index(deliveries.DELIVERIES, query, deliveries.INDEXES), query
+
+
+def test_a_lease_clause_matches_free_and_expired_leases_only() -> None:
+    clause = free_lease("lease_until", NOW)["lease_until"]["$not"]
+    assert clause == {"$gt": NOW}  # so: absent, null or <= now
+
+
+def test_work_item_queries_seek() -> None:
+    indexes = [*ITEM_INDEXES, *PAGE_INDEXES]
+    status = {"status": {"$in": list(ACTIVE)}}
+    clauses = _mine("ann", DIRECTORY)
+    assert len(clauses) == 6  # user, claimed, delegated to/from, groups, queues
+    for clause in clauses:
+        assert serving_index(WORK_ITEMS, {**status, **clause}, indexes), clause
+    assert serving_index(WORK_ITEMS, assignment_guide.due_timers(NOW), indexes)
+    assert serving_index(WORK_ITEMS, {"run_id": {"$in": ["run-1"]}}, indexes)
+
+
+def test_start_log_queries_seek() -> None:
+    since = NOW - timedelta(minutes=15)
+    assert serving_index(STARTS, {"at": {"$gte": since}}, START_INDEXES)
+    assert serving_index(STARTS, {"at": {"$lt": since}}, START_INDEXES)
