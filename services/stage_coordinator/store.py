@@ -22,10 +22,11 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.stage_coordinator.core.state import Run
+from services.stage_coordinator.core.state import Run, RunStatus
 from shared.mongo import Index
 
 RUNS = "runs"
+FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
 SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "history", "next_timer_at",
                 "timer_lease_until", "active_steps", "active_key")
@@ -171,6 +172,9 @@ class RunStore:
         return len(pending)
 
     def remember(self, stored: StoredRun) -> None:
+        if stored.run.status in FINISHED:  # nothing more will happen to it, most likely
+            self.cache.pop(stored.run.id, None)
+            return
         self.cache[stored.run.id] = stored
         self.cache.move_to_end(stored.run.id)
         while len(self.cache) > self.cache_size:

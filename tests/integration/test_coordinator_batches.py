@@ -87,3 +87,10 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
     finished = await handler.store.runs.find_one({"_id": run_id})
     assert finished is not None and finished["status"] == "completed"
     assert finished["revision"] == len(finished["history"])
+    # A finished run leaves the cache (memory stays flat under a steady load); a late
+    # duplicate outcome reads it back and changes nothing.
+    assert run_id not in handler.store.cache
+    await handler([new_event(StepCompleted(step="last", attempt=1), producer="test",
+                             run_id=run_id)])
+    again = await handler.store.runs.find_one({"_id": run_id})
+    assert again is not None and again["revision"] == finished["revision"]
