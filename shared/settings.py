@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(default=10, ge=0)
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
+    # Published outboxes are cleared in one write per tick (off the path of each change).
+    outbox_clear_seconds: float = Field(default=0.2, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     # Each refresh scans the active runs and work items: with the embedded MongoDB that
     # costs real time under load (docs/benchmarks.md), and stuck-step alerts think in

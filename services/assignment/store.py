@@ -131,10 +131,7 @@ def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str,
             x, y = a.get(name), b.get(name)
             if x == y:
                 continue
-            if x is None or y is None:
-                less = x is None
-            else:
-                less = x < y
+            less = x is None if x is None or y is None else x < y
             return -direction if less else direction
         return 0
 
@@ -146,13 +143,17 @@ class WorkItemStore:
         self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics
     ) -> None:
         self.items = db[WORK_ITEMS]
-        self.outbox = Outbox(self.items, publisher, metrics)
+        # Published outboxes are cleared by a periodic job, one write per tick (the
+        # reads below drop an outbox that went out already).
+        self.outbox = Outbox(self.items, publisher, metrics, defer_clears=True)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
-        return await self.items.find_one({"_id": item_id})
+        doc = await self.items.find_one({"_id": item_id})
+        return None if doc is None else self.outbox.forget_published(doc)
 
     async def of_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
-        return await self.items.find({"run_id": {"$in": list(run_ids)}}).to_list(None)
+        docs = await self.items.find({"run_id": {"$in": list(run_ids)}}).to_list(None)
+        return [self.outbox.forget_published(doc) for doc in docs]
 
     async def find_any(
         self,

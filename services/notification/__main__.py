@@ -7,9 +7,10 @@ NotificationSent on the notifications topic.
 Delivery guarantees:
 - A redelivered event never notifies twice: delivery ids derive from the event, and the
   insert ignores ids already stored, so only deliveries that were new get sent.
-- Two replicas never send one delivery at once: a send is preceded by a claim (a lease of
-  ``lease_seconds`` on the pending delivery at its current attempt count) and followed by
-  one conditional update of the outcome (sent, retry at ``next_attempt_at``, or failed).
+- Two replicas never send one delivery at once: a send needs a lease of ``lease_seconds``
+  on the pending delivery at its current attempt count (a new delivery is inserted with
+  its inserter's lease; a retry claims one) and is followed by a conditional update of the
+  outcome (sent, retry at ``next_attempt_at``, or failed), one bulk write per batch.
 - Crash safety: nothing is sent before it is stored. A delivery claimed but never recorded
   (the process killed mid-send) becomes due again when its lease expires and is sent once
   more. That rare resend is recognisable downstream: the email's Message-ID, the webhook's

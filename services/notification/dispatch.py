@@ -1,8 +1,9 @@
 """Send claimed deliveries through their channels and record each outcome.
 
-Every send is preceded by a claim (a lease, see :mod:`services.notification.store`) and
-followed by one conditional update through the retry core, so two replicas never send the
-same delivery at the same time and a late outcome never overwrites a newer one.
+Every send needs a lease (taken at insert, or by a claim, see
+:mod:`services.notification.store`) and is followed by a conditional update through the
+retry core (one bulk write for a batch), so two replicas never send the same delivery at
+the same time and a late outcome never overwrites a newer one.
 """
 
 from __future__ import annotations
@@ -50,15 +51,26 @@ class Dispatcher:
     async def dispatch(self, ids: Iterable[str], contacts: DirectoryLookup | None = None) -> int:
         """Claim, send and record; returns how many were claimed (others were taken)."""
         claimed = await self.store.claim(ids, datetime.now(UTC))
-        if not claimed:
-            return 0
-        if contacts is None:
+        if claimed and contacts is None:
             people = (d.recipient for d in claimed if d.channel in self.channels)
             contacts = await load_contacts(self.db, people, self.enabled)
-        await asyncio.gather(*(self._attempt(d, contacts) for d in claimed))
+        return await self.send(claimed, contacts)
+
+    async def send(self, claimed: list[Delivery], contacts: DirectoryLookup | None) -> int:
+        """Send deliveries this replica holds the lease of; store every outcome at once."""
+        if not claimed:
+            return 0
+        assert contacts is not None
+        attempts = await asyncio.gather(*(self._attempt(d, contacts) for d in claimed))
+        outcomes = [pair for pair in attempts if pair is not None]
+        stored = await self.store.record(outcomes)
+        if stored < len(outcomes):
+            log.warning("%d of %d deliveries were re-claimed before their outcome was stored",
+                        len(outcomes) - stored, len(outcomes))
         return len(claimed)
 
-    async def _attempt(self, delivery: Delivery, contacts: DirectoryLookup) -> None:
+    async def _attempt(self, delivery: Delivery,
+                       contacts: DirectoryLookup) -> tuple[Delivery, Delivery] | None:
         async with self._slots:
             error = await self._send(delivery, contacts)
         now = datetime.now(UTC)
@@ -70,14 +82,13 @@ class Dispatcher:
             )
         if isinstance(updated, Rejection):
             log.error("cannot record delivery %s: %s", delivery.id, updated.reason)
-            return
+            return None
         outcome = {"sent": "sent", "failed": "failed"}.get(updated.status, "retry")
         self.metrics.notifications.labels(delivery.channel, outcome).inc()
-        if not await self.store.record(delivery, updated):
-            log.warning("delivery %s was re-claimed before its outcome was stored", delivery.id)
-        elif error is not None:
+        if error is not None:
             log.warning("delivery %s via %s: %s (%s, attempt %d)", delivery.id,
                         delivery.channel, error.message, outcome, updated.attempts)
+        return delivery, updated
 
     async def _send(self, delivery: Delivery, contacts: DirectoryLookup) -> ChannelError | None:
         channel = self.channels.get(delivery.channel)

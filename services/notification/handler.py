@@ -1,7 +1,8 @@
 """Turns a batch of work-item and run events into stored deliveries, then sends the new ones.
 
 Per batch: one query for every recipient's contact, one ``insert_many`` of the planned
-deliveries, then the deliveries that were new are sent right away (bounded concurrency).
+deliveries (born leased to this replica), then the deliveries that were new are sent right
+away (bounded concurrency) and their outcomes stored in one bulk write.
 A delivery id derives from (event, recipient, channel), so a redelivered event inserts
 nothing and sends nothing: the insert is the dedupe. Sends happen only after the insert, so
 a crash in between leaves pending deliveries that the retry sweep picks up.
@@ -54,8 +55,8 @@ class NotificationHandler:
             for envelope in notable
             for delivery in plan_deliveries(envelope, contacts, now, self.operators)
         ]
-        new_ids = await self.store.insert_new(planned)
-        duplicates = len({d.id for d in planned}) - len(new_ids)
+        new = await self.store.insert_new(planned, now)
+        duplicates = len({d.id for d in planned}) - len(new)
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
-        await self.dispatcher.dispatch(new_ids, contacts)
+        await self.dispatcher.send(new, contacts)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -54,12 +54,18 @@ class DeliveryStore:
         self.deliveries = db[DELIVERIES]
         self.lease = lease
 
-    async def insert_new(self, deliveries: Sequence[Delivery]) -> list[str]:
-        """Store the deliveries; returns the ids that were new (a duplicate id is skipped)."""
+    async def insert_new(self, deliveries: Sequence[Delivery], now: datetime) -> list[Delivery]:
+        """Store the deliveries, leased to this caller; returns those that were new.
+
+        A duplicate id (a redelivered event) is skipped.  A new delivery is born leased, so
+        the caller sends it without a claim and no other replica's retry sweep takes it
+        before the lease runs out (then a crashed sender's delivery is retried).
+        """
         unique = {d.id: d for d in deliveries}
         if not unique:
             return []
-        docs = [to_document(d) for d in unique.values()]
+        lease = {"lease_until": now + self.lease, "lease_token": uuid.uuid4().hex}
+        docs = [{**to_document(d), **lease} for d in unique.values()]
         try:
             await self.deliveries.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
@@ -69,8 +75,8 @@ class DeliveryStore:
             ):
                 raise
             existing = {e["index"] for e in errors}
-            return [doc["_id"] for i, doc in enumerate(docs) if i not in existing]
-        return list(unique)
+            return [d for i, d in enumerate(unique.values()) if i not in existing]
+        return list(unique.values())
 
     async def claim(self, ids: Iterable[str], now: datetime) -> list[Delivery]:
         """Lease the pending ones nobody else holds; returns those this call now owns.
@@ -89,18 +95,29 @@ class DeliveryStore:
         cursor = self.deliveries.find({"_id": {"$in": wanted}, "lease_token": token})
         return [from_document(doc) async for doc in cursor]
 
-    async def record(self, claimed: Delivery, updated: Delivery) -> bool:
-        """Store the outcome of an attempt, unless the claim was lost meanwhile."""
-        doc = to_document(updated)
-        doc.pop("_id")
-        result = await self.deliveries.update_one(
-            {"_id": claimed.id, "status": "pending", "attempts": claimed.attempts},
-            {"$set": doc, "$unset": {"lease_until": "", "lease_token": ""}},
-        )
-        return result.modified_count == 1
+    async def record(self, outcomes: Sequence[tuple[Delivery, Delivery]]) -> int:
+        """Store the outcomes of attempts (claimed, updated) in one bulk write.
+
+        Each is guarded by the attempt count it was claimed at, so an outcome whose claim
+        was lost meanwhile (a lease ran out and another replica sent again) changes nothing.
+        Returns how many were stored.
+        """
+        if not outcomes:
+            return 0
+        ops = []
+        for claimed, updated in outcomes:
+            doc = to_document(updated)
+            doc.pop("_id")
+            ops.append(UpdateOne(
+                {"_id": claimed.id, "status": "pending", "attempts": claimed.attempts},
+                {"$set": doc, "$unset": {"lease_until": "", "lease_token": ""}},
+            ))
+        result = await self.deliveries.bulk_write(ops, ordered=False)
+        return result.modified_count
 
     async def due_ids(self, now: datetime, limit: int) -> list[str]:
-        cursor = self.deliveries.find(due_query(now), {"_id": 1}).sort("next_attempt_at", 1).limit(limit)
+        cursor = self.deliveries.find(due_query(now), {"_id": 1}).sort("next_attempt_at", 1)
+        cursor = cursor.limit(limit)
         return [doc["_id"] async for doc in cursor]
 
     async def count_pending(self) -> int:

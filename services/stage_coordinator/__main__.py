@@ -25,7 +25,6 @@ DEFAULT_PORT = 8102
 class CoordinatorSettings(ServiceSettings):
     service_name: str = "stage-coordinator"
     run_cache_size: int = 20_000
-    outbox_clear_seconds: float = 0.2  # published outboxes are cleared in one write per tick
     stuck_after_seconds: float = 3600.0  # a background step without an sla is stuck after
     stuck_human_after_seconds: float = 259_200.0  # an interactive/approval step: 3 days
 

@@ -268,6 +268,9 @@ class Bench:
     async def run(self, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
         assert self.stack
         procs = {key: proc.pid for key, proc in self.stack.procs.items()}
+        assert self.servers
+        servers = {key: proc.pid for key, proc in self.servers.procs.items()}
+        servers_before = {k: proc_cpu_seconds(pid) for k, pid in servers.items()}
         async with httpx.AsyncClient(timeout=30) as client:
             urls = {key: self.stack.url(key) for key in procs}
             mongo_before = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
@@ -291,6 +294,8 @@ class Bench:
             stop.set()
             await asyncio.gather(observer, people)
             cpu_after = {k: proc_cpu_seconds(pid) for k, pid in procs.items()}
+            servers_cpu = {k: proc_cpu_seconds(pid) - servers_before[k]
+                           for k, pid in servers.items()}
             mongo_after = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
                            for k, u in urls.items()}
             published_after = {k: await metric_sum(client, u, "baton_messages_published_total")
@@ -302,11 +307,13 @@ class Bench:
         return self.figures(began, ended, transitions,
                             {k: mongo_after[k] - mongo_before[k] for k in procs},
                             {k: published_after[k] - published_before[k] for k in procs},
-                            {k: cpu_after[k] - cpu_before[k] for k in procs}, peak)
+                            {k: cpu_after[k] - cpu_before[k] for k in procs}, peak,
+                            servers_cpu)
 
     def figures(self, began: float, ended: float, transitions: float,
                 mongo: dict[str, float], published: dict[str, float],
-                cpu: dict[str, float], peak: dict[str, float]) -> dict[str, Any]:
+                cpu: dict[str, float], peak: dict[str, float],
+                servers_cpu: dict[str, float]) -> dict[str, Any]:
         o, n = self.observed, self.scenario.runs
         done = [r for r in o.started_sent if r in o.completed]
         last_done = max((o.completed[r] for r in done), default=ended)
@@ -347,10 +354,13 @@ class Bench:
             "coordinator_round_trips_per_transition": round(
                 coordinator_trips / max(transitions, 1), 2),
             "round_trips_per_run": round(sum(mongo.values()) / max(len(done), 1), 1),
+            "round_trips_per_run_by_service": {
+                k: round(v / max(len(done), 1), 2) for k, v in mongo.items()},
             "messages_per_transition": round(sum(published.values()) / max(transitions, 1), 2),
             "cpu_s_per_run": round(sum(cpu.values()) / max(len(done), 1), 4),
             "cpu_s_by_service": {k: round(v, 1) for k, v in cpu.items()},
             "peak_mib_by_service": {k: round(v) for k, v in peak.items()},
+            "cpu_s_by_server": {k: round(v, 1) for k, v in servers_cpu.items()},
             "mean_human_to_done_ms": round(statistics.fmean(human_to_done), 1)
             if human_to_done else None,
         }
@@ -390,3 +400,42 @@ async def floor(workdir: Path, iterations: int = 500) -> dict[str, Any]:
                 "ms_each": round(seconds / iterations * 1000, 2)}
     finally:
         servers.stop()
+
+
+TABLE_ROWS = [
+    ("run starts/s", "starts_per_s"),
+    ("completed runs/s", "completed_per_s"),
+    ("completed / lost", lambda r: f"{r['completed']} / {r['lost']}"),
+    ("last human -> done p50/p99 ms",
+     lambda r: f"{r['human_to_done_ms_p50']:.0f} / {r['human_to_done_ms_p99']:.0f}"),
+    ("transition p50/p99 ms",
+     lambda r: f"{r['transition_ms_p50']:.0f} / {r['transition_ms_p99']:.0f}"),
+    ("transitions/s", "transitions_per_s"),
+    ("MongoDB round trips/transition (coordinator)", "coordinator_round_trips_per_transition"),
+    ("MongoDB round trips/run (all)", "round_trips_per_run"),
+    ("Kafka messages/transition", "messages_per_transition"),
+    ("CPU s/run (services)", "cpu_s_per_run"),
+    ("peak MiB (largest service)", lambda r: max(r["peak_mib_by_service"].values())),
+]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The compact table `make bench` prints: one column per scenario, the floor first."""
+    floors = [r for r in results if r["scenario"] == "floor"]
+    runs = [r for r in results if r["scenario"] != "floor"]
+    lines = []
+    if floors:
+        f = floors[-1]
+        lines.append(f"floor: {f['per_s']} transitions/s ({f.get('ms_each', '?')} ms each)")
+    if runs:
+        names = [r["scenario"] for r in runs]
+        width = max(len(n) for n in names) + 2
+        lines.append(f"{'':<46}" + "".join(f"{n:>{width}}" for n in names))
+        for label, key in TABLE_ROWS:
+            cells = [key(r) if callable(key) else r.get(key) for r in runs]
+            lines.append(f"{label:<46}" + "".join(f"{c!s:>{width}}" for c in cells))
+        if floors:
+            ratios = [f"{r['transitions_per_s'] / floors[-1]['per_s']:.0%}" for r in runs]
+            lines.append(f"{'transitions/s as a share of the floor':<46}"
+                         + "".join(f"{c:>{width}}" for c in ratios))
+    return "\n".join(lines)

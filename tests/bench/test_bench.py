@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_harness import Bench, Scenario, floor
+from bench_harness import Bench, Scenario, floor, table
 
 pytestmark = pytest.mark.bench
 
@@ -31,11 +31,16 @@ SCENARIOS = [
 CHOSEN = [s for s in os.environ.get("BATON_BENCH", "").split(",") if s]
 
 
+SESSION: list[dict[str, Any]] = []
+
+
 def record(result: dict[str, Any]) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as handle:
         handle.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}) + "\n")
+    SESSION.append(result)
     print("\n" + json.dumps(result, indent=1))
+    print("\n" + table(SESSION))  # the table so far: the last one printed has every scenario
 
 
 PICKED = [s for s in SCENARIOS if not CHOSEN or s.name in CHOSEN]
