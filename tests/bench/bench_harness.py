@@ -56,6 +56,9 @@ WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatc
            "workitems.events")
 
 
+WARMUP_RUNS = 20
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -242,16 +245,17 @@ class Bench:
 
     # -- the driver --------------------------------------------------------------------------
 
-    async def start_runs(self) -> None:
+    async def start_runs(self, count: int | None = None, rate: float | None = None) -> None:
         assert self.servers
         producer = AIOKafkaProducer(bootstrap_servers=self.servers.kafka_bootstrap,
                                     enable_idempotence=False, linger_ms=2)
         await producer.start()
         try:
-            interval = 1 / self.scenario.rate if self.scenario.rate else 0.0
+            rate = rate or self.scenario.rate
+            interval = 1 / rate if rate else 0.0
             began = time.monotonic()
             futures = []
-            for i in range(self.scenario.runs):
+            for i in range(self.scenario.runs if count is None else count):
                 if interval:
                     await asyncio.sleep(max(0.0, began + i * interval - time.monotonic()))
                 run_id = uuid.uuid4().hex
@@ -270,6 +274,10 @@ class Bench:
         procs = {key: proc.pid for key, proc in self.stack.procs.items()}
         assert self.servers
         servers = {key: proc.pid for key, proc in self.servers.procs.items()}
+        stop = asyncio.Event()
+        observer = asyncio.create_task(self.observe(stop))
+        people = asyncio.create_task(self.people(stop))
+        await self.warm_up()
         servers_before = {k: proc_cpu_seconds(pid) for k, pid in servers.items()}
         async with httpx.AsyncClient(timeout=30) as client:
             urls = {key: self.stack.url(key) for key in procs}
@@ -280,9 +288,6 @@ class Bench:
             transitions_before = sum([await metric_sum(client, u, "baton_run_transitions_total")
                                       for k, u in urls.items() if k.startswith("stage-")])
             cpu_before = {k: proc_cpu_seconds(pid) for k, pid in procs.items()}
-            stop = asyncio.Event()
-            observer = asyncio.create_task(self.observe(stop))
-            people = asyncio.create_task(self.people(stop))
             began = time.time()
             await self.start_runs()
             deadline = time.monotonic() + timeout
@@ -309,6 +314,20 @@ class Bench:
                             {k: published_after[k] - published_before[k] for k in procs},
                             {k: cpu_after[k] - cpu_before[k] for k in procs}, peak,
                             servers_cpu)
+
+    async def warm_up(self, runs: int = WARMUP_RUNS, timeout: float = 120.0) -> None:  # noqa: ASYNC109
+        """Runs before the measured ones (consumer groups joined, connections and caches
+        warm), then forgotten: the figures are of the steady state."""
+        await self.start_runs(count=runs, rate=10.0)
+        deadline = time.monotonic() + timeout
+        while (len(self.observed.completed) < runs  # noqa: ASYNC110
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.1)
+        if len(self.observed.completed) < runs:
+            raise RuntimeError(f"only {len(self.observed.completed)} of {runs} warm-up runs "
+                               "completed")
+        await asyncio.sleep(1.0)
+        self.observed = Observed()
 
     def figures(self, began: float, ended: float, transitions: float,
                 mongo: dict[str, float], published: dict[str, float],
