@@ -23,8 +23,14 @@ class DirectoryStore:
         self.db = db
         self._cached: tuple[float, Directory] | None = None
 
-    async def current(self) -> Directory:
-        if self._cached and self._cached[0] > time.monotonic():
+    async def current(self, *, fresh: bool = False) -> Directory:
+        """The directory, as cached for up to CACHE_SECONDS, or as stored now (``fresh``).
+
+        Another replica may have loaded a new directory within the last seconds: a caller
+        about to refuse something because a person, group or queue is unknown asks again
+        with ``fresh``.
+        """
+        if not fresh and self._cached and self._cached[0] > time.monotonic():
             return self._cached[1]
         document: dict[str, list[dict[str, Any]]] = {}
         for section in SECTIONS:

@@ -21,6 +21,7 @@ from contracts.events.workitems import (
 )
 from services.assignment.core.commands import Cancel, Command, OpenWorkItem
 from services.assignment.core.decide import handle
+from services.assignment.core.directory import Directory
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
@@ -48,7 +49,19 @@ class DispatchHandler:
         docs = {d["_id"]: d for d in await self.store.of_runs({e.run_id for e in envelopes
                                                               if e.run_id})}
         await self._publish_leftovers(docs)
-        directory = await self.directory.current()
+        changes, answers, failed = self._decide(envelopes, docs,
+                                                await self.directory.current())
+        if failed:  # perhaps an assignee another replica just added: decide on a fresh read
+            changes, answers, _ = self._decide(envelopes, docs,
+                                               await self.directory.current(fresh=True))
+        await self.store.commit(list(changes.values()))
+        await self.store.outbox.publisher.publish(answers)
+
+    def _decide(
+        self, envelopes: list[Envelope], docs: dict[str, dict[str, Any]], directory: Directory
+    ) -> tuple[dict[str, Change], list[Envelope], bool]:
+        """Each message's change, redelivery answers, and whether any assignment failed."""
+        failed = False
         changes: dict[str, Change] = {}
         answers: list[Envelope] = []
         for envelope in envelopes:
@@ -75,6 +88,7 @@ class DispatchHandler:
                 for i, p in enumerate(decision.published)
             ]
             if updated is None:
+                failed = True
                 failure = next(e for e in decision.events
                                if isinstance(e, WorkItemAssignmentFailed))
                 payload = envelope.payload
@@ -88,8 +102,7 @@ class DispatchHandler:
                                     timers=decision.timers, now=envelope.occurred_at,
                                     correlation_id=envelope.correlation_id)
             changes[item_id] = (read, new)
-        await self.store.commit(list(changes.values()))
-        await self.store.outbox.publisher.publish(answers)
+        return changes, answers, failed
 
     def _command(
         self, envelope: Envelope, docs: dict[str, dict[str, Any]], changes: dict[str, Change]

@@ -196,3 +196,24 @@ async def test_published_outboxes_are_cleared_later_in_one_write(parts: dict[str
     assert after[f"{tag}-1"]["outbox"] == after[f"{tag}-2"]["outbox"] == []
     assert "outbox_at" not in after[f"{tag}-1"]
     assert await store.outbox.clear_published() == 0
+
+
+async def test_an_assignee_another_replica_just_added_is_found(parts: dict[str, Any]) -> None:
+    """Found by make chaos (2 replicas): a replica whose cached directory predates a load
+    failed every item for the new queue for up to two seconds."""
+    other = DirectoryStore(parts["db"])
+    await other.current()  # this replica has cached the directory...
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    extended = {**DIRECTORY, "queues": [*DIRECTORY["queues"],
+                                        {"id": queue, "members": ["ann"]}]}
+    await parts["directory"].load(extended)  # ...when another one loads a new queue
+    try:
+        handler = DispatchHandler(parts["guides"][0].store, other)
+        run_id = uuid.uuid4().hex
+        await handler([new_event(request("fresh", AssigneeSpec(kind="queue", value=queue)),
+                                 producer="test", run_id=run_id)])
+        item = await parts["guides"][0].store.get(f"{run_id}:fresh:1")
+        assert item is not None and item.get("status") == "open", item
+        assert item["assignee"] == queue
+    finally:
+        await parts["directory"].load(DIRECTORY)
