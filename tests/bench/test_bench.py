@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from bench_harness import Bench, Scenario, floor, table
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # 10,000 runs take a while
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".baton" / "bench-results.jsonl"
