@@ -186,13 +186,19 @@ class Bench:
 
             async def complete(item_id: str, user: str, run_id: str) -> None:
                 async with gate:
-                    for _ in range(20):
-                        answer = await client.post(f"{guide}/work/{item_id}/complete",
-                                                   headers=self.tokens[user],
-                                                   json={"values": {"ok": True}})
+                    # A person tries again, as long as it takes: under a 10,000-run burst a
+                    # request may time out, and a person who gave up would leave a run open.
+                    for attempt in range(200):
+                        try:
+                            answer = await client.post(f"{guide}/work/{item_id}/complete",
+                                                       headers=self.tokens[user],
+                                                       json={"values": {"ok": True}})
+                        except httpx.HTTPError:
+                            await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
+                            continue
                         if answer.status_code in (200, 409):
                             break
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
                 remaining[run_id] -= 1
                 if remaining[run_id] == 0:
                     self.observed.human_done[run_id] = time.time()

@@ -76,6 +76,9 @@ def test_work_item_queries_seek() -> None:
     for clause in clauses:
         assert serving_index(WORK_ITEMS, {**status, **clause}, indexes), clause
     assert serving_index(WORK_ITEMS, assignment_guide.due_timers(NOW), indexes)
+    # One clause only: with a status clause too, the embedded server plans on the
+    # (status, due_at) index and reads every open item on each poll.
+    assert list(assignment_guide.due_timers(NOW)) == ["next_timer_at"]
     assert serving_index(WORK_ITEMS, {"run_id": {"$in": ["run-1"]}}, indexes)
 
 
