@@ -6,6 +6,7 @@ and a resolution must see one consistent picture.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -22,23 +23,36 @@ class DirectoryStore:
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.db = db
         self._cached: tuple[float, Directory] | None = None
+        self._reading: asyncio.Future[Directory] | None = None
+        self._generation = 0  # bumped by every load: a read begun before it is not cached
 
     async def current(self, *, fresh: bool = False) -> Directory:
         """The directory, as cached for up to CACHE_SECONDS, or as stored now (``fresh``).
 
-        Another replica may have loaded a new directory within the last seconds: a caller
-        about to refuse something because a person, group or queue is unknown asks again
-        with ``fresh``.
+        When the cache runs out, the callers of that moment share one read: the Work Guide
+        serves many people at once, and each reading the directory for itself was most of
+        its MongoDB round trips in a burst.  Another replica may have loaded a new
+        directory within the last seconds: a caller about to refuse something because a
+        person, group or queue is unknown asks again with ``fresh``.
         """
-        if not fresh and self._cached and self._cached[0] > time.monotonic():
+        if fresh:
+            return await self._read()
+        if self._cached and self._cached[0] > time.monotonic():
             return self._cached[1]
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> Directory:
+        generation = self._generation
         document: dict[str, list[dict[str, Any]]] = {}
         for section in SECTIONS:
             docs = await self.db[section].find({}).to_list(None)
             document[section] = [{**{k: v for k, v in d.items() if k != "_id"}, "id": d["_id"]}
                                  for d in docs]
         directory = Directory.from_document(document)
-        self._cached = (time.monotonic() + CACHE_SECONDS, directory)
+        if generation == self._generation:
+            self._cached = (time.monotonic() + CACHE_SECONDS, directory)
         return directory
 
     async def load(self, document: dict[str, Any]) -> Directory:
@@ -51,5 +65,6 @@ class DirectoryStore:
             if ops:
                 await self.db[section].bulk_write(ops)
             await self.db[section].delete_many({"_id": {"$nin": ids}})
+        self._generation += 1
         self._cached = None
         return directory
