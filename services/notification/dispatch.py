@@ -48,19 +48,18 @@ class Dispatcher:
         self.enabled = enabled
         self._slots = asyncio.Semaphore(concurrency)
 
-    async def dispatch(self, ids: Iterable[str], contacts: DirectoryLookup | None = None) -> int:
-        """Claim, send and record; returns how many were claimed (others were taken)."""
+    async def dispatch(self, ids: Iterable[str]) -> int:
+        """Claim, send and record (the retry sweep); returns how many were claimed."""
         claimed = await self.store.claim(ids, datetime.now(UTC))
-        if claimed and contacts is None:
-            people = (d.recipient for d in claimed if d.channel in self.channels)
-            contacts = await load_contacts(self.db, people, self.enabled)
-        return await self.send(claimed, contacts)
+        if not claimed:
+            return 0
+        people = (d.recipient for d in claimed if d.channel in self.channels)
+        return await self.send(claimed, await load_contacts(self.db, people, self.enabled))
 
-    async def send(self, claimed: list[Delivery], contacts: DirectoryLookup | None) -> int:
+    async def send(self, claimed: list[Delivery], contacts: DirectoryLookup) -> int:
         """Send deliveries this replica holds the lease of; store every outcome at once."""
         if not claimed:
             return 0
-        assert contacts is not None
         attempts = await asyncio.gather(*(self._attempt(d, contacts) for d in claimed))
         outcomes = [pair for pair in attempts if pair is not None]
         stored = await self.store.record(outcomes)

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.mongo import Index
+from shared.times import when
 
 RUNS = "runs"
 INDEXES = [Index(RUNS, [("updated_at", -1)])]
@@ -139,16 +140,16 @@ def _count_run(
     if active:  # running, suspended or error now, whenever they started
         tally.runs["active"] = tally.runs.get("active", 0) + 1
         tally.runs[status] = tally.runs.get(status, 0) + 1
-    created = _time(doc.get("created_at"))
+    created = when(doc.get("created_at"))
     if created is not None and created >= since:
         tally.runs["started"] = tally.runs.get("started", 0) + 1
-    finished = _time(doc.get("finished_at"))
+    finished = when(doc.get("finished_at"))
     if not active and finished is not None and finished >= since:
         tally.runs[status] = tally.runs.get(status, 0) + 1
 
     stages: Mapping[str, Any] = doc.get("stages") or {}
     for name, stage in stages.items():
-        started, ended = _time(stage.get("started_at")), _time(stage.get("finished_at"))
+        started, ended = when(stage.get("started_at")), when(stage.get("finished_at"))
         if stage.get("status") in FINISHED_STAGES and started and ended and ended >= since:
             tally.stage(name).durations.append((ended - started).total_seconds())
         elif active and stage.get("status") == "in_progress" and started:
@@ -159,7 +160,7 @@ def _count_run(
     steps: Mapping[str, Any] = doc.get("steps") or {}
     for name, step in steps.items():
         stage_name, kind = str(step.get("stage", "")), str(step.get("kind", ""))
-        started, ended = _time(step.get("started_at")), _time(step.get("finished_at"))
+        started, ended = when(step.get("started_at")), when(step.get("finished_at"))
         entry = tally.step(stage_name, name, kind)
         if step.get("status") in FINISHED_STEPS and started and ended and ended >= since:
             entry.durations.append((ended - started).total_seconds())
@@ -189,15 +190,6 @@ def _weight(stage: Mapping[str, Any]) -> tuple[float, int]:
     return (float(stage["waiting_seconds"]), int(stage["work_in_progress"]))
 
 
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _round(value: float | None) -> float | None:

@@ -48,6 +48,7 @@ from services.assignment.store import ACTIVE, WORK_ITEMS, item_of
 from services.assignment.web import forms, timeline
 from shared.auth import Authenticator, Principal
 from shared.mongo import Index
+from shared.times import when
 
 log = logging.getLogger("baton.assignment.ui")
 HERE = Path(__file__).parent
@@ -150,7 +151,7 @@ def _environment() -> jinja2.Environment:
 
 
 def _datetime_text(value: Any, seconds: bool = False) -> str:
-    moment = timeline.when(value)
+    moment = when(value)
     shape = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC"
     return moment.astimezone(UTC).strftime(shape) if moment else "—"
 

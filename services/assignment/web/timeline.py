@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from services.assignment.core.directory import Directory
 from services.assignment.core.workitem import WorkItem
+from shared.times import when
 
 HUMAN_KINDS = frozenset({"interactive", "approval"})
 ACTIVE_STEPS = frozenset({"in_progress", "waiting_retry"})
@@ -91,18 +92,6 @@ class Timeline:
     @property
     def routed_back(self) -> bool:
         return any(entry.kind == "back" for entry in self.path)
-
-
-def when(value: Any) -> datetime | None:
-    """An aware datetime from an ISO 8601 string or a datetime (naive ones are UTC)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def span(start: datetime | None, end: datetime | None) -> float | None:
