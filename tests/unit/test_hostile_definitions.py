@@ -464,9 +464,12 @@ def test_mutated_examples_validate_or_fail_plainly(example: dict[str, Any],
             del parent[place[-1]]
         elif action == "add" and isinstance(parent, dict):
             parent[data.draw(st.sampled_from(["when", "entry", "exit", "inputs", "title",
-                                              "sla", "due", "x"]))] = data.draw(HOSTILE)
+                                              "sla", "due", "x"]))] = copy.deepcopy(
+                                                  data.draw(HOSTILE))
         else:
-            parent[place[-1]] = data.draw(HOSTILE)
+            # A copy: the strategy's own lists and dicts must not be mutated by a later
+            # step, or hypothesis sees a different example when it replays this one.
+            parent[place[-1]] = copy.deepcopy(data.draw(HOSTILE))
     fmt = data.draw(st.sampled_from(["json", "yaml"]))
     try:
         text = json.dumps(doc) if fmt == "json" else yaml.safe_dump(doc)
