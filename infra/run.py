@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 
 from infra import processes
 from infra.embedded import STATE_DIR, EmbeddedServers
+from infra.kafka_broker import kafka_version
 from infra.stack import ServiceStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,9 +191,10 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
-    say("starting the embedded Kafka (Tansu) and MongoDB (SecantusDB)")
+    say("starting the embedded Apache Kafka (KRaft) and MongoDB (SecantusDB)")
     servers = EmbeddedServers(data_dir).start()
-    say(f"Kafka at {servers.kafka_bootstrap}, MongoDB at {servers.mongodb_uri}")
+    say(f"Apache Kafka {kafka_version()} at {servers.kafka_bootstrap}, "
+        f"MongoDB at {servers.mongodb_uri}")
     inbox = Inbox().start()
     say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
     env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",

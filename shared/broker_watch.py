@@ -1,8 +1,8 @@
 """Notice when the broker lost its data, and tell every service to reconcile.
 
-The embedded broker keeps nothing on disk, and a real cluster can be rebuilt empty: the
-topics vanish with whatever was in flight.  Every service checks the topics every few
-seconds and recreates missing ones.  A service that had to recreate topics in a
+A cluster can be rebuilt empty (or a broker's disk lost): the topics vanish with whatever
+was in flight.  Every service checks its topics every few seconds and recreates missing
+ones (where topic creation is on).  A service that had to recreate topics in a
 deployment that had them before (the ``broker`` document in the ``system`` collection
 says so) bumps the broker epoch there.  Every service watches that epoch, and when it
 moves, runs its reconcile hooks: the coordinator re-sends the dispatches of steps in
@@ -22,8 +22,9 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from infra.topics import ensure_topics
 from shared.metrics import ServiceMetrics
+from shared.settings import ServiceSettings
+from shared.topics import ensure_service_topics, topics_of
 
 log = logging.getLogger("baton.broker")
 SYSTEM = "system"
@@ -32,33 +33,35 @@ Hook = Callable[[], Awaitable[Any]]
 
 
 class BrokerWatch:
-    def __init__(self, bootstrap: str, db: AsyncDatabase[dict[str, Any]],
-                 metrics: ServiceMetrics, service: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: ServiceSettings, db: AsyncDatabase[dict[str, Any]],
+                 metrics: ServiceMetrics) -> None:
+        self.settings = settings
         self.system = db[SYSTEM]
         self.metrics = metrics
-        self.service = service
+        self.service = settings.service_name
         self.hooks: list[Hook] = []
 
     async def topics_ensured(self, created: list[str]) -> None:
-        """Record what a topic check found; missing topics in a known deployment are a loss."""
+        """Record what a topic check found.
+
+        The ``broker`` document remembers every topic seen to exist.  A topic that had to
+        be created although it existed before is a loss; one never seen is just new (each
+        service creates its own topics, so a fresh deployment creates them in turns).
+        """
         now = datetime.now(UTC)
-        if not created:
-            await self.system.update_one({"_id": BROKER}, {"$setOnInsert": {"epoch": 0,
-                                         "since": now}}, upsert=True)
-            return
-        known = await self.system.find_one({"_id": BROKER})
-        if known is None:
-            await self.system.update_one({"_id": BROKER}, {"$setOnInsert": {"epoch": 0,
-                                         "since": now}}, upsert=True)
-            return
-        log.error("the broker lost its topics (%s): recreated them; every service reconciles "
-                  "what was in flight from MongoDB", ", ".join(sorted(created)))
-        await self.system.update_one(
-            {"_id": BROKER},
-            {"$inc": {"epoch": 1}, "$set": {"reset_at": now, "reset_by": self.service,
-                                            "recreated": sorted(created)}},
-        )
+        known = await self.system.find_one({"_id": BROKER}) or {}
+        lost = sorted(set(created) & set(known.get("topics", ())))
+        seen = [t.name for t in topics_of(self.service)]
+        update: dict[str, Any] = {"$setOnInsert": {"since": now},
+                                  "$addToSet": {"topics": {"$each": seen}}}
+        if lost:
+            log.error("the broker lost its topics (%s): recreated them; every service "
+                      "reconciles what was in flight from MongoDB", ", ".join(lost))
+            update |= {"$inc": {"epoch": 1}, "$set": {"reset_at": now, "reset_by": self.service,
+                                                      "recreated": lost}}
+        else:
+            update["$setOnInsert"]["epoch"] = 0
+        await self.system.update_one({"_id": BROKER}, update, upsert=True)
 
     async def __call__(self) -> bool:
         """One check; True when this service reconciled.
@@ -66,7 +69,7 @@ class BrokerWatch:
         Which epoch each service has reconciled is kept beside the epoch, so a service
         that was down when the loss was noticed reconciles when it comes back.
         """
-        await self.topics_ensured(await ensure_topics(self.bootstrap))
+        await self.topics_ensured(await ensure_service_topics(self.settings))
         doc = await self.system.find_one({"_id": BROKER}) or {}
         epoch = int(doc.get("epoch", 0))
         done = int(doc.get("reconciled", {}).get(self.service, 0))

@@ -29,6 +29,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from contracts import ContractError, Envelope, encode, headers_of, new_event, parse
 from contracts.events.dlq import DeadLettered
 from contracts.topics import DLQ
+from shared.kafka_connection import client_id, security
 from shared.logs import message_context
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
@@ -52,8 +53,11 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 def make_broker(settings: ServiceSettings, metrics: ServiceMetrics) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
-        client_id=settings.service_name,
-        enable_idempotence=False,  # the embedded broker rejects it; consumers dedupe by id
+        client_id=client_id(settings),
+        security=security(settings),
+        # A retried send is written once per partition (and in order): with acks from
+        # every in-sync replica, a published outbox message is neither lost nor doubled.
+        enable_idempotence=True,
         acks="all",
         linger_ms=1,
         request_timeout_ms=30_000,
@@ -125,6 +129,9 @@ class BatchConsumer:
             max_records=s.consumer_max_records,
             batch_timeout_ms=s.consumer_batch_timeout_ms,
             fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+            # A group with no committed position (a first start, or a cluster that lost
+            # its offsets) reads what was published before it joined: none of it is stale,
+            # and repeats are dropped by id.
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             session_timeout_ms=s.consumer_session_timeout_ms,
@@ -132,6 +139,7 @@ class BatchConsumer:
             title=f"{self.group_id}:{self.topic}",
         )
         self.subscriber = subscriber  # its consumer tells the lag
+        subscriber.get_msg = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)
 
         @subscriber
         async def consume(message: KafkaMessage) -> None:
@@ -254,6 +262,22 @@ class BatchConsumer:
         self.metrics.dead_letters.labels(self.metrics.service, self.topic, kind).inc()
         log.error("dead-lettered a message from %s: %s", self.topic, payload.reason[:500])
         await self.publisher.publish([new_event(payload, producer=self.group_id, key=key)])
+
+
+def _long_poll(wait_ms: int, max_records: int) -> Callable[[Any], Awaitable[tuple[Any, ...]]]:
+    """A batch fetch that waits for records, and only for them.
+
+    FastStream's batch subscriber sleeps a further ``batch_timeout_ms`` after an empty
+    poll; with a wait long enough to keep an idle consumer asleep, a message arriving in
+    that sleep would wait for it.  ``getmany`` returns as soon as records arrive, so this
+    waits exactly as long as there is nothing to do.
+    """
+
+    async def get_msg(consumer: Any) -> tuple[Any, ...]:
+        batches = await consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
+        return tuple(record for records in batches.values() for record in records)
+
+    return get_msg
 
 
 def _kept(reason: str, value: bytes) -> str:

@@ -18,7 +18,6 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from contracts import Envelope
-from infra.topics import ensure_topics
 from shared.broker_watch import BrokerWatch
 from shared.http_guard import RequestGuard
 from shared.logs import configure_logging
@@ -26,6 +25,7 @@ from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
 from shared.settings import ServiceSettings
+from shared.topics import ensure_service_topics
 
 log = logging.getLogger("baton.runtime")
 Job = Callable[[], Awaitable[Any]]
@@ -48,7 +48,7 @@ class Runtime:
         self.jobs: list[tuple[float, Job, str]] = []
         self.consumers: list[BatchConsumer] = []
         self.on_start: list[Job] = []
-        self.broker_watch = BrokerWatch(settings.kafka_bootstrap, self.db, self.metrics, self.name)
+        self.broker_watch = BrokerWatch(settings, self.db, self.metrics)
         # What to re-send when the broker lost its data (see shared/broker_watch.py).
         self.on_broker_reset = self.broker_watch.hooks
         self.on_broker_reset.append(self._rewind_consumers)  # first: then services re-send
@@ -134,7 +134,7 @@ class Runtime:
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        await self.broker_watch.topics_ensured(await ensure_topics(self.settings.kafka_bootstrap))
+        await self.broker_watch.topics_ensured(await ensure_service_topics(self.settings))
         await ensure_indexes(self.db, self.indexes)
         for hook in self.on_start:
             await hook()

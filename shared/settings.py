@@ -6,7 +6,10 @@ Baton reads ``os.environ``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +18,24 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "baton"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How to reach a managed cluster (docs/operations.md): TLS, SASL, the principal.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str | None = Field(
+        default=None, description="SASL user; each service should have its own principal"
+    )
+    kafka_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM)")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="client key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_client_id: str | None = Field(default=None, description="default: the service name")
+    # Topics (contracts/topics.py) are created at start-up unless a cluster manages them.
+    kafka_create_topics: bool = True
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
     mongodb_uri: str = "mongodb://127.0.0.1:27017/?retryWrites=false&maxIdleTimeMS=120000"
     mongodb_database: str = "baton"
     http_host: str = "127.0.0.1"
@@ -24,10 +45,11 @@ class ServiceSettings(BaseSettings):
     consumer_session_timeout_ms: int = 6000
     consumer_heartbeat_interval_ms: int = 1000
     consumer_max_records: int = 200
-    consumer_batch_timeout_ms: int = 5
-    # How long the broker may hold a fetch for data.  Brokers answer as soon as data
-    # arrives, but the embedded one waits the full time: short keeps a hop short.
-    consumer_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    # How long a consumer waits for a batch before it looks again.  It returns as soon as
+    # records arrive, so a long wait costs no latency and keeps an idle consumer asleep.
+    consumer_batch_timeout_ms: int = Field(default=500, ge=1)
+    # How long the broker may hold a fetch while no data arrives (Kafka's default).
+    consumer_fetch_max_wait_ms: int = Field(default=500, ge=0)
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
     # Published outboxes are cleared in one write per tick (off the path of each change).

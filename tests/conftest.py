@@ -2,13 +2,14 @@
 
 - BATON_KAFKA_BOOTSTRAP and BATON_MONGODB_URI set: use those servers (real clusters);
 - BATON_TEST_BACKEND=containers: genuine Kafka and MongoDB through testcontainers (Docker);
-- otherwise: the embedded Tansu and SecantusDB, started once for the session.
+- otherwise: the embedded Apache Kafka and SecantusDB, started once for the session.
 Each test module gets its own MongoDB database, so tests do not see each other's data.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(embedded.kafka_bootstrap, embedded.mongodb_uri)
     finally:
         embedded.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _containers() -> Iterator[Servers]:

@@ -34,7 +34,7 @@ from contracts.topics import TOPICS
 from infra.embedded import EmbeddedServers
 from infra.processes import free_port
 from infra.stack import ServiceStack
-from infra.topics import ensure_topics
+from shared.topics import TopicPolicy, ensure_topics
 
 ADMIN_TOKEN = "bt_bench_admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -132,7 +132,7 @@ class Bench:
     async def __aenter__(self) -> Bench:
         self.servers = EmbeddedServers(self.workdir / "servers").start()
         await ensure_topics(self.servers.kafka_bootstrap, TOPICS,
-                            partitions=self.scenario.partitions)
+                            TopicPolicy(partitions=self.scenario.partitions))
         # People are told by email, as in production: a local SMTP server takes the mail.
         self.smtp_port = free_port()
         self.smtp = Controller(_Discard(), hostname="127.0.0.1", port=self.smtp_port)
@@ -254,7 +254,7 @@ class Bench:
     async def start_runs(self, count: int | None = None, rate: float | None = None) -> None:
         assert self.servers
         producer = AIOKafkaProducer(bootstrap_servers=self.servers.kafka_bootstrap,
-                                    enable_idempotence=False, linger_ms=2)
+                                    linger_ms=2)
         await producer.start()
         try:
             rate = rate or self.scenario.rate
@@ -396,9 +396,9 @@ async def floor(workdir: Path, iterations: int = 500) -> dict[str, Any]:
     produce and consume, one conditional MongoDB update."""
     servers = EmbeddedServers(workdir / "floor").start()
     try:
-        await ensure_topics(servers.kafka_bootstrap, TOPICS, partitions=1)
+        await ensure_topics(servers.kafka_bootstrap, TOPICS, TopicPolicy(partitions=1))
         producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap,
-                                    enable_idempotence=False, linger_ms=0)
+                                    linger_ms=0)
         consumer = AIOKafkaConsumer("commands", bootstrap_servers=servers.kafka_bootstrap,
                                     group_id=None, auto_offset_reset="latest",
                                     fetch_max_wait_ms=5)

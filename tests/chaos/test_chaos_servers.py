@@ -2,8 +2,9 @@
 
 - MongoDB is killed and restarted on its data (SecantusDB keeps it on disk): the services
   reconnect and every run finishes, with each external call made for one attempt.
-- The broker is killed and restarted with its data gone (the embedded broker keeps nothing
-  on disk): see docs/reliability.md for what Baton does; this test pins it down.
+- The broker is killed and restarted, on its data (the normal case: consumers resume from
+  their committed positions) and with its data wiped (a lost cluster: see
+  docs/reliability.md for the reconcile; this test pins it down).
 
 Each test starts its own embedded servers (it kills them), its own stack and ledger.
 """
@@ -204,11 +205,13 @@ async def reviewer(stack: ServiceStack, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.2)
 
 
-async def test_broker_restarted_empty_mid_flight(
+@pytest.mark.parametrize("data", ["kept", "wiped"])
+async def test_broker_restarted_mid_flight(
     own_servers: EmbeddedServers, stack: ServiceStack, db: Any,
-    ledger: tuple[str, list[tuple[str, str]]],
+    ledger: tuple[str, list[tuple[str, str]]], data: str,
 ) -> None:
-    """The reconcile re-sends starts, dispatches and outboxes; every run finishes."""
+    """Kept: consumers resume where they were.  Wiped: the reconcile re-sends starts,
+    dispatches and outboxes.  Either way every run finishes, each effect once."""
     url, calls = ledger
     stop = asyncio.Event()
     person = asyncio.create_task(reviewer(stack, stop))
@@ -224,6 +227,8 @@ async def test_broker_restarted_empty_mid_flight(
             run_ids.append(started.json()["run_id"])
     await asyncio.sleep(1.0)  # runs at every stage: some done, some waiting on Pat
     own_servers.kill_one("kafka")
+    if data == "wiped":
+        own_servers.wipe_kafka()
     await asyncio.sleep(2.0)
     await asyncio.to_thread(own_servers.start_kafka)
     done = await finished(db, run_ids, timeout=120)
@@ -239,5 +244,8 @@ async def test_broker_restarted_empty_mid_flight(
     assert len(by_effect) == 2 * RUNS
     assert all(len(keys) == 1 for keys in by_effect.values())
     system = await db.system.find_one({"_id": "broker"})
+    if data == "kept":
+        assert system.get("epoch", 0) == 0, "a broker that kept its data is no loss"
+        return
     assert system["epoch"] >= 1
     assert set(system["reconciled"]) >= {"trigger", "stage-coordinator", "assignment"}

@@ -208,7 +208,7 @@ def change(object_type: str, record_id: str, kind: str, new: dict[str, Any] | No
 
 async def send(bootstrap: str, topic: str, *envelopes: Envelope, raw: bytes | None = None,
                key: str | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for envelope in envelopes:

@@ -72,7 +72,7 @@ async def test_record_change_starts_one_run_even_when_delivered_twice(
         assert response.status_code == 201, response.text
     change = new_event(RecordChanged(object_type="Greeting", record_id="g-1", change="created",
                                      new={"text": "hi"}), producer="upstream", key="Greeting:g-1")
-    producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap)
     await producer.start()
     try:
         for _ in range(2):
@@ -91,7 +91,7 @@ async def test_record_change_starts_one_run_even_when_delivered_twice(
 async def test_malformed_message_is_dead_lettered_and_consumer_keeps_going(
     stack, admin, mongo, servers
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap)
     await producer.start()
     try:
         await producer.send_and_wait("commands", b"{not json", key=b"poison")

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from contracts import Envelope, encode, new_event
 from contracts.events.records import RecordChanged
 from contracts.topics import Topic
-from infra.topics import ensure_topics
+from shared.topics import ensure_topics
 from shared.messaging import BatchConsumer, Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
@@ -30,7 +30,7 @@ MESSAGES = 30
 async def test_lag_is_what_the_consumer_has_not_taken_yet(servers: Any) -> None:
     bootstrap: str = servers.kafka_bootstrap
     topic = f"obs-lag-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(bootstrap, [Topic(topic, 1, "consumer lag test")])
+    await ensure_topics(bootstrap, [Topic(topic, 1, "consumer lag test", (), ())])
     settings = ServiceSettings(service_name="lag-test", kafka_bootstrap=bootstrap,
                                consumer_max_records=1)
     metrics = ServiceMetrics(CollectorRegistry(), settings.service_name)
@@ -48,7 +48,7 @@ async def test_lag_is_what_the_consumer_has_not_taken_yet(servers: Any) -> None:
     consumer.register(broker)
     assert await consumer.lag() == {topic: 0}  # not started: nothing known
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for i in range(MESSAGES):

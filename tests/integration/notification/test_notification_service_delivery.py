@@ -151,7 +151,7 @@ def service(
 
 
 async def publish(bootstrap: str, *envelopes: Envelope) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for envelope in envelopes:
