@@ -182,8 +182,10 @@ class EmbeddedKafka:
             "transaction.state.log.num.partitions": "1",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.num.partitions": "1",
-            # A group that forms starts consuming at once (the default waits 3 s).
+            # A group that forms starts consuming at once (the default waits 3 s), and the
+            # tests that kill a replica may use a session shorter than the default minimum 6 s.
             "group.initial.rebalance.delay.ms": "0",
+            "group.min.session.timeout.ms": "1000",
             "num.network.threads": "2",
             "num.io.threads": "2",
             "num.recovery.threads.per.data.dir": "1",

@@ -99,9 +99,10 @@ class Runtime:
         """After the broker lost its data, read every topic from its new beginning.
 
         A consumer's position on the lost log, and the offsets it committed to the new
-        broker before the loss was noticed, can be far past the end of the new log, and
-        the embedded broker does not report that as out of range: the consumer would skip
-        whatever is published below them.  So, for a while (the group may be rejoining),
+        broker before the loss was noticed, point into a log that no longer exists.  Kafka
+        reports such a position as out of range only while the new log is shorter; once
+        re-sent messages have filled it past that offset, the consumer would silently skip
+        everything below.  So, for a while (the group may be rejoining),
         each new assignment is committed at its beginning and sought there.  Reading from
         the start again is safe (consumers drop repeats by id) and the new log is short.
         """

@@ -447,8 +447,9 @@ TABLE_ROWS = [
 def table(results: list[dict[str, Any]]) -> str:
     """The compact table `make bench` prints: one column per scenario, the floor first."""
     floors = [r for r in results if r["scenario"] == "floor"]
-    runs = [r for r in results if r["scenario"] != "floor"]
-    lines = []
+    runs = [r for r in results if r["scenario"] != "floor" and "runs" in r]
+    lines = [f"{r['scenario']}: {json.dumps({k: v for k, v in r.items() if k != 'scenario'})}"
+             for r in results if r["scenario"] != "floor" and "runs" not in r]
     if floors:
         f = floors[-1]
         lines.append(f"floor: {f['per_s']} transitions/s ({f.get('ms_each', '?')} ms each)")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from bench_harness import Bench, Scenario, floor, table
+from infra_figures import broker_start, hop, idle
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # 10,000 runs take a while
 
@@ -44,11 +45,27 @@ def record(result: dict[str, Any]) -> None:
 
 
 PICKED = [s for s in SCENARIOS if not CHOSEN or s.name in CHOSEN]
-NAMES = [*(["floor"] if not CHOSEN or "floor" in CHOSEN else []), *(s.name for s in PICKED)]
+EXTRA = ("broker-start", "idle", "hop", "floor")
+NAMES = [*(n for n in EXTRA if not CHOSEN or n in CHOSEN), *(s.name for s in PICKED)]
 
 
 @pytest.mark.parametrize("name", NAMES)
 async def test_bench(name: str, tmp_path: Path) -> None:
+    if name == "broker-start":
+        result = broker_start(tmp_path)
+        record(result)
+        assert result["restart_s"] > 0
+        return
+    if name == "idle":
+        result = idle(tmp_path)
+        record(result)
+        assert result["cores_total"] > 0
+        return
+    if name == "hop":
+        result = await hop(tmp_path)
+        record(result)
+        assert result["messages"] > 0
+        return
     if name == "floor":
         result = await floor(tmp_path)
         record({"scenario": "floor", **result})
