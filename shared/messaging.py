@@ -15,7 +15,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -139,7 +139,8 @@ class BatchConsumer:
             title=f"{self.group_id}:{self.topic}",
         )
         self.subscriber = subscriber  # its consumer tells the lag
-        subscriber.get_msg = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)
+        poll = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)
+        subscriber.get_msg = poll  # type: ignore[method-assign,assignment]
 
         @subscriber
         async def consume(message: KafkaMessage) -> None:
@@ -264,7 +265,9 @@ class BatchConsumer:
         await self.publisher.publish([new_event(payload, producer=self.group_id, key=key)])
 
 
-def _long_poll(wait_ms: int, max_records: int) -> Callable[[Any], Awaitable[tuple[Any, ...]]]:
+def _long_poll(
+    wait_ms: int, max_records: int
+) -> Callable[[Any], Coroutine[Any, Any, tuple[Any, ...]]]:
     """A batch fetch that waits for records, and only for them.
 
     FastStream's batch subscriber sleeps a further ``batch_timeout_ms`` after an empty

@@ -63,7 +63,7 @@ async def ensure_service_topics(settings: ServiceSettings) -> list[str]:
 async def ensure_topics(
     options: dict[str, Any] | str,
     topics: Iterable[Topic] = TOPICS,
-    policy: TopicPolicy = TopicPolicy(),  # noqa: B008 - frozen, shared safely
+    policy: TopicPolicy = TopicPolicy(),
 ) -> list[str]:
     """Create the topics that do not exist yet (or, with creation off, insist that they
     do); returns the names created.  ``options`` is aiokafka's client options or a

@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 from contracts import Envelope, encode, new_event
 from contracts.events.records import RecordChanged
 from contracts.topics import Topic
-from shared.topics import ensure_topics
 from shared.messaging import BatchConsumer, Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
+from shared.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 MESSAGES = 30

@@ -1,0 +1,156 @@
+"""How Baton's settings become Kafka clients, topics, ACLs and the embedded broker's config."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLScram512
+
+from contracts.topics import SERVICES, STEPS_OUTCOMES, TOPICS, used_by
+from infra import kafka_acls
+from infra.kafka_broker import BROKER_USER, EmbeddedKafka
+from shared.kafka_connection import KafkaSettingsError, client_options, security
+from shared.messaging import BatchConsumer, _long_poll
+from shared.settings import ServiceSettings
+from shared.topics import TopicPolicy, topics_of
+
+
+def settings(**values: Any) -> ServiceSettings:
+    return ServiceSettings(service_name="stage-coordinator", **values)
+
+
+def test_plaintext_is_the_default_and_needs_no_security() -> None:
+    assert security(settings()) is None
+    options = client_options(settings(kafka_bootstrap="k:9092"))
+    assert options == {"bootstrap_servers": "k:9092", "client_id": "stage-coordinator",
+                       "security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_ssl_with_scram_carries_the_principal_and_tls() -> None:
+    chosen = settings(kafka_security_protocol="SASL_SSL", kafka_username="stage-coordinator",
+                      kafka_password="s3cret", kafka_client_id="coord-1")
+    sasl = security(chosen)
+    assert isinstance(sasl, SASLScram512) and sasl.use_ssl and sasl.ssl_context is not None
+    options = client_options(chosen)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "stage-coordinator"
+    assert options["sasl_plain_password"] == "s3cret"
+    assert options["client_id"] == "coord-1" and options["ssl_context"] is not None
+
+
+def test_ssl_without_sasl_is_tls_only() -> None:
+    tls = security(settings(kafka_security_protocol="SSL"))
+    assert type(tls) is BaseSecurity and tls.use_ssl
+
+
+def test_sasl_without_credentials_is_refused_with_the_settings_to_set() -> None:
+    with pytest.raises(KafkaSettingsError, match="BATON_KAFKA_USERNAME"):
+        security(settings(kafka_security_protocol="SASL_PLAINTEXT"))
+
+
+def test_a_key_without_its_certificate_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(KafkaSettingsError, match="CERTFILE"):
+        security(settings(kafka_security_protocol="SSL", kafka_ssl_keyfile=tmp_path / "k"))
+
+
+def test_settings_reject_an_unknown_protocol() -> None:
+    with pytest.raises(ValueError, match="SASL_SSL"):
+        settings(kafka_security_protocol="KERBEROS")
+
+
+def test_topics_are_created_with_the_configured_replication() -> None:
+    outcomes = next(t for t in TOPICS if t.name == STEPS_OUTCOMES)
+    new = TopicPolicy(replication_factor=3, min_insync_replicas=2).new_topic(outcomes)
+    assert new.replication_factor == 3
+    assert new.topic_configs == {"min.insync.replicas": "2"}
+    assert TopicPolicy().new_topic(outcomes).topic_configs == {}
+
+
+def test_each_service_ensures_only_the_topics_it_uses() -> None:
+    assert {t.name for t in topics_of("step-runner")} == {
+        "steps.dispatch", "steps.outcomes", "records.updates", "dlq"}
+    assert topics_of("a-tool") == TOPICS
+    for service in SERVICES:
+        assert used_by(service), service
+
+
+def test_the_acls_grant_what_the_topic_list_says_and_nothing_more() -> None:
+    granted = kafka_acls.acls(kafka_acls.principals())
+    for topic in TOPICS:
+        writers = {a.principal for a in granted
+                   if a.resource == topic.name and a.operation == kafka_acls.WRITE}
+        assert writers == {f"User:{p}" for p in topic.producers if p in SERVICES}, topic.name
+        readers = {a.principal for a in granted
+                   if a.resource == topic.name and a.operation == kafka_acls.READ}
+        assert readers == {f"User:{p}" for p in topic.consumers if p in SERVICES}, topic.name
+    groups = {a.resource for a in granted if a.resource_type == kafka_acls.GROUP}
+    assert groups == {"trigger", "stage-coordinator", "step-runner", "assignment",
+                      "notification"}
+    assert not any(a.operation == kafka_acls.CREATE for a in granted)
+
+
+def test_named_outside_parties_get_their_acls() -> None:
+    granted = kafka_acls.acls(kafka_acls.principals(prefix="baton-", upstream="User:crm"))
+    assert kafka_acls.Acl("User:crm", kafka_acls.TOPIC, "records.changes",
+                          kafka_acls.WRITE) in granted
+    assert kafka_acls.Acl("User:baton-trigger", kafka_acls.TOPIC, "records.changes",
+                          kafka_acls.READ) in granted
+
+
+async def test_the_batch_poll_waits_for_records_and_never_sleeps_after_an_empty_one() -> None:
+    class Consumer:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, int]] = []
+
+        async def getmany(self, **kwargs: int) -> dict[str, list[str]]:
+            self.calls.append(kwargs)
+            return {} if len(self.calls) == 1 else {"tp0": ["a", "b"], "tp1": ["c"]}
+
+    consumer = Consumer()
+    poll = _long_poll(500, 200)
+    assert await poll(consumer) == ()
+    assert await poll(consumer) == ("a", "b", "c")
+    assert consumer.calls == [{"timeout_ms": 500, "max_records": 200}] * 2
+
+
+def test_the_subscriber_uses_the_long_poll() -> None:
+    """If FastStream stops calling ``get_msg`` from its loop, the replacement would be dead."""
+    broker = KafkaBroker("127.0.0.1:9")
+    consumer = BatchConsumer(topics=["commands"], group_id="g", handler=_nothing,
+                             publisher=None, metrics=_Metrics(), settings=settings())  # type: ignore[arg-type]
+    consumer.register(broker)
+    assert consumer.subscriber.get_msg.__qualname__.startswith("_long_poll")
+    loop = inspect.getsource(type(consumer.subscriber)._run_consume_loop)
+    assert "self.get_msg(consumer)" in loop
+
+
+def test_a_secured_embedded_broker_has_no_plaintext_client_listener(tmp_path: Path) -> None:
+    broker = EmbeddedKafka(tmp_path, port=1, controller_port=2,
+                           scram_users={BROKER_USER: "pw"})
+    config = broker._write_config().read_text()
+    assert "listeners=SASL_PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2" in config
+    assert "StandardAuthorizer" in config and "allow.everyone.if.no.acl.found=false" in config
+    open_broker = EmbeddedKafka(tmp_path / "open", port=1, controller_port=2)
+    assert "authorizer" not in open_broker._write_config().read_text()
+
+
+async def _nothing(_: Any) -> None:
+    return None
+
+
+class _Metrics:
+    service = "test"
+
+    class _Labels:
+        def labels(self, *_: Any) -> Any:
+            return self
+
+        def inc(self) -> None:
+            return None
+
+    dead_letters = _Labels()
