@@ -174,8 +174,7 @@ class Bench:
         consumer = AIOKafkaConsumer("workitems.events",
                                     bootstrap_servers=self.servers.kafka_bootstrap,
                                     group_id=f"bench-people-{uuid.uuid4().hex[:6]}",
-                                    auto_offset_reset="earliest", enable_auto_commit=True,
-                                    fetch_max_wait_ms=5)
+                                    auto_offset_reset="earliest", enable_auto_commit=True)
         await consumer.start()
         guide = self.stack.url("assignment")
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -227,7 +226,7 @@ class Bench:
         assert self.servers
         consumer = AIOKafkaConsumer(*WATCHED, bootstrap_servers=self.servers.kafka_bootstrap,
                                     group_id=None, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, fetch_max_wait_ms=5)
+                                    enable_auto_commit=False)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -400,8 +399,7 @@ async def floor(workdir: Path, iterations: int = 500) -> dict[str, Any]:
         producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap,
                                     linger_ms=0)
         consumer = AIOKafkaConsumer("commands", bootstrap_servers=servers.kafka_bootstrap,
-                                    group_id=None, auto_offset_reset="latest",
-                                    fetch_max_wait_ms=5)
+                                    group_id=None, auto_offset_reset="latest")
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongodb_uri)
         runs = mongo["floor"]["runs"]
         await producer.start()
