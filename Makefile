@@ -8,7 +8,7 @@ SECANTUS := .baton/secantus-venv/bin/secantusd-py
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: deps run test lint chaos soak bench fuzz observability browser schemas clean stop
+.PHONY: deps run test lint audit chaos soak bench fuzz observability browser schemas clean stop
 
 deps: $(STAMP) $(SECANTUS)
 
@@ -34,6 +34,11 @@ test: deps
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy contracts shared services
+
+# Known vulnerabilities in the installed dependencies (PyPI's advisory database, through
+# pip-audit from the dev extras); Baton itself is installed editable and is skipped.
+audit: deps
+	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
 
 schemas: deps
 	$(PY) -m contracts.generate

@@ -18,10 +18,12 @@ from services.step_runner.actions import TEST_ACTIONS
 
 ADMIN_TOKEN = "bt_e2e_admin_token"
 ROOT = Path(__file__).resolve().parents[2]
+E2E_SECRET = "e2e-secret-7Qw"  # the step-runner's BATON_SECRET_E2E_TOKEN
 # What every test stack needs: http steps call receivers on 127.0.0.1 (refused by default),
 # and the test actions (flaky) are not installed as production actions.
 TEST_STACK_ENV = {"BATON_OUTBOUND_ALLOW": "127.0.0.1/32",
-                  "BATON_EXTRA_ACTIONS": json.dumps(TEST_ACTIONS)}
+                  "BATON_EXTRA_ACTIONS": json.dumps(TEST_ACTIONS),
+                  "BATON_SECRET_E2E_TOKEN": E2E_SECRET}
 
 
 @pytest.fixture(scope="module")
