@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from yaml.nodes import MappingNode
 
+from shared.definitions.depth import check_depth
 from shared.definitions.issues import DefinitionError, Issue
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -75,7 +76,7 @@ def load_definition(text: str, *, fmt: Literal["yaml", "json"]) -> dict[str, Any
             [Issue("", f"the definition is {size} bytes; the limit is {MAX_DEFINITION_BYTES}")]
         )
     if fmt == "yaml":
-        _check_depth(text)
+        check_depth(text, MAX_DEPTH, _too_deep)
         data = _parse_yaml(text)
     elif fmt == "json":
         data = _parse_json(text)
@@ -92,82 +93,6 @@ def load_definition(text: str, *, fmt: Literal["yaml", "json"]) -> dict[str, Any
 
 def _too_deep(where: str = "") -> DefinitionError:
     return DefinitionError([Issue(where, f"the definition nests more than {MAX_DEPTH} levels")])
-
-
-def _check_depth(text: str) -> None:
-    """Nesting past the limit, found on the text before any parser sees it.
-
-    Counted per line: the indentation levels open around it, the compact indicators it
-    starts with (``- - - a`` nests three sequences on one line) and the open brackets, with
-    quoted text, comments and block scalars (``|``, ``>``) skipped.  A count that errs low
-    is caught by the check on the parsed data (with its path); a parser must never see
-    thousands of levels (libyaml before PyYAML 6.0.4 overflowed the C stack on them).
-    """
-    depth = 0  # open brackets
-    quote = ""
-    indents: list[int] = []  # the indentation of each open block level
-    block_scalar = -1  # the indentation of the line that opened a block scalar, or -1
-    line, column = 1, 0
-    i, n = 0, len(text)
-    while i < n:
-        if (i == 0 or text[i - 1] == "\n") and not quote:
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            content = text[i:end]
-            indent = len(content) - len(content.lstrip(" "))
-            if block_scalar >= 0 and (not content.strip() or indent > block_scalar):
-                i, line = end + 1, line + 1
-                continue
-            block_scalar = -1
-            stripped = content.lstrip(" ")
-            if stripped and not stripped.startswith("#") and depth == 0:
-                while indents and indents[-1] >= indent:
-                    indents.pop()
-                indents.append(indent)
-                match = _COMPACT.match(stripped)
-                levels = len(indents)
-                for offset, mark in enumerate(match.group(0) if match else ""):
-                    levels += mark in "-?:"
-                    if levels > MAX_DEPTH:
-                        raise _too_deep(f"line {line}, column {indent + offset + 1}")
-                if levels > MAX_DEPTH:
-                    raise _too_deep(f"line {line}, column {indent + 1}")
-                if _BLOCK_SCALAR.search(_without_comment(stripped)):
-                    block_scalar = indent
-        char = text[i]
-        column += 1
-        if char == "\n":
-            line, column = line + 1, 0
-        elif quote:
-            if char == "\\" and quote == '"':
-                i += 1
-            elif char == quote:
-                if quote == "'" and text.startswith("''", i):
-                    i += 1
-                else:
-                    quote = ""
-        elif char in "\"'" and (i == 0 or text[i - 1] in " \t\n[{,:-?"):
-            quote = char
-        elif char == "#" and (i == 0 or text[i - 1] in " \t\n"):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise _too_deep(f"line {line}, column {column}")
-        elif char in "]}":
-            depth = max(0, depth - 1)
-        i += 1
-
-
-_COMPACT = re.compile(r"(?:[-?:](?: +|$))*")  # "- - ? " : the indicators a line starts with
-_BLOCK_SCALAR = re.compile(r"(?:^|[\s:])[|>][0-9+-]*\s*$")
-
-
-def _without_comment(content: str) -> str:
-    cut = content.find(" #")
-    return content if cut < 0 else content[:cut]
 
 
 def _parse_yaml(text: str) -> Any:
