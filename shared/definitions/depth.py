@@ -18,25 +18,30 @@ def check_depth(text: str, limit: int, too_deep: Callable[[str], Exception]) -> 
 
     Counted per line: the indentation levels open around it, the compact indicators it
     starts with (``- - - a`` nests three sequences on one line) and the open brackets, with
-    quoted text, comments and block scalars (``|``, ``>``) skipped.
+    quoted text, comments and block scalars (``|``, ``>``) skipped.  Only the characters
+    that matter are visited (a regular expression finds them), so the scan stays cheap.
     """
     depth = 0  # open brackets
     quote = ""
     indents: list[int] = []  # the indentation of each open block level
     block_scalar = -1  # the indentation of the line that opened a block scalar, or -1
-    line, column = 1, 0
-    i, n = 0, len(text)
-    while i < n:
-        if (i == 0 or text[i - 1] == "\n") and not quote:
+    line, line_start, n = 1, 0, len(text)
+    i = 0
+    at_line_start = True
+    while i <= n:
+        if at_line_start:
+            at_line_start = False
             end = text.find("\n", i)
             end = n if end < 0 else end
             content = text[i:end]
-            indent = len(content) - len(content.lstrip(" "))
-            if block_scalar >= 0 and (not content.strip() or indent > block_scalar):
-                i, line = end + 1, line + 1
+            stripped = content.lstrip(" ")
+            indent = len(content) - len(stripped)
+            if block_scalar >= 0 and (not stripped.strip() or indent > block_scalar):
+                if end >= n:
+                    return
+                i, line, line_start, at_line_start = end + 1, line + 1, end + 1, True
                 continue
             block_scalar = -1
-            stripped = content.lstrip(" ")
             if stripped and not stripped.startswith("#") and depth == 0:
                 while indents and indents[-1] >= indent:
                     indents.pop()
@@ -51,33 +56,39 @@ def check_depth(text: str, limit: int, too_deep: Callable[[str], Exception]) -> 
                     raise too_deep(f"line {line}, column {indent + 1}")
                 if _BLOCK_SCALAR.search(_without_comment(stripped)):
                     block_scalar = indent
-        char = text[i]
-        column += 1
+        found = _SPECIAL.search(text, i)
+        if found is None:
+            return
+        j = found.start()
+        char = text[j]
+        i = j + 1
         if char == "\n":
-            line, column = line + 1, 0
+            line, line_start = line + 1, j + 1
+            at_line_start = not quote
         elif quote:
             if char == "\\" and quote == '"':
-                i += 1
+                i = j + 2
             elif char == quote:
-                if quote == "'" and text.startswith("''", i):
-                    i += 1
+                if quote == "'" and text.startswith("''", j):
+                    i = j + 2
                 else:
                     quote = ""
-        elif char in "\"'" and (i == 0 or text[i - 1] in " \t\n[{,:-?"):
-            quote = char
-        elif char == "#" and (i == 0 or text[i - 1] in " \t\n"):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
+        elif char in "\"'":
+            if j == 0 or text[j - 1] in " \t\n[{,:-?":
+                quote = char
+        elif char == "#":
+            if j == 0 or text[j - 1] in " \t\n":
+                end = text.find("\n", j)
+                i = n if end < 0 else end
         elif char in "[{":
             depth += 1
             if depth > limit:
-                raise too_deep(f"line {line}, column {column}")
+                raise too_deep(f"line {line}, column {j - line_start + 1}")
         elif char in "]}":
             depth = max(0, depth - 1)
-        i += 1
 
 
+_SPECIAL = re.compile(r"[\n\"'#\[\]{}\\]")
 _COMPACT = re.compile(r"(?:[-?:](?: +|$))*")  # "- - ? " : the indicators a line starts with
 _BLOCK_SCALAR = re.compile(r"(?:^|[\s:])[|>][0-9+-]*\s*$")
 
