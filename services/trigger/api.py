@@ -60,6 +60,9 @@ def definitions_router(
         return who
 
     Designer = Annotated[Principal, Depends(designer)]
+    # One definition checked at a time: compiling holds the GIL, so more threads at once
+    # would only take more turns from the event loop.
+    checking = asyncio.Semaphore(1)
 
     def check(raw: bytes, fmt: str) -> tuple[Definition, list[Issue]]:
         data = load_definition(raw.decode("utf-8", errors="replace"), fmt=fmt)  # type: ignore[arg-type]
@@ -72,7 +75,8 @@ def definitions_router(
         if len(raw) > MAX_DEFINITION_BYTES:
             raise HTTPException(413, f"a definition is at most {MAX_DEFINITION_BYTES} bytes")
         try:
-            definition, warnings = await asyncio.to_thread(check, raw, fmt)
+            async with checking:
+                definition, warnings = await asyncio.to_thread(check, raw, fmt)
             return definition, [{"path": w.path, "message": w.message} for w in warnings]
         except DefinitionError as exc:
             raise HTTPException(
