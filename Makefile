@@ -11,7 +11,7 @@ KAFKA_LIBS := .baton/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.installed-$(shell cat infra/kafka/pom.xml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: deps run test lint chaos soak bench fuzz observability browser schemas clean stop
+.PHONY: deps run test lint audit chaos soak bench fuzz observability browser schemas clean stop
 
 deps: $(STAMP) $(SECANTUS) $(KAFKA_STAMP)
 
@@ -51,6 +51,11 @@ test: deps
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy contracts shared services
+
+# Known vulnerabilities in the installed dependencies (PyPI's advisory database, through
+# pip-audit from the dev extras); Baton itself is installed editable and is skipped.
+audit: deps
+	$(VENV)/bin/pip-audit --skip-editable --progress-spinner off
 
 schemas: deps
 	$(PY) -m contracts.generate

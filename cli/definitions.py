@@ -57,7 +57,8 @@ def _read(file: Path, fmt: Format | None) -> tuple[bytes, str]:
 def validate(
     ctx: typer.Context, file: FileArg, format: FormatOpt = None, json_: JsonFlag = False
 ) -> None:
-    """Check a definition without publishing it; problems are printed as `path: message`."""
+    """Check a definition without publishing it (admin or designer); problems are printed as
+    `path: message`, and so are warnings (a credential written out in a header)."""
     content, fmt = _read(file, format)
     with session(ctx).client("trigger") as client:
         answer = client.post("/definitions/validate", content=content, params={"format": fmt},
@@ -68,13 +69,14 @@ def validate(
     stages = answer.get("stages", 0) if isinstance(answer, dict) else 0
     name = answer.get("name") if isinstance(answer, dict) else "?"
     typer.echo(f"{file} is valid: orchestration {name!r}, {plural(int(stages), 'stage')}")
+    _warn(answer)
 
 
 @app.command()
 def publish(
     ctx: typer.Context, file: FileArg, format: FormatOpt = None, json_: JsonFlag = False
 ) -> None:
-    """Publish a definition as the next version of its orchestration (admin)."""
+    """Publish a definition as the next version of its orchestration (admin or designer)."""
     content, fmt = _read(file, format)
     with session(ctx).client("trigger") as client:
         answer = client.post("/definitions", content=content, params={"format": fmt},
@@ -83,6 +85,13 @@ def publish(
         echo_json(answer)
         return
     typer.echo(f"published {answer.get('name')} version {answer.get('version')}")
+    _warn(answer)
+
+
+def _warn(answer: Any) -> None:
+    warnings = answer.get("warnings", []) if isinstance(answer, dict) else []
+    for warning in warnings:
+        typer.echo(f"warning: {warning.get('path')}: {warning.get('message')}", err=True)
 
 
 @app.command("list")

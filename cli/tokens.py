@@ -20,7 +20,7 @@ def issue(
     ctx: typer.Context,
     user: Annotated[str, typer.Argument(help="The user the token acts as.", show_default=False)],
     role: Annotated[list[str] | None, typer.Option(
-        "--role", metavar="ROLE", help="A role to grant (admin); repeatable.")] = None,
+        "--role", metavar="ROLE", help="A role to grant (admin, designer); repeatable.")] = None,
     note: Annotated[str, typer.Option("--note", help="What the token is for.")] = "",
     json_: JsonFlag = False,
 ) -> None:

@@ -199,7 +199,10 @@ def main() -> int:
     say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
     env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",
            "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(inbox.smtp_port),
-           "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat", "BATON_OPERATORS": "dana"}
+           "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat", "BATON_OPERATORS": "dana",
+           # The demo's payroll and welcome webhooks are the local Inbox: http steps may
+           # reach it only because it is allowlisted (internal addresses are refused).
+           "BATON_OUTBOUND_ALLOW": "127.0.0.1/32"}
     stack = ServiceStack(env=env, log_dir=log_dir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

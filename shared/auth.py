@@ -28,6 +28,7 @@ CACHE_SECONDS = 30.0
 class Principal:
     user_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    groups: frozenset[str] = field(default_factory=frozenset)  # as of the token's issue
 
     @property
     def is_admin(self) -> bool:
@@ -81,6 +82,7 @@ class Authenticator:
         if cached and cached[0] > time.monotonic():
             return cached[1]
         doc = await self.tokens.find_one({"_id": digest, "revoked": {"$ne": True}})
-        principal = Principal(doc["user_id"], frozenset(doc.get("roles", []))) if doc else None
+        principal = Principal(doc["user_id"], frozenset(doc.get("roles", [])),
+                              frozenset(doc.get("groups", []))) if doc else None
         self._cache[digest] = (time.monotonic() + CACHE_SECONDS, principal)
         return principal

@@ -35,6 +35,10 @@ MACROS = frozenset({"all", "exists", "exists_one", "map", "filter", "transformLi
                     "transformMap", "transformMapEntry", "sortBy"})
 BUILDERS = MACROS - {"all", "exists", "exists_one"}  # these build a list or a map
 _TEMPLATE = re.compile(r"\$\{(.+?)\}")
+# "${secrets.NAME}": not an expression but a secret named in the definition, left as written
+# here and filled in only by the step-runner (services/step_runner/secrets.py).
+SECRET_REFERENCE = re.compile(r"\$\{secrets\.([A-Za-z_][A-Za-z0-9_]{0,127})\}")
+SECRET_MARK = "${secrets."
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 _INDEXABLE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_)]")
 
@@ -244,15 +248,19 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     """Fill '${expr}' templates in strings, lists and dicts.
 
     A string that is exactly one template keeps the expression's type; otherwise the
-    results are joined as text.
+    results are joined as text.  Secret references (``${secrets.NAME}``) stay as written;
+    a value from the run that would write one is refused, so that run data can never name
+    a secret for the step-runner to fill in.
     """
     if isinstance(value, str):
         found = list(_TEMPLATE.finditer(value))
         # "${a}" keeps its type; "${a} and ${b}" is text (fullmatch alone would take
         # "a} and ${b" for one expression).
         if len(found) == 1 and found[0].span() == (0, len(value)):
-            return evaluate(found[0].group(1), context)
-        return _TEMPLATE.sub(lambda m: str(evaluate(m.group(1), context)), value)
+            if is_secret_reference(found[0].group(0)):
+                return value
+            return _from_data(evaluate(found[0].group(1), context), found[0].group(1))
+        return _TEMPLATE.sub(lambda m: _fill(m, context), value)
     if isinstance(value, list):
         return [render(v, context) for v in value]
     if isinstance(value, dict):
@@ -260,10 +268,42 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
+def is_secret_reference(template: str) -> bool:
+    """Whether a template (with its ``${`` and ``}``) is one secret reference."""
+    return SECRET_REFERENCE.fullmatch(template) is not None
+
+
+def _fill(match: re.Match[str], context: Mapping[str, Any]) -> str:
+    if is_secret_reference(match.group(0)):
+        return match.group(0)
+    return str(_from_data(evaluate(match.group(1), context), match.group(1)))
+
+
+def _from_data(value: Any, source: str) -> Any:
+    """The value, unless some text in it names a secret (looked for everywhere inside)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if SECRET_MARK in item:
+                raise ExpressionError(
+                    f"{_short(source)} gave text holding {SECRET_MARK!r}: secrets are named"
+                    " in the definition only, never by a run's data"
+                )
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+            pending.extend(k for k in item if isinstance(k, str))
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return value
+
+
 def template_expressions(value: Any) -> list[str]:
-    """Every '${expr}' inside a value, for publish-time checking."""
+    """Every '${expr}' inside a value, for publish-time checking (secret references are
+    not expressions: see :func:`is_secret_reference`)."""
     if isinstance(value, str):
-        return [m.group(1) for m in _TEMPLATE.finditer(value)]
+        return [m.group(1) for m in _TEMPLATE.finditer(value)
+                if not is_secret_reference(m.group(0))]
     if isinstance(value, list):
         return [e for v in value for e in template_expressions(v)]
     if isinstance(value, dict):

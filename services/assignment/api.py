@@ -59,7 +59,7 @@ class BulkReassignRequest(ReassignRequest):
 
 class TokenRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=200)
-    roles: list[Literal["admin"]] | None = None
+    roles: list[Literal["admin", "designer"]] | None = None
     note: str = Field(default="", max_length=200)
 
 
@@ -234,7 +234,8 @@ def people_router(directory_store: DirectoryStore, guide: WorkGuide,
         token = new_token()
         digest = hash_token(token)
         await tokens.insert_one({"_id": digest, "id": digest[:12], "user_id": user.id,
-                                 "roles": roles, "note": body.note, "issued_by": who.user_id,
+                                 "roles": roles, "groups": sorted(user.groups),
+                                 "note": body.note, "issued_by": who.user_id,
                                  "created_at": datetime.now(UTC), "revoked": False})
         return {"id": digest[:12], "token": token, "user_id": user.id, "roles": roles}
 

@@ -5,6 +5,9 @@ concurrently, one bulk write of their outcomes, then the outcomes are published.
 redelivered attempt whose outcome is stored is re-published, never re-run.  A crash
 while an action runs leaves no outcome: the redelivery runs it again with the same
 idempotency key, which the action hands to the systems it calls.
+
+Secrets the step names are filled in just before the action runs and redacted from what
+it reports; a step's timeout is capped by the step-runner's ``max_step_timeout_seconds``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from contracts import Envelope, parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.steps import StepCompleted, StepFailed, StepRequested
 from services.step_runner.actions import Action, ActionContext, FatalError, RetryableError
+from services.step_runner.secrets import SECRET_INPUTS, SecretStore, redact
 from shared.messaging import Publisher
 from shared.mongo import Index
 
@@ -35,12 +39,15 @@ INDEXES = [Index(ATTEMPTS, [("run_id", 1)]), Index(ATTEMPTS, [("finished_at", -1
 class StepHandler:
     def __init__(
         self, db: AsyncDatabase[dict[str, Any]], actions: dict[str, Action], publisher: Publisher,
-        registry: CollectorRegistry,
+        registry: CollectorRegistry, secrets: SecretStore | None = None,
+        max_timeout_seconds: float | None = None,
     ) -> None:
         self.attempts = db[ATTEMPTS]
         self.runs = db[RUNS]  # read-only: the coordinator is the only writer of runs
         self.actions = actions
         self.publisher = publisher
+        self.secrets = secrets or SecretStore({})
+        self.max_timeout_seconds = max_timeout_seconds
         self.seconds = Histogram(
             "baton_action_seconds", "Time an action took", ["action", "outcome"],
             registry=registry,
@@ -107,27 +114,34 @@ class StepHandler:
         outcome: StepCompleted | StepFailed
         extra: list[Any] = []
         action = self.actions.get(request.action)
+        timeout = request.timeout_seconds
+        if self.max_timeout_seconds is not None:
+            timeout = min(timeout, self.max_timeout_seconds)
+        used: dict[str, str] = {}  # the secrets this attempt filled in, redacted from its report
         try:
             if action is None:
                 raise FatalError(f"unknown action {request.action!r}")
-            result = await asyncio.wait_for(action.run(dict(request.inputs), context),
-                                            request.timeout_seconds)
+            inputs = dict(request.inputs)
+            used = self.secrets.fill(inputs, SECRET_INPUTS.get(request.action, ()))
+            result = await asyncio.wait_for(action.run(inputs, context), timeout)
             outcome = StepCompleted(step=request.step, attempt=request.attempt,
-                                    outputs=result.outputs)
+                                    outputs=redact(result.outputs, used))
             extra = result.messages
         except TimeoutError:
             outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=f"timed out after {request.timeout_seconds:g}s",
-                                 retryable=True)
+                                 error=f"timed out after {timeout:g}s", retryable=True)
         except RetryableError as exc:
-            outcome = StepFailed(step=request.step, attempt=request.attempt, error=str(exc)[:4000])
-        except FatalError as exc:
-            outcome = StepFailed(step=request.step, attempt=request.attempt, error=str(exc)[:4000],
-                                 retryable=False)
-        except Exception as exc:  # a bug in a custom action: report it, never hang the run
-            log.exception("action %s crashed", request.action)
             outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=f"action crashed: {exc!r}"[:4000], retryable=True)
+                                 error=redact(str(exc), used)[:4000])
+        except FatalError as exc:
+            outcome = StepFailed(step=request.step, attempt=request.attempt,
+                                 error=redact(str(exc), used)[:4000], retryable=False)
+        except Exception as exc:  # a bug in a custom action: report it, never hang the run
+            error = redact(f"action crashed: {exc!r}", used)
+            # The traceback repeats the exception's text: kept out of the log with a secret.
+            log.error("action %s crashed: %s", request.action, error, exc_info=not used)
+            outcome = StepFailed(step=request.step, attempt=request.attempt,
+                                 error=error[:4000], retryable=True)
         finished = datetime.now(UTC)
         kind = "completed" if isinstance(outcome, StepCompleted) else "failed"
         self.seconds.labels(request.action, kind).observe((finished - started).total_seconds())

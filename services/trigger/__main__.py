@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from importlib.metadata import entry_points
+
+from pydantic import Field
 
 from contracts.topics import RECORDS_CHANGES
 from services.trigger import starts as start_log
@@ -22,11 +25,18 @@ DEFAULT_PORT = 8101
 class TriggerSettings(ServiceSettings):
     service_name: str = "trigger"
     start_resend_window_seconds: float = 900.0  # starts re-sent after a broker loss
+    # The step-runner's settings of the same names: what definitions may use.
+    extra_actions: dict[str, str] = Field(
+        default_factory=dict, description='more actions, {"name": "module:Class"} (tests)')
+    max_step_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="the longest timeout a step may have")
 
 
-def known_actions() -> frozenset[str]:
-    """Actions the step-runner offers (entry point group baton.actions) plus the built-in wait."""
-    return frozenset({ep.name for ep in entry_points(group="baton.actions")} | {"wait"})
+def known_actions(extra: Iterable[str] = ()) -> frozenset[str]:
+    """Actions the step-runner offers (entry point group baton.actions, the extra actions it
+    is given) plus the built-in wait."""
+    return frozenset({ep.name for ep in entry_points(group="baton.actions")} | {"wait"}
+                     | set(extra))
 
 
 def build(settings: TriggerSettings | None = None) -> Runtime:
@@ -42,7 +52,9 @@ def build(settings: TriggerSettings | None = None) -> Runtime:
     rt.every(60.0, starts.prune, "prune kept starts")
     authenticator = auth.Authenticator(rt.db, settings.admin_token)
     rt.http.include_router(
-        definitions_router(store, subscriptions, starts, authenticator, known_actions())
+        definitions_router(store, subscriptions, starts, authenticator,
+                           known_actions(settings.extra_actions),
+                           timedelta(seconds=settings.max_step_timeout_seconds))
     )
     return rt
 

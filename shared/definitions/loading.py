@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from yaml.nodes import MappingNode
 
+from shared.definitions.depth import check_depth
 from shared.definitions.issues import DefinitionError, Issue
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -75,7 +76,7 @@ def load_definition(text: str, *, fmt: Literal["yaml", "json"]) -> dict[str, Any
             [Issue("", f"the definition is {size} bytes; the limit is {MAX_DEFINITION_BYTES}")]
         )
     if fmt == "yaml":
-        _check_flow_depth(text)
+        check_depth(text, MAX_DEPTH, _too_deep)
         data = _parse_yaml(text)
     elif fmt == "json":
         data = _parse_json(text)
@@ -92,43 +93,6 @@ def load_definition(text: str, *, fmt: Literal["yaml", "json"]) -> dict[str, Any
 
 def _too_deep(where: str = "") -> DefinitionError:
     return DefinitionError([Issue(where, f"the definition nests more than {MAX_DEPTH} levels")])
-
-
-def _check_flow_depth(text: str) -> None:
-    """Brackets nested past the limit, found on the text (quotes and comments skipped), so
-    that the YAML parser never recurses that deep: it would be slow and then fail."""
-    depth = 0
-    quote = ""
-    line, column = 1, 0
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        column += 1
-        if char == "\n":
-            line, column = line + 1, 0
-            if quote == "'":  # a single-quoted scalar may span lines; keep going
-                pass
-        elif quote:
-            if char == "\\" and quote == '"':
-                i += 1
-            elif char == quote:
-                if quote == "'" and text.startswith("''", i):
-                    i += 1
-                else:
-                    quote = ""
-        elif char in "\"'" and (i == 0 or text[i - 1] in " \t\n[{,:-?"):
-            quote = char
-        elif char == "#" and (i == 0 or text[i - 1] in " \t\n"):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise _too_deep(f"line {line}, column {column}")
-        elif char in "]}":
-            depth = max(0, depth - 1)
-        i += 1
 
 
 def _parse_yaml(text: str) -> Any:

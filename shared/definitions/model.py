@@ -148,10 +148,33 @@ class Trigger(StrictModel):
     at_most_one_active_per_record: bool = False
 
 
+InputType = Literal["string", "number", "integer", "boolean", "object", "array"]
+
+
 class InputSpec(StrictModel):
-    type: Literal["string", "number", "integer", "boolean", "object", "array"] = "string"
+    """A run input: checked when a run is started from the API or the CLI."""
+
+    type: InputType = "string"
     required: bool = False
     default: Any = None
+    description: str = ""
+    pattern: str | None = Field(
+        default=None, max_length=500, description="a regular expression a string must match"
+    )
+    enum: list[Any] | None = Field(
+        default=None, min_length=1, max_length=200, description="the values allowed"
+    )
+    max_length: int | None = Field(
+        default=None, ge=0, le=1_000_000, description="the longest a string may be"
+    )
+
+
+class Starters(StrictModel):
+    """Who may start runs from the API or the CLI (any of them; admins always may)."""
+
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
 
 
 class Definition(StrictModel):
@@ -161,6 +184,9 @@ class Definition(StrictModel):
     version: int = Field(default=0, ge=0)
     description: str = ""
     trigger: Trigger = Trigger()
+    starters: Starters | None = Field(
+        default=None, description="who may start runs (default: anyone with a token)"
+    )
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     record_fields: dict[str, str] | None = Field(
         default=None, description="declared record fields (name -> type); checked when given"

@@ -10,12 +10,16 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection, Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from shared.definitions import model
+from shared.definitions.credentials import check_secret_references, credential_warnings
+from shared.definitions.inputs import check_input_specs
 from shared.definitions.issues import DefinitionError, Issue, stage_path, step_path
+from shared.definitions.limits import BudgetSpent, check_timeouts, within_budget
 from shared.definitions.loading import MAX_DEFINITION_BYTES, load_definition
 from shared.definitions.migration import check_migration
 from shared.definitions.model import Definition, Step
@@ -28,6 +32,7 @@ __all__ = [
     "DefinitionError",
     "Issue",
     "check_migration",
+    "definition_warnings",
     "load_definition",
     "validate_definition",
 ]
@@ -46,8 +51,14 @@ _FIELDS = sorted(
 )
 
 
-def validate_definition(data: Mapping[str, Any], *, known_actions: Collection[str]) -> Definition:
-    """The definition, or a DefinitionError listing every issue found."""
+def validate_definition(
+    data: Mapping[str, Any], *, known_actions: Collection[str],
+    longest_step: timedelta | None = None,
+) -> Definition:
+    """The definition, or a DefinitionError listing every issue found.
+
+    ``longest_step``: the longest timeout a background step may have in this deployment.
+    """
     try:
         definition = Definition.model_validate(data)
     except ValidationError as exc:
@@ -56,6 +67,8 @@ def validate_definition(data: Mapping[str, Any], *, known_actions: Collection[st
             _at_most([_from_pydantic(error, data) for error in errors[:MAX_ISSUES]], len(errors))
         ) from None
     issues = check_structure(definition, known_actions) + check_expressions(definition)
+    issues += check_secret_references(definition) + check_input_specs(definition)
+    issues += check_timeouts(definition, longest_step)
     if issues:
         raise DefinitionError(_at_most(sorted(issues, key=_document_order), len(issues)))
     return definition
@@ -67,10 +80,22 @@ def _at_most(issues: list[Issue], total: int) -> list[Issue]:
     return [*issues[:MAX_ISSUES], Issue("", f"... and {total - MAX_ISSUES} more issues")]
 
 
+def definition_warnings(definition: Definition) -> list[Issue]:
+    """What may be published but probably should not be (a credential written out)."""
+    return credential_warnings(definition)
+
+
 def check_expressions(definition: Definition) -> list[Issue]:
+    """Every expression compiled and checked, within the definition's budget (limits.py)."""
     issues: list[Issue] = []
-    for path, source, scope, condition in _expressions(definition):
-        issues += check_expression(source, path, scope, condition=condition)
+    try:
+        for path, source, (scope, condition) in within_budget(
+            (path, source, (scope, condition))
+            for path, source, scope, condition in _expressions(definition)
+        ):
+            issues += check_expression(source, path, scope, condition=condition)
+    except BudgetSpent as spent:
+        issues.append(spent.issue)
     return issues
 
 

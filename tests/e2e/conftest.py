@@ -14,9 +14,16 @@ from aiokafka import AIOKafkaConsumer
 from pymongo import AsyncMongoClient
 
 from infra.stack import ServiceStack
+from services.step_runner.actions import TEST_ACTIONS
 
 ADMIN_TOKEN = "bt_e2e_admin_token"
 ROOT = Path(__file__).resolve().parents[2]
+E2E_SECRET = "e2e-secret-7Qw"  # the step-runner's BATON_SECRET_E2E_TOKEN
+# What every test stack needs: http steps call receivers on 127.0.0.1 (refused by default),
+# and the test actions (flaky) are not installed as production actions.
+TEST_STACK_ENV = {"BATON_OUTBOUND_ALLOW": "127.0.0.1/32",
+                  "BATON_EXTRA_ACTIONS": json.dumps(TEST_ACTIONS),
+                  "BATON_SECRET_E2E_TOKEN": E2E_SECRET}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +36,8 @@ def stack_env() -> dict[str, str]:
 def stack(servers: Any, database: str, stack_env: dict[str, str],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
     env = {**servers.env(database), "BATON_ADMIN_TOKEN": ADMIN_TOKEN, "BATON_LOG_FORMAT": "json",
-           "BATON_TIMER_POLL_SECONDS": "0.2", "BATON_OUTBOX_SWEEP_SECONDS": "1", **stack_env}
+           "BATON_TIMER_POLL_SECONDS": "0.2", "BATON_OUTBOX_SWEEP_SECONDS": "1",
+           **TEST_STACK_ENV, **stack_env}
     stack = ServiceStack(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     try:
         stack.start(timeout=90)

@@ -207,12 +207,14 @@ def test_publish_list_and_show(baton: Baton, definitions_dir: Path) -> None:
     assert missing.stderr == "error: no published orchestration 'cli-wait' (trigger answered 404)\n"
 
 
-def test_publishing_needs_the_admin_role(
+def test_validating_and_publishing_need_the_admin_or_designer_role(
     baton: Baton, definitions_dir: Path, people: dict[str, str]
 ) -> None:
-    result = baton("definitions", "publish", str(definitions_dir / "wait.yaml"),
-                   token=people["hana"], code=1)
-    assert result.stderr == "error: this action needs the admin role (trigger answered 403)\n"
+    for command in ("validate", "publish"):
+        result = baton("definitions", command, str(definitions_dir / "wait.yaml"),
+                       token=people["hana"], code=1)
+        assert result.stderr == ("error: validating and publishing definitions needs the admin"
+                                 " or designer role (trigger answered 403)\n")
 
 
 # --- runs ---------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """The step-runner's actions on the real stack: http (templated request, mapped response),
 set_variables, publish_record_update, wait, per-step timeouts, retries with back-off,
-retryable against fatal errors, and a custom action registered as an entry point."""
+retryable against fatal errors, a custom action, outbound calls refused where not
+allowlisted, and secrets named by the definition."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from e2e.conftest import E2E_SECRET
 from e2e.engine_support import (
     Reply,
     ScriptedServer,
@@ -277,7 +280,7 @@ stages:
     assert "absolute http(s) url" in run["error"]
 
 
-async def test_custom_entry_point_action(stack, admin, mongo) -> None:
+async def test_custom_action(stack, admin, mongo) -> None:
     name = unique("custom")
     await publish(stack, admin, f"""
 name: {name}
@@ -307,3 +310,64 @@ stages:
     for doc in sorted(attempts, key=lambda d: d["attempt"]):
         outcome.setdefault(doc["step"], []).append(doc["outcome"])
     assert outcome == {"eventually": ["failed", "failed", "completed"], "at_once": ["failed"]}
+
+
+async def test_http_to_an_address_not_allowlisted_fails_at_once(
+        stack, admin, mongo, http_server: ScriptedServer) -> None:
+    hook = http_server.script(Reply(200, {"ok": True}))
+    elsewhere = hook.replace("127.0.0.1", "127.0.0.2")  # loopback, but not allowlisted
+    name = unique("outbound")
+    await publish(stack, admin, f"""
+name: {name}
+inputs:
+  hook_url: {{type: string}}
+stages:
+  - name: only
+    steps:
+      - name: call
+        action: http
+        inputs: {{url: "${{vars.hook_url}}"}}
+        retries: {{max_attempts: 3, backoff: 100ms}}
+""")
+    run_id = await start(stack, admin, name, {"hook_url": elsewhere})
+    run = await wait_run(mongo, run_id)
+    call = run["steps"]["call"]
+    assert run["status"] == "error" and call["status"] == "failed"
+    assert call["attempt"] == 1, "a refused call is not retried"
+    assert "127.0.0.2 refused: a loopback address" in call["error"]
+    assert http_server.calls(hook) == []
+
+
+async def test_secrets_reach_only_the_system_called(
+        stack, admin, mongo, servers, http_server: ScriptedServer) -> None:
+    hook = http_server.script(Reply(200, {"ok": True}))
+    name = unique("secret")
+    await publish(stack, admin, f"""
+name: {name}
+stages:
+  - name: only
+    steps:
+      - name: call
+        action: http
+        inputs:
+          url: "{hook}?key=${{secrets.E2E_TOKEN}}"
+          headers: {{Authorization: "Bearer ${{secrets.E2E_TOKEN}}"}}
+          outputs: {{served: "response.headers['x-served-by']"}}
+      - name: missing
+        action: http
+        optional: true
+        inputs: {{url: "{hook}", headers: {{X-Api-Key: "${{secrets.NOT_THERE}}"}}}}
+""")
+    run_id = await start(stack, admin, name)
+    run = await wait_run(mongo, run_id)
+    assert run["status"] == "completed", run.get("error")
+    (call,) = http_server.calls(hook)
+    assert call.headers["authorization"] == f"Bearer {E2E_SECRET}"
+    assert "unknown secret 'NOT_THERE'" in run["steps"]["missing"]["error"]
+    # the value is in none of what Baton keeps or sends: the run, attempts, topics
+    kept = [run, *await mongo.step_attempts.find({"run_id": run_id}).to_list(None)]
+    for topic in ("steps.dispatch", "steps.outcomes", "runs.events"):
+        kept += await read_topic(servers.kafka_bootstrap, topic, run_id=run_id)
+    assert E2E_SECRET not in json.dumps(kept, default=str)
+    dispatched = await read_topic(servers.kafka_bootstrap, "steps.dispatch", run_id=run_id)
+    assert "${secrets.E2E_TOKEN}" in json.dumps(dispatched)

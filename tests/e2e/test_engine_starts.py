@@ -282,3 +282,39 @@ stages:
     assert len(entries(run, "RunCreated")) == 1
     legacy = await wait_run(mongo, v1_run, "completed")
     assert legacy["vars"] == {"who": "legacy", "greeted": "hello legacy"}
+
+
+async def test_only_starters_start_runs_with_inputs_that_fit(stack, admin, mongo) -> None:
+    """starters and typed inputs, with the groups a token was issued with."""
+    guide, trigger = stack.url("assignment"), stack.url("trigger")
+    name = unique("guarded")
+    await publish(stack, admin, f"""
+name: {name}
+starters: {{groups: [payroll_team]}}
+inputs:
+  payroll_url: {{type: string, required: true, pattern: "^https://payroll[.]example/"}}
+stages:
+  - name: only
+    steps: [{{name: touch, action: noop, inputs: {{url: "${{vars.payroll_url}}"}}}}]
+""")
+    async with httpx.AsyncClient(timeout=10) as client:
+        directory = {"users": [{"id": "pam", "name": "Pam", "groups": ["payroll_team"]},
+                               {"id": "oscar", "name": "Oscar"}],
+                     "groups": [{"id": "payroll_team", "name": "Payroll", "members": ["pam"]}]}
+        (await client.put(f"{guide}/directory", json=directory, headers=admin)).raise_for_status()
+        tokens = {user: (await client.post(f"{guide}/tokens", json={"user_id": user},
+                                           headers=admin)).json()["token"]
+                  for user in ("pam", "oscar")}
+        body = {"orchestration": name, "inputs": {"payroll_url": "https://payroll.example/p"}}
+        refused = await client.post(f"{trigger}/runs", json=body,
+                                    headers={"Authorization": f"Bearer {tokens['oscar']}"})
+        pam = {"Authorization": f"Bearer {tokens['pam']}"}
+        bad = await client.post(f"{trigger}/runs", headers=pam, json={
+            "orchestration": name, "inputs": {"payroll_url": "http://169.254.169.254/"}})
+        started = await client.post(f"{trigger}/runs", json=body, headers=pam)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert bad.status_code == 422 and bad.json()["errors"][0]["input"] == "payroll_url"
+    assert started.status_code == 202, started.text
+    run = await wait_run(mongo, started.json()["run_id"], "completed")
+    assert run["started_by"] == "pam"

@@ -1,5 +1,10 @@
 """Step actions.  Built-ins and custom ones are Python entry points in group ``baton.actions``.
 
+An entry point names a class; when the class has a ``from_settings`` class method, it is
+built with the step-runner's settings (the http action reads its outbound allowlist there).
+Actions for tests only (``flaky``) are no entry points: a test stack adds them by import
+path with ``BATON_EXTRA_ACTIONS`` (see :data:`TEST_ACTIONS`).
+
 An action is a class with ``async def run(self, inputs, context) -> ActionResult``.  It
 raises :class:`RetryableError` for failures worth another attempt (timeouts, 5xx) and
 :class:`FatalError` for those that are not (bad input, 4xx).  ``context.idempotency_key``
@@ -8,6 +13,8 @@ is the same for every delivery of one attempt: pass it to systems that deduplica
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -45,8 +52,30 @@ class Action(Protocol):
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult: ...
 
 
-def load_actions() -> dict[str, Action]:
-    actions: dict[str, Action] = {}
+# What a test stack sets in BATON_EXTRA_ACTIONS (never registered as entry points).
+TEST_ACTIONS = {"flaky": "services.step_runner.actions.testing:Flaky"}
+
+
+def load_actions(settings: Any = None, extra: Mapping[str, str] | None = None
+                 ) -> dict[str, Action]:
+    """The installed actions, plus ``extra`` (name -> "module:Class")."""
+    factories: dict[str, Any] = {}
     for ep in entry_points(group="baton.actions"):
-        actions[ep.name] = ep.load()()
+        if ep.name in TEST_ACTIONS and ep.name not in (extra or {}):
+            continue  # an install made before test actions left the entry points
+        factories[ep.name] = ep.load
+    for name, target in (extra or {}).items():
+        factories[name] = lambda target=target: _import(target)
+    actions: dict[str, Action] = {}
+    for name, load in factories.items():
+        factory = load()
+        from_settings = getattr(factory, "from_settings", None)
+        actions[name] = from_settings(settings) if from_settings and settings else factory()
     return actions
+
+
+def _import(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"an extra action is 'module:Class', not {target!r}")
+    return getattr(importlib.import_module(module), attribute)

@@ -1,4 +1,9 @@
-"""HTTP request action: templated url/headers/body, response mapped to outputs with CEL."""
+"""HTTP request action: templated url/headers/body, response mapped to outputs with CEL.
+
+Calls go only where the outbound policy allows (services/step_runner/outbound.py: no
+internal addresses unless allowlisted, checked on the address connected to); redirects
+are not followed (a 3xx is the step's answer).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,10 @@ from typing import Any
 import httpx
 
 from services.step_runner.actions import ActionContext, ActionResult, FatalError, RetryableError
+from services.step_runner.outbound import OutboundPolicy, OutboundRefused, guarded_client
 from shared.expressions import ExpressionError, evaluate
 
-_client: httpx.AsyncClient | None = None
 MAX_RESPONSE_BYTES = 1_000_000
-
-
-def client() -> httpx.AsyncClient:
-    global _client
-    if _client is None:
-        _client = httpx.AsyncClient(follow_redirects=False, timeout=30.0)
-    return _client
 
 
 class HttpAction:
@@ -27,6 +25,19 @@ class HttpAction:
     The CEL expressions in ``outputs`` see ``response.status``, ``response.body`` (parsed JSON
     when it is JSON) and ``response.headers``.  5xx, 429 and network errors are retryable.
     """
+
+    def __init__(self, policy: OutboundPolicy | None = None) -> None:
+        self.policy = policy or OutboundPolicy()  # public addresses only
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> HttpAction:
+        return cls(OutboundPolicy.parse(settings.outbound_allow))
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = guarded_client(self.policy)
+        return self._client
 
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
         url = inputs.get("url")
@@ -39,7 +50,7 @@ class HttpAction:
         payload = inputs.get("json", given if isinstance(given, dict | list) else None)
         content = None if payload is not None or given is None else str(given)
         try:
-            response = await client().request(
+            response = await self.client().request(
                 str(inputs.get("method", "POST")).upper(),
                 url,
                 headers=headers,
@@ -47,6 +58,8 @@ class HttpAction:
                 content=content,
                 timeout=float(inputs.get("timeout_seconds", 30)),
             )
+        except OutboundRefused as exc:
+            raise FatalError(str(exc)) from None
         except httpx.TransportError as exc:
             raise RetryableError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code == 429:
