@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import derived_id, new_event
+from contracts.registry import refusal
 from services.assignment.core.commands import Command, Escalate, FireReminder
 from services.assignment.core.decide import handle
 from services.assignment.core.directory import Directory, User
@@ -108,6 +109,10 @@ class WorkGuide:
                           event_id=derived_id(_timer_key(item_id, timer), i) if timer else None)
                 for i, p in enumerate(decision.published)
             ]
+            refused = next(filter(None, map(refusal, published)), None)
+            if refused is not None:
+                reason = f"the answer cannot be sent to the run: {refused}"
+                return Outcome(item, Rejection(reason, "invalid"))
             correlation = (doc or {}).get("correlation_id")
             if correlation:
                 published = [e.model_copy(update={"correlation_id": correlation})

@@ -217,3 +217,20 @@ async def test_an_assignee_another_replica_just_added_is_found(parts: dict[str, 
         assert item["assignee"] == queue
     finally:
         await parts["directory"].load(DIRECTORY)
+
+
+async def test_an_answer_the_run_could_not_read_is_refused_not_completed(
+        parts: dict[str, Any]) -> None:
+    """Regression: a value inside the form's limits but too deep for the outcome message
+    was "Done"; the coordinator dead-lettered the outcome and the run stayed stuck."""
+    _, item_id = await open_item(parts, "deep", AssigneeSpec(kind="user", value="cy"))
+    value: Any = "deep"
+    for _ in range(62):  # within the 64 levels on its own, past them inside the envelope
+        value = {"n": value}
+    outcome = await parts["guides"][0].act(item_id, cmd.Complete("cy", {"deep": value}),
+                                           await parts["directory"].current())
+    assert outcome.rejection is not None and outcome.rejection.code == "invalid"
+    assert "cannot be sent to the run" in outcome.rejection.reason
+    assert "nested more than 64 levels" in outcome.rejection.reason
+    stored = item_of(await parts["guides"][0].store.get(item_id))
+    assert stored is not None and stored.status == "open"
