@@ -87,8 +87,9 @@ class DispatchHandler:
                           event_id=derived_id(envelope.event_id, i))
                 for i, p in enumerate(decision.published)
             ]
-            if updated is None:
+            if updated is None or updated.status == "waiting":
                 failed = True
+            if updated is None:
                 failure = next(e for e in decision.events
                                if isinstance(e, WorkItemAssignmentFailed))
                 payload = envelope.payload
