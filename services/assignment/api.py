@@ -26,8 +26,8 @@ from shared.auth import TOKENS, Authenticator, Principal, hash_token, new_token
 
 STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
-                  "assignee_kind", "assignee", "claimed_by", "delegated_to", "delegated_from",
-                  "due_at", "created_at", "updated_at")
+                  "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
+                  "delegated_from", "due_at", "created_at", "updated_at")
 StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 

@@ -127,8 +127,19 @@ def comment(item: WorkItem, command: Comment, directory: Directory) -> Decision 
 
 
 def cancel(item: WorkItem, command: Cancel) -> Decision | Rejection:
-    """The run withdrew the step (a system command: no person's permission applies)."""
+    """The run withdrew the step (a system command: no person's permission applies).
+
+    The run withdraws only a step it still waits for: an item already completed there
+    was answered too late (its outcome crossed the cancel), so the person who answered
+    hears that it was not used, and the item says so.
+    """
     moved = next_status(item.status, "cancel")
     if isinstance(moved, Rejection):
         return moved
+    if item.status == Status.COMPLETED:
+        reason = f"your answer was not used: {command.reason}"
+        heard = [item.completed_by] if item.completed_by else item.audience()
+        canceled = WorkItemCanceled(**about(item, command.actor, recipients=heard),
+                                    reason=reason)
+        return Decision(events=(canceled,))
     return Decision(events=(WorkItemCanceled(**about(item, command.actor, reason=command.reason)),))

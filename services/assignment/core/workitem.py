@@ -76,10 +76,12 @@ TRANSITIONS: Mapping[Status, Mapping[Action, Status]] = {
         "reject": Status.COMPLETED,
         "cancel": Status.CANCELED,
     },
-    Status.COMPLETED: {},
+    # A completion the run never applied (it was canceled, or the stage moved on, before
+    # the answer reached it) is withdrawn: the item must not say the answer was used.
+    Status.COMPLETED: {"cancel": Status.CANCELED},
     Status.CANCELED: {},
 }
-TERMINAL = frozenset(status for status, moves in TRANSITIONS.items() if not moves)
+TERMINAL = frozenset({Status.COMPLETED, Status.CANCELED})  # nobody acts on it any more
 
 
 def next_status(status: Status, action: Action) -> Status | Rejection:
