@@ -75,3 +75,20 @@ def test_a_message_about_a_run_without_its_run_id_is_refused(key: tuple[str, int
             parse(json.dumps(sample).encode())
     else:
         assert parse(json.dumps(sample).encode()).run_id is None
+
+
+ROOT = generate.SAMPLES_DIR.parents[1]
+
+
+def test_times_read_back_from_mongodb_carry_their_zone() -> None:
+    """PyMongo returns naive datetimes unless asked: one compared with an aware one is a
+    TypeError in the middle of a run.  Every service's client comes from make_client."""
+    from shared.mongo import make_client
+
+    client = make_client("mongodb://127.0.0.1:1/?connect=false", app_name="test")
+    assert client.codec_options.tz_aware is True
+    elsewhere = [path.relative_to(ROOT).as_posix()
+                 for folder in ("services", "shared", "cli")
+                 for path in (ROOT / folder).rglob("*.py")
+                 if "MongoClient(" in path.read_text(encoding="utf-8")]
+    assert elsewhere == ["shared/mongo.py"]
