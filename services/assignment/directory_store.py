@@ -38,7 +38,7 @@ DOCUMENT_ID = "current"
 SECTIONS = ("users", "groups", "queues")
 USERS = "users"  # the copy of the users the notification service reads
 CACHE_SECONDS = 2.0
-ATTEMPTS = 5
+ATTEMPTS = 10  # each round of racing writers lets one through
 DUPLICATE_KEY = 11000
 
 
@@ -125,15 +125,15 @@ class DirectoryStore:
 
     async def change_user(self, user_id: str, changes: Mapping[str, Any]) -> Directory | Rejection:
         """Change one user's own settings, and nothing else, on the directory stored now."""
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             current = await self._read()
             changed = current.with_user_changed(user_id, changes)
             if isinstance(changed, Rejection):
                 return changed
             try:
                 return await self._write(changed, current.revision)
-            except DirectoryConflict:
-                continue  # someone else's change landed first: apply ours to theirs
+            except DirectoryConflict:  # someone else's change landed first: apply ours to theirs
+                await asyncio.sleep(0.01 * attempt)
         return Rejection("the directory is changing right now; try again", "conflict")
 
     async def _write(self, directory: Directory, revision: int) -> Directory:
@@ -156,18 +156,27 @@ class DirectoryStore:
         return stored
 
     async def _copy_users(self, directory: Directory) -> None:
-        """Bring the users' copy to this revision; a newer revision's copy is left alone."""
-        older = {"$not": {"$gte": directory.revision}}
+        """Bring the users' copy to this revision; a newer revision's copy is left alone.
+
+        A removed user's copy becomes a marker of the revision that removed them (no
+        contact left), so an older revision's copy landing late cannot bring them back.
+        """
+        revision, users = directory.revision, self.db[USERS]
+        older = {"$not": {"$gte": revision}}
+        gone = [doc["_id"] async for doc in users.find(
+            {"_id": {"$nin": list(directory.users)}, "directory_revision": older}, {"_id": 1})]
         ops = [ReplaceOne({"_id": user.id, "directory_revision": older},
                           {**user.model_dump(mode="json", exclude={"id"}),
-                           "directory_revision": directory.revision}, upsert=True)
+                           "directory_revision": revision}, upsert=True)
                for user in directory.users.values()]
-        if ops:
-            try:
-                await self.db[USERS].bulk_write(ops, ordered=False)
-            except BulkWriteError as exc:  # an upsert that met a newer copy: that one stays
-                errors = exc.details.get("writeErrors", [])
-                if any(error.get("code") != DUPLICATE_KEY for error in errors):
-                    raise
-        await self.db[USERS].delete_many({"_id": {"$nin": list(directory.users)},
-                                          "directory_revision": older})
+        ops += [ReplaceOne({"_id": user_id, "directory_revision": older},
+                           {"removed": True, "directory_revision": revision})
+                for user_id in gone]
+        if not ops:
+            return
+        try:
+            await users.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:  # an upsert that met a newer copy: that one stays
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
