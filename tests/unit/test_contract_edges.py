@@ -3,14 +3,17 @@ without a zone, and messages about a run that name no run."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import typing
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from contracts import ContractError, generate, parse
+from contracts import ContractError, Envelope, generate, parse
 from contracts.registry import REGISTRY, RUN_TOPICS
 
 ENTRIES = sorted(REGISTRY)
@@ -92,3 +95,46 @@ def test_times_read_back_from_mongodb_carry_their_zone() -> None:
                  for path in (ROOT / folder).rglob("*.py")
                  if "MongoClient(" in path.read_text(encoding="utf-8")]
     assert elsewhere == ["shared/mongo.py"]
+
+
+API_MODULES = ("services.assignment.api", "services.trigger.api", "services.stage_coordinator.api",
+               "services.stage_coordinator.stats_api", "services.notification.api")
+
+
+def models_taking_input() -> list[type[BaseModel]]:
+    """Every contract payload and envelope, and every request model of the HTTP APIs."""
+    found: list[type[BaseModel]] = [Envelope, *REGISTRY.values()]
+    for name in API_MODULES:
+        module = importlib.import_module(name)
+        found += [value for value in vars(module).values() if isinstance(value, type)
+                  and issubclass(value, BaseModel) and value.__module__ == name]
+    return found
+
+
+def time_fields(model: type[BaseModel],
+                seen: set[type] | None = None) -> Iterator[tuple[type[BaseModel], str]]:
+    """The fields (of nested models too) whose type mentions datetime."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return
+    seen.add(model)
+    for name, info in model.model_fields.items():
+        if "datetime" in repr(info.annotation).lower():
+            yield model, name
+        for inner in typing.get_args(info.annotation) or (info.annotation,):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                yield from time_fields(inner, seen)
+
+
+def test_no_contract_or_request_field_takes_a_zone_less_time() -> None:
+    """The class of the zone-less occurred_at: any datetime taken in must carry its zone."""
+    naive = datetime(2026, 11, 30, 9, 0)
+    checked = set()
+    for model in models_taking_input():
+        for owner, name in time_fields(model):
+            adapter = TypeAdapter(owner.model_fields[name].annotation)
+            with pytest.raises(ValidationError, match="timezone"):
+                adapter.validate_python(naive)
+            checked.add(f"{owner.__name__}.{name}")
+    assert {"Envelope.occurred_at", "WorkItemRequested.due_at",
+            "WorkItemAssigned.due_at"} <= checked
