@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny
 
 
 class Payload(BaseModel):
@@ -28,6 +28,10 @@ class Envelope(BaseModel):
     ``run_id`` is the Kafka key for everything about a run, so one partition (and
     so one coordinator replica) sees a run's messages in order.  Upstream record
     changes have no run yet; they are keyed by ``key`` (object type and record id).
+
+    ``occurred_at`` (like every date-time in the contracts) must carry its zone: a time
+    without one is refused at the edge rather than read as UTC, since the services compare
+    times from many producers and a guess would order events wrongly.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -35,7 +39,7 @@ class Envelope(BaseModel):
     event_id: str = Field(min_length=1, max_length=100)
     type: str = Field(min_length=1, max_length=100)
     schema_version: int = Field(ge=1)
-    occurred_at: datetime
+    occurred_at: AwareDatetime
     run_id: str | None = Field(default=None, max_length=100)
     key: str | None = Field(default=None, max_length=300)
     correlation_id: str = Field(min_length=1, max_length=100)

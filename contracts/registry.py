@@ -11,11 +11,24 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import Envelope, Payload
 from contracts.events import commands, dlq, notifications, records, runs, steps, workitems
+from contracts.topics import (
+    COMMANDS,
+    RUNS_EVENTS,
+    STEPS_DISPATCH,
+    STEPS_OUTCOMES,
+    WORKITEMS_DISPATCH,
+    WORKITEMS_EVENTS,
+)
 from contracts.upcasters import UPCASTERS
 
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_DEPTH = 64  # objects and arrays inside each other; MongoDB and the handlers recurse
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what MongoDB stores
+# Everything on these topics is about one run: keyed and ordered by its run_id, and
+# handled as part of that run.  Without one a message would open an orphan (a work item
+# of no run, a step nobody waits for), so it is refused at the edge and dead-lettered.
+RUN_TOPICS = frozenset({COMMANDS, STEPS_DISPATCH, WORKITEMS_DISPATCH, STEPS_OUTCOMES,
+                        WORKITEMS_EVENTS, RUNS_EVENTS})
 
 
 class ContractError(ValueError):
@@ -73,6 +86,20 @@ def parse(raw: bytes) -> Envelope:
     envelope = parse_dict(data)
     _check_moments(envelope)
     return envelope
+
+
+def refusal(envelope: Envelope) -> str | None:
+    """Why a consumer would refuse ``envelope`` (its parse of the encoded bytes), or None.
+
+    A producer asks before it stores a change whose message must reach its consumer:
+    a person is told their answer cannot be sent, rather than "done" for an answer
+    the run then dead-letters.
+    """
+    try:
+        parse(encode(envelope))
+    except ContractError as exc:
+        return str(exc)
+    return None
 
 
 def _check_moments(value: Any) -> None:
@@ -153,9 +180,13 @@ def parse_dict(data: dict[str, Any]) -> Envelope:
     model = REGISTRY[(type_, version)]
     try:
         typed = model.model_validate(payload)
-        return Envelope.model_validate({**data, "schema_version": version, "payload": typed})
+        envelope = Envelope.model_validate({**data, "schema_version": version, "payload": typed})
     except ValidationError as exc:
         raise ContractError(f"{type_} v{version} is invalid: {_errors(exc)}") from exc
+    if model.TOPIC in RUN_TOPICS and not envelope.run_id:
+        raise ContractError(f"{type_} has no run_id: every message on {model.TOPIC} belongs "
+                            "to a run")
+    return envelope
 
 
 def _upcast(type_: str, version: int, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:

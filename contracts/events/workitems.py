@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.envelope import Payload
 from contracts.topics import WORKITEMS_DISPATCH, WORKITEMS_EVENTS
@@ -47,7 +46,7 @@ class WorkItemRequested(Payload):
     form: dict[str, Any] | None = None
     record: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
-    due_at: datetime | None = None
+    due_at: AwareDatetime | None = None
     reminders_before_due_seconds: list[float] = Field(default_factory=list)
     reminders_after_due_seconds: list[float] = Field(default_factory=list)
     escalation: Escalation | None = None
@@ -76,7 +75,7 @@ class WorkItemEvent(Payload):
     assignee_kind: str = ""
     assignee: str = ""
     recipients: list[str] = Field(default_factory=list)
-    due_at: datetime | None = None
+    due_at: AwareDatetime | None = None
 
 
 class WorkItemAssigned(WorkItemEvent):

@@ -35,6 +35,7 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     rt.consume(WORKITEMS_DISPATCH, DispatchHandler(store, directory),
                accepts=lambda e: e.type in ("WorkItemRequested", "WorkItemCancelRequested"))
     rt.every(settings.timer_poll_seconds, guide.fire_due_timers, "work item timers")
+    rt.every(settings.timer_poll_seconds, guide.assign_waiting, "waiting work items")
     rt.every(settings.outbox_clear_seconds, store.outbox.clear_published, "outbox clears")
     rt.every(settings.outbox_sweep_seconds, store.outbox.sweep, "outbox sweep")
     rt.on_broker_reset.append(lambda: store.outbox.sweep(timedelta(0)))

@@ -9,7 +9,7 @@ does not exist, so ids cannot be probed.
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from contracts.events.workitems import AssigneeKind
@@ -19,16 +19,16 @@ from services.assignment.core.directory import Directory
 from services.assignment.core.people import DirectoryError
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
-from services.assignment.directory_store import DirectoryStore
+from services.assignment.directory_store import DirectoryConflict, DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.store import ACTIVE, item_of
 from shared.auth import TOKENS, Authenticator, Principal, hash_token, new_token
 
 STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
-                  "assignee_kind", "assignee", "claimed_by", "delegated_to", "delegated_from",
-                  "due_at", "created_at", "updated_at")
-StatusFilter = Literal["active", "open", "claimed", "completed", "canceled"]
+                  "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
+                  "delegated_from", "due_at", "created_at", "updated_at")
+StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 
 class CompleteRequest(BaseModel):
@@ -253,18 +253,30 @@ def people_router(directory_store: DirectoryStore, guide: WorkGuide,
         auth.forget()
         return Response(status_code=204)
 
-    @router.get("/directory", summary="Users, groups and queues")
-    async def show_directory(_: Person) -> dict[str, Any]:
-        return (await directory_store.current()).to_document()
+    @router.get("/directory", summary="Users, groups and queues, with the revision stored")
+    async def show_directory(_: Person, response: Response) -> dict[str, Any]:
+        directory = await directory_store.current(fresh=True)
+        response.headers["ETag"] = f'"{directory.revision}"'
+        return {**directory.to_document(), "revision": directory.revision}
 
-    @router.put("/directory", summary="Admin: replace the directory (examples/directory.yaml)")
-    async def load_directory(document: dict[str, Any], _: Admin) -> dict[str, int]:
+    @router.put("/directory", summary="Admin: replace the directory (examples/directory.yaml)",
+                description="With a `revision` (in the body, as `GET /directory` gives it, or "
+                            "as If-Match) the directory is replaced only if that revision is "
+                            "still the stored one; otherwise 409.")
+    async def load_directory(
+        document: dict[str, Any], _: Admin,
+        if_match: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> dict[str, int]:
+        revision = _revision_of(document.pop("revision", None), if_match)
         try:
-            directory = await directory_store.load(document)
+            directory = await directory_store.load(document, revision=revision)
         except (DirectoryError, ValueError) as exc:
             raise HTTPException(422, {"reason": "the directory is invalid",
                                       "code": "invalid", "errors": _directory_errors(exc)}) from exc
-        return {s: len(getattr(directory, s)) for s in ("users", "groups", "queues")}
+        except DirectoryConflict as exc:
+            raise HTTPException(409, {"reason": str(exc), "code": "conflict"}) from exc
+        counts = {s: len(getattr(directory, s)) for s in ("users", "groups", "queues")}
+        return {**counts, "revision": directory.revision}
 
     @router.patch("/directory/users/{user_id}",
                   summary="Out of office, delegate, channels (the user or an admin)")
@@ -273,19 +285,25 @@ def people_router(directory_store: DirectoryStore, guide: WorkGuide,
         if who.user_id != user_id and not directory.is_admin(who.user_id):
             raise HTTPException(403, {"reason": "only the user or an admin may change this",
                                       "code": "forbidden"})
-        document = (await directory_store.current()).to_document()
-        users = {u["id"]: u for u in document["users"]}
-        if user_id not in users:
-            raise HTTPException(404, {"reason": f"no user {user_id!r}", "code": "not_found"})
-        users[user_id].update(body.model_dump(exclude_unset=True))
-        try:
-            updated = await directory_store.load(document)
-        except (DirectoryError, ValueError) as exc:
-            raise HTTPException(422, {"reason": "the change is invalid", "code": "invalid",
-                                      "errors": _directory_errors(exc)}) from exc
+        updated = await directory_store.change_user(user_id, body.model_dump(exclude_unset=True))
+        if isinstance(updated, Rejection):
+            raise refuse(updated)
         return updated.users[user_id].model_dump(mode="json")
 
     return router
+
+
+def _revision_of(in_body: Any, if_match: str | None) -> int | None:
+    """The revision a replace is conditional on: the body's, or If-Match's ("3" or 3)."""
+    for given in (in_body, if_match):
+        if given is None:
+            continue
+        text = given.strip().removeprefix("W/").strip('"') if isinstance(given, str) else given
+        if isinstance(text, bool) or not (isinstance(text, int) or str(text).isdigit()):
+            raise HTTPException(422, {"reason": f"revision {str(given)[:40]!r} is not a "
+                                                "number", "code": "invalid"})
+        return int(text)
+    return None
 
 
 def _directory_errors(exc: Exception) -> list[dict[str, str]]:

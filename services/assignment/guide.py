@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.envelope import derived_id, new_event
-from services.assignment.core.commands import Command, Escalate, FireReminder
+from contracts.registry import refusal
+from services.assignment.core.commands import AssignWaiting, Command, Escalate, FireReminder
 from services.assignment.core.decide import handle
 from services.assignment.core.directory import Directory, User
 from services.assignment.core.people import ADMIN_ROLE
@@ -54,10 +55,16 @@ def due_timers(now: datetime) -> dict[str, Any]:
     return {"next_timer_at": {"$lte": now}}
 
 
+def waiting_items() -> dict[str, Any]:
+    """Items waiting for the directory to name an assignee (the ``(status, due_at)`` index)."""
+    return {"status": "waiting"}
+
+
 class WorkGuide:
     def __init__(self, store: WorkItemStore, directory: DirectoryStore) -> None:
         self.store = store
         self.directory = directory
+        self._tried_revision: int | None = None  # the directory waiting items last met
 
     async def directory_for(self, principal: Principal) -> Directory:
         """The directory as the core should see this caller.
@@ -108,6 +115,10 @@ class WorkGuide:
                           event_id=derived_id(_timer_key(item_id, timer), i) if timer else None)
                 for i, p in enumerate(decision.published)
             ]
+            refused = next(filter(None, map(refusal, published)), None)
+            if refused is not None:
+                reason = f"the answer cannot be sent to the run: {refused}"
+                return Outcome(item, Rejection(reason, "invalid"))
             correlation = (doc or {}).get("correlation_id")
             if correlation:
                 published = [e.model_copy(update={"correlation_id": correlation})
@@ -137,6 +148,26 @@ class WorkGuide:
                 await self._fire(doc["_id"], timer, directory, now)
                 fired += 1
         return fired
+
+    async def assign_waiting(self) -> int:
+        """Give waiting items their assignee once the directory changed (any replica).
+
+        Only a directory revision they have not met yet can resolve them (the dispatch
+        consumer tried the directory as stored when it opened them), so an unchanged
+        directory costs nothing here but the cached read.
+        """
+        directory = await self.directory.current()
+        if directory.revision == self._tried_revision:
+            return 0
+        docs = await self.store.items.find(waiting_items(), {"_id": 1}).limit(
+            TIMER_BATCH).to_list(None)
+        assigned = 0
+        for doc in docs:
+            outcome = await self.act(doc["_id"], AssignWaiting(), directory)
+            assigned += outcome.item is not None and outcome.item.status != "waiting"
+        if len(docs) < TIMER_BATCH:  # else the rest are tried on the next tick
+            self._tried_revision = directory.revision
+        return assigned
 
     async def _fire(
         self, item_id: str, timer: dict[str, Any], directory: Directory, now: datetime

@@ -87,8 +87,9 @@ class DispatchHandler:
                           event_id=derived_id(envelope.event_id, i))
                 for i, p in enumerate(decision.published)
             ]
-            if updated is None:
+            if updated is None or updated.status == "waiting":
                 failed = True
+            if updated is None:
                 failure = next(e for e in decision.events
                                if isinstance(e, WorkItemAssignmentFailed))
                 payload = envelope.payload
@@ -112,12 +113,14 @@ class DispatchHandler:
             item_id = work_item_id(run_id, payload.step, payload.attempt)
             return item_id, OpenWorkItem(item_id, run_id, payload)
         if isinstance(payload, WorkItemCancelRequested):
+            # The run withdraws a step it still waits for: its newest item, open or (when
+            # the answer crossed the cancel and will not be used) completed.
             latest = {**docs, **{k: new for k, (_, new) in changes.items()}}
-            open_items = [d for d in latest.values() if d.get("run_id") == run_id
-                          and d.get("step") == payload.step and d.get("status") in ACTIVE]
-            if not open_items:
+            of_step = [d for d in latest.values() if d.get("run_id") == run_id
+                       and d.get("step") == payload.step]
+            newest = max(of_step, key=lambda d: d.get("attempt", 0), default=None)
+            if newest is None or newest.get("status") not in (*ACTIVE, "completed"):
                 return None
-            newest = max(open_items, key=lambda d: d.get("attempt", 0))
             return newest["_id"], Cancel(reason=payload.reason)
         return None
 

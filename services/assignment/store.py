@@ -33,7 +33,7 @@ from shared.mongo import Index
 from shared.outbox import Outbox
 
 WORK_ITEMS = "work_items"
-ACTIVE = ("open", "claimed")
+ACTIVE = ("waiting", "open", "claimed")  # not finished: waiting for an assignee, or with one
 INDEXES = [
     Index(WORK_ITEMS, [("run_id", 1), ("step", 1)]),
     Index(WORK_ITEMS, [("assignee_kind", 1), ("assignee", 1), ("status", 1), ("due_at", 1)]),

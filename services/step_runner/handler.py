@@ -24,6 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contracts import Envelope, parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.steps import StepCompleted, StepFailed, StepRequested
+from contracts.registry import refusal
 from services.step_runner.actions import Action, ActionContext, FatalError, RetryableError
 from services.step_runner.secrets import SECRET_INPUTS, SecretStore, redact
 from shared.messaging import Publisher
@@ -145,12 +146,24 @@ class StepHandler:
         finished = datetime.now(UTC)
         kind = "completed" if isinstance(outcome, StepCompleted) else "failed"
         self.seconds.labels(request.action, kind).observe((finished - started).total_seconds())
-        messages = [
+        envelopes = [
             new_event(payload, producer=PRODUCER, cause=envelope, occurred_at=finished,
-                      event_id=derived_id(envelope.event_id, "outcome", index),
-                      key=None).model_dump(mode="json")
+                      event_id=derived_id(envelope.event_id, "outcome", index), key=None)
             for index, payload in enumerate([outcome, *extra])
         ]
+        refused = next(filter(None, map(refusal, envelopes)), None)
+        if refused is not None:
+            # What the action returned is beyond what a message may carry (too deep, an
+            # integer beyond 64 bits): the coordinator would dead-letter the outcome and
+            # the run would wait for ever.  The step fails visibly instead.
+            kind = "failed"
+            failed = StepFailed(step=request.step, attempt=request.attempt, retryable=False,
+                                error=f"the action's result cannot be sent to the run: "
+                                      f"{refused}"[:4000])
+            envelopes = [new_event(failed, producer=PRODUCER, cause=envelope,
+                                   occurred_at=finished, key=None,
+                                   event_id=derived_id(envelope.event_id, "outcome", 0))]
+        messages = [e.model_dump(mode="json") for e in envelopes]
         return {
             "_id": request.idempotency_key, "run_id": envelope.run_id, "step": request.step,
             "attempt": request.attempt, "action": request.action, "outcome": kind,

@@ -132,7 +132,7 @@ stages:
         action: noop
         when: "steps.fetch.outputs.ready == true"
 """)
-    run = await wait_run(mongo, await start(stack, admin, name), within=10)
+    run = await wait_run(mongo, await start(stack, admin, name))
     assert run["status"] == "completed", run.get("error")
     assert run["steps"]["use"]["status"] == "completed"
 
@@ -175,7 +175,7 @@ stages:
       - {{name: also_not_run, action: noop}}
 """)
     run_id = await start(stack, admin, name)
-    run = await wait_run(mongo, run_id, "completed", within=15)
+    run = await wait_run(mongo, run_id, "completed", within=60)
     assert run["vars"]["count"] == 3
     assert run["stages"]["count"]["visits"] == 3
     assert stage_path(run) == [
@@ -187,9 +187,8 @@ stages:
     assert run["steps"]["slow"]["status"] == "canceled"
     assert run["steps"]["not_run"]["status"] == run["steps"]["also_not_run"]["status"] == "pending"
     assert run["timers"] == [] and "next_timer_at" not in run
-    # the exit condition ended the stage long before the 30s wait
-    race = run["stages"]["race"]
-    assert (race["finished_at"] - race["started_at"]).total_seconds() < 5
+    # the exit condition ended the stage, not the 30s wait: it was canceled, never done
+    assert entries(run, "StepSucceeded", step="slow") == []
     assert entries(run, "StepCanceled", step="slow")[0]["reason"] == "the stage finished"
     lifecycle = [m["type"] for m in await read_topic(servers.kafka_bootstrap, "runs.events",
                                                       run_id=run_id)]
@@ -223,7 +222,7 @@ stages:
         action: set_variables
         inputs: {{recovered_from: "${{steps.bad.status}}"}}
 """)
-    run = await wait_run(mongo, await start(stack, admin, name), within=15)
+    run = await wait_run(mongo, await start(stack, admin, name), within=60)
     assert run["status"] == "completed", run.get("error")
     assert run["stages"]["work"]["status"] == "faulted"
     assert run["stages"]["normal"]["status"] == "pending"
@@ -397,7 +396,7 @@ stages:
     assert held["steps"]["pause"]["status"] == "in_progress"
     await control(stack, admin, run_id, "resume")
     # ... but as soon as the run is resumed
-    run = await wait_run(mongo, run_id, "completed", within=5)
+    run = await wait_run(mongo, run_id, "completed")
     resumed = entries(run, "RunStatusChanged", status="running")[0]["at"]
     assert entries(run, "StepSucceeded", step="pause")[0]["at"] >= resumed
 

@@ -25,7 +25,7 @@ from e2e.conftest import ROOT, publish_definition, wait_for
 
 from contracts import encode, new_event
 from contracts.events.records import RecordChanged
-from contracts.registry import MAX_MESSAGE_BYTES, REGISTRY
+from contracts.registry import MAX_MESSAGE_BYTES, REGISTRY, RUN_TOPICS
 from infra.embedded import EmbeddedServers
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,15 @@ def garbage(name: str) -> dict[str, tuple[bytes, str]]:
     nested: Any = "deep"
     for _ in range(100):
         nested = {"n": nested}
+    about_a_run = REGISTRY[(good["type"], good["schema_version"])].TOPIC in RUN_TOPICS
+    runless = {  # was an orphan work item in a real queue (workitems.dispatch)
+        "no-run": (json.dumps({**good, "run_id": None}).encode(), "has no run_id"),
+    } if about_a_run else {}
     return {
+        **runless,
+        # was a run stranded by comparing naive and aware times at the person's completion
+        "zone-less-time": (json.dumps({**good, "occurred_at": "2026-11-30T09:00:00"}).encode(),
+                           "timezone"),
         "not-json": (b"{not json at all", "not JSON"),
         "not-utf8": (b"\xff\xfe\x00garbage", "not JSON"),
         "array": (b"[1, 2, 3]", "not a JSON object"),
@@ -224,7 +232,6 @@ async def test_valid_messages_not_meant_for_a_topic_are_dead_lettered_as_not_han
         "records.changes": sample("RunStarted.v1"),
         "steps.dispatch": sample("StepCompleted.v1"),
         "workitems.dispatch": sample("WorkItemClaimed.v1"),
-        "commands": {**sample("CancelRun.v1"), "run_id": None},  # commands need a run
     }
     await send_raw(servers.kafka_bootstrap, [
         (topic, f"{prefix}:{topic}".encode(), json.dumps(data).encode())

@@ -1,6 +1,7 @@
 """The Work Guide for admins and the edges of people's work: bulk reassignment, delegation,
-out of office, an assignee that cannot be resolved (fixed and retried by an operator), a
-canceled run withdrawing its item, and tokens that stop working when revoked.
+out of office, an assignee that cannot be resolved (the item waits for the directory),
+directory changes under their revision, a canceled run withdrawing its item, and tokens
+that stop working when revoked.
 """
 
 from __future__ import annotations
@@ -166,32 +167,72 @@ async def test_out_of_office_sends_new_work_to_the_delegate(
             assert back.status_code == 200
 
 
-async def test_an_unknown_assignee_fails_the_step_visibly_and_a_retry_after_the_fix_works(
-    stack: ServiceStack, tokens: dict[str, dict[str, str]], directory: dict[str, Any]
+async def test_an_unknown_assignee_waits_for_the_directory_and_the_run_then_completes(
+    stack: ServiceStack, tokens: dict[str, dict[str, str]]
 ) -> None:
+    """Regression: the step failed (or, with a directory that did not hold together, the
+    request was dead-lettered) and the run stayed stuck after the directory was repaired."""
     guide = stack.url("assignment")
     async with httpx.AsyncClient(timeout=10) as client:
         run_id = await start(client, stack, "nobody")
+        waiting = await one_item(client, stack, ADMIN, run_id, scope="all", status="waiting")
+        assert (waiting["status"], waiting["assignee"]) == ("waiting", "")
+        assert waiting["waiting_reason"] == "unknown user 'zoe'"
+        assert await run_status(client, stack, run_id) == "running"
 
-        async def errored() -> dict[str, Any]:
-            answer = await client.get(f"{stack.url('stage-coordinator')}/runs/{run_id}",
-                                      headers=ADMIN)
-            run: dict[str, Any] = answer.json() if answer.status_code == 200 else {}
-            return run if run.get("status") == "error" else {}
-        run = await wait_for(errored)
-        assert "unknown user 'zoe'" in str(run["steps"]["task"]["error"])
-
-        fixed = copy.deepcopy(directory)
-        fixed["users"].append({"id": "zoe", "name": "Zoe", "email": "zoe@example.com"})
-        loaded = await client.put(f"{guide}/directory", json=fixed, headers=ADMIN)
+        stored = (await client.get(f"{guide}/directory", headers=ADMIN)).json()
+        stored["users"].append({"id": "zoe", "name": "Zoe", "email": "zoe@example.com"})
+        loaded = await client.put(f"{guide}/directory", json=stored, headers=ADMIN)
         assert loaded.status_code == 200, loaded.text
+        assert loaded.json()["revision"] == stored["revision"] + 1
         zoe = await client.post(f"{guide}/tokens", json={"user_id": "zoe"}, headers=ADMIN)
         zoe_headers = {"Authorization": f"Bearer {zoe.json()['token']}"}
-        retried = await client.post(f"{stack.url('stage-coordinator')}/runs/{run_id}/retry",
-                                    headers=ADMIN, json={"step": "task", "reason": "zoe added"})
-        assert retried.status_code == 202, retried.text
         item = await one_item(client, stack, zoe_headers, run_id)
-        assert item["assignee"] == "zoe"
+        assert (item["id"], item["status"], item["assignee"]) == (waiting["id"], "open", "zoe")
+        done = await client.post(f"{guide}/work/{item['id']}/complete", headers=zoe_headers,
+                                 json={"values": {}})
+        assert done.status_code == 200, done.text
+
+        async def completed() -> bool:
+            return await run_status(client, stack, run_id) == "completed"
+        await wait_for(completed)
+
+
+async def test_a_replace_made_on_an_old_revision_is_refused_and_loses_nobodys_change(
+    stack: ServiceStack, tokens: dict[str, dict[str, str]]
+) -> None:
+    """Regression: a person's out-of-office change rewrote the whole directory from a cached
+    copy, and an admin's replace racing it lost one or the other."""
+    guide = stack.url("assignment")
+    async with httpx.AsyncClient(timeout=10) as client:
+        read = await client.get(f"{guide}/directory", headers=ADMIN)
+        before = read.json()
+        assert read.headers["etag"] == f'"{before["revision"]}"'
+        away = await client.patch(f"{guide}/directory/users/leo", headers=tokens["leo"],
+                                  json={"out_of_office": True, "delegate": "irene"})
+        assert away.status_code == 200, away.text
+        try:
+            edited = copy.deepcopy(before)
+            edited["users"] = [{**u, "name": "Hana O."} if u["id"] == "hana" else u
+                               for u in edited["users"]]
+            stale = await client.put(f"{guide}/directory", json=edited, headers=ADMIN)
+            assert stale.status_code == 409, stale.text
+            assert "changed since revision" in stale.text
+            also_stale = await client.put(f"{guide}/directory", json=edited, headers={
+                **ADMIN, "If-Match": f'"{before["revision"]}"'})
+            assert also_stale.status_code == 409, also_stale.text
+            now = (await client.get(f"{guide}/directory", headers=ADMIN)).json()
+            leo = next(u for u in now["users"] if u["id"] == "leo")
+            assert (leo["out_of_office"], leo["delegate"]) == (True, "irene")
+            assert now["revision"] == before["revision"] + 1
+            broken = copy.deepcopy(now)
+            broken["users"] = [u for u in broken["users"] if u["id"] != "leo"]
+            refused = await client.put(f"{guide}/directory", json=broken, headers=ADMIN)
+            assert refused.status_code == 422, refused.text  # leo is still named elsewhere
+        finally:
+            back = await client.patch(f"{guide}/directory/users/leo", headers=tokens["leo"],
+                                      json={"out_of_office": False, "delegate": None})
+            assert back.status_code == 200, back.text
 
 
 async def test_canceling_the_run_withdraws_its_work_item(

@@ -17,7 +17,12 @@ from e2e.conftest import topic_messages
 from prometheus_client import CollectorRegistry
 
 from contracts.envelope import new_event
-from contracts.events.workitems import AssigneeSpec, Escalation, WorkItemRequested
+from contracts.events.workitems import (
+    AssigneeSpec,
+    Escalation,
+    WorkItemCancelRequested,
+    WorkItemRequested,
+)
 from services.assignment.core import commands as cmd
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.guide import WorkGuide
@@ -217,3 +222,45 @@ async def test_an_assignee_another_replica_just_added_is_found(parts: dict[str, 
         assert item["assignee"] == queue
     finally:
         await parts["directory"].load(DIRECTORY)
+
+
+async def test_an_answer_the_run_could_not_read_is_refused_not_completed(
+        parts: dict[str, Any]) -> None:
+    """Regression: a value inside the form's limits but too deep for the outcome message
+    was "Done"; the coordinator dead-lettered the outcome and the run stayed stuck."""
+    _, item_id = await open_item(parts, "deep", AssigneeSpec(kind="user", value="cy"))
+    value: Any = "deep"
+    for _ in range(62):  # within the 64 levels on its own, past them inside the envelope
+        value = {"n": value}
+    outcome = await parts["guides"][0].act(item_id, cmd.Complete("cy", {"deep": value}),
+                                           await parts["directory"].current())
+    assert outcome.rejection is not None and outcome.rejection.code == "invalid"
+    assert "cannot be sent to the run" in outcome.rejection.reason
+    assert "nested more than 64 levels" in outcome.rejection.reason
+    stored = item_of(await parts["guides"][0].store.get(item_id))
+    assert stored is not None and stored.status == "open"
+
+
+async def test_an_answer_crossing_the_run_cancel_is_withdrawn_and_its_author_told(
+        parts: dict[str, Any], servers: Any) -> None:
+    """Regression: the person was told "Done" and the item stayed completed while the run,
+    canceled before the answer reached it, never used it."""
+    run_id, item_id = await open_item(parts, "crossed", AssigneeSpec(kind="user", value="cy"))
+    guide = parts["guides"][0]
+    directory = await parts["directory"].current()
+    done = await guide.act(item_id, cmd.Complete("cy", {"ok": True}), directory)
+    assert done.item is not None and done.item.status == "completed"
+    cancel = WorkItemCancelRequested(step="crossed", reason="the run was canceled")
+    handler = DispatchHandler(guide.store, parts["directory"])
+    await handler([new_event(cancel, producer="test", run_id=run_id)])
+
+    item = item_of(await guide.store.get(item_id))
+    assert item is not None and item.status == "canceled"
+    assert item.cancel_reason == "your answer was not used: the run was canceled"
+    again = await guide.act(item_id, cmd.Complete("cy", {"ok": True}), directory)
+    assert again.rejection is not None and again.rejection.code == "conflict"
+    assert "the run was canceled" in again.rejection.reason
+    events = await topic_messages(servers.kafka_bootstrap, "workitems.events", run_id=run_id)
+    told = [e["payload"] for e in events if e["type"] == "WorkItemCanceled"]
+    assert [(t["recipients"], t["reason"]) for t in told] == [
+        (["cy"], "your answer was not used: the run was canceled")]

@@ -80,6 +80,7 @@ def test_work_item_queries_seek() -> None:
     # (status, due_at) index and reads every open item on each poll.
     assert list(assignment_guide.due_timers(NOW)) == ["next_timer_at"]
     assert serving_index(WORK_ITEMS, {"run_id": {"$in": ["run-1"]}}, indexes)
+    assert serving_index(WORK_ITEMS, assignment_guide.waiting_items(), indexes)
 
 
 def test_start_log_queries_seek() -> None:

@@ -8,6 +8,7 @@ the service shell brings the time, the ids, the actor and the directory.
 from services.assignment.core.access import Verb, can_act, can_see
 from services.assignment.core.commands import (
     Approve,
+    AssignWaiting,
     Cancel,
     Claim,
     Command,
@@ -41,6 +42,7 @@ from services.assignment.core.workitem import TRANSITIONS, AuditEntry, Status, W
 __all__ = [
     "TRANSITIONS",
     "Approve",
+    "AssignWaiting",
     "AuditEntry",
     "Cancel",
     "Claim",

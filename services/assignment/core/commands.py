@@ -80,6 +80,13 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class AssignWaiting:
+    """Try again to resolve a waiting item's assignee (the directory may have changed)."""
+
+    actor: str = SYSTEM
+
+
+@dataclass(frozen=True)
 class FireReminder:
     epoch: int
     overdue: bool = False
@@ -101,6 +108,7 @@ Command = (
     | Delegate
     | Comment
     | Cancel
+    | AssignWaiting
     | FireReminder
     | Escalate
 )

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from services.assignment.core.commands import (
     Approve,
+    AssignWaiting,
     Cancel,
     Claim,
     Command,
@@ -28,7 +29,14 @@ from services.assignment.core.completion import approve, complete, reject
 from services.assignment.core.decision import Decision
 from services.assignment.core.directory import Directory
 from services.assignment.core.evolve import evolve
-from services.assignment.core.lifecycle import cancel, claim, comment, open_work_item, release
+from services.assignment.core.lifecycle import (
+    assign_waiting,
+    cancel,
+    claim,
+    comment,
+    open_work_item,
+    release,
+)
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.routing import delegate, escalate, fire_reminder, reassign
 from services.assignment.core.workitem import WorkItem
@@ -40,7 +48,7 @@ def decide(
     if isinstance(command, OpenWorkItem):
         return open_work_item(item, command, now, directory)
     if item is None:
-        if isinstance(command, FireReminder | Escalate):
+        if isinstance(command, FireReminder | Escalate | AssignWaiting):
             return Decision()  # a timer outliving its item does nothing, like a stale one
         return Rejection("work item not found", "not_found")
     match command:
@@ -52,6 +60,8 @@ def decide(
             return comment(item, command, directory)
         case Cancel():
             return cancel(item, command)
+        case AssignWaiting():
+            return assign_waiting(item, now, directory)
         case Complete():
             return complete(item, command, directory)
         case Approve():

@@ -11,7 +11,7 @@ from services.assignment.core.directory import Directory
 from services.assignment.core.events import Event
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.timers import Timer
-from services.assignment.core.workitem import Action, WorkItem, next_status
+from services.assignment.core.workitem import Action, Status, WorkItem, next_status
 
 MAX_TEXT = 4000
 
@@ -35,6 +35,9 @@ def check(
     """Visibility first (a stranger learns nothing), then the status, then the permission."""
     if not can_see(item, actor, directory):
         return Rejection(f"work item {item.id!r} not found", "not_found")
+    if item.status == Status.CANCELED and action != "comment":
+        return Rejection(f"the work item was canceled: {item.cancel_reason}".rstrip(": "),
+                         "conflict")
     moved = next_status(item.status, action)
     if isinstance(moved, Rejection):
         return moved

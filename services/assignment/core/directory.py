@@ -26,6 +26,7 @@ from services.assignment.core.people import (
     Queue,
     User,
     normalize,
+    tolerate,
 )
 from services.assignment.core.rejection import Rejection
 
@@ -50,19 +51,44 @@ class Resolution:
 
 
 class Directory(BaseModel):
-    """Users, groups and queues by id (build it with :meth:`from_document`)."""
+    """Users, groups and queues by id (build it with :meth:`from_document`).
+
+    ``revision`` counts the changes stored: every change is written on condition that
+    the revision it was decided on is still the stored one (0: none stored yet).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     users: dict[str, User] = Field(default_factory=dict)
     groups: dict[str, Group] = Field(default_factory=dict)
     queues: dict[str, Queue] = Field(default_factory=dict)
+    revision: int = 0
 
     @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> Directory:
+    def from_document(cls, document: Mapping[str, Any], revision: int = 0) -> Directory:
         """Read the examples/directory.yaml shape; raises DirectoryError listing every problem."""
         users, groups, queues = normalize(document)
-        return cls(users=users, groups=groups, queues=queues)
+        return cls(users=users, groups=groups, queues=queues, revision=revision)
+
+    @classmethod
+    def tolerant(
+        cls, document: Mapping[str, Any], revision: int = 0
+    ) -> tuple[Directory, list[str]]:
+        """A stored document as far as it holds together, and what had to be left out."""
+        (users, groups, queues), problems = tolerate(document)
+        return cls(users=users, groups=groups, queues=queues, revision=revision), problems
+
+    def with_user_changed(self, user_id: str, changes: Mapping[str, Any]) -> Directory | Rejection:
+        """The directory after a change to one user's own settings (nothing else changes)."""
+        if user_id not in self.users:
+            return Rejection(f"no user {user_id!r}", "not_found")
+        document = self.to_document()
+        document["users"] = [{**entry, **changes} if entry["id"] == user_id else entry
+                             for entry in document["users"]]
+        try:
+            return Directory.from_document(document, self.revision)
+        except ValueError as exc:  # DirectoryError, or a field of the wrong type
+            return Rejection(f"the change is invalid: {exc}", "invalid")
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -87,11 +113,11 @@ class Directory(BaseModel):
             case "group" | "queue":
                 return self.resolve_pool(spec.kind, spec.value)
             case "record_field":
-                user_id = _user_in_record(record, spec.value)
+                user_id = user_in_record(record, spec.value)
                 return user_id if isinstance(user_id, Rejection) else self.resolve_user(user_id)
             case "manager_of":
                 if spec.value.startswith(RECORD_PREFIX):
-                    user_id = _user_in_record(record, spec.value)
+                    user_id = user_in_record(record, spec.value)
                     if isinstance(user_id, Rejection):
                         return user_id
                     return self.manager_of(user_id)
@@ -132,7 +158,18 @@ class Directory(BaseModel):
         return Resolution(kind, pool_id, pool.members)
 
 
-def _user_in_record(record: Mapping[str, Any], field: str) -> str | Rejection:
+def depends_on_directory(spec: AssigneeSpec, record: Mapping[str, Any]) -> bool:
+    """Whether a failed resolution of ``spec`` is the directory's to mend (not the record's).
+
+    An unknown user, group or queue, an empty pool or a missing manager may be added to
+    the directory later; a record without the field that names the person never will.
+    """
+    names_a_field = spec.kind == "record_field" or (
+        spec.kind == "manager_of" and spec.value.startswith(RECORD_PREFIX))
+    return not names_a_field or not isinstance(user_in_record(record, spec.value), Rejection)
+
+
+def user_in_record(record: Mapping[str, Any], field: str) -> str | Rejection:
     """The user id held by ``field`` (``owner``, ``record.owner`` or ``account.owner``)."""
     path = field.removeprefix(RECORD_PREFIX)
     value: Any = record

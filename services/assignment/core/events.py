@@ -22,6 +22,7 @@ class WorkItemOpened:
     request: WorkItemRequested
     delegated_from: str | None = None
     actor: str = "system"
+    waiting_reason: str = ""  # set: no assignee resolved yet, the item waits
 
 
 Event = WorkItemOpened | WorkItemEvent | StepCompleted | StepFailed

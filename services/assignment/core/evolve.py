@@ -84,6 +84,9 @@ def _opened(event: WorkItemOpened, at: datetime) -> WorkItem:
         kind=request.kind,
         title=request.title,
         delegated_from=event.delegated_from,
+        requested_assignee=request.assignee,
+        status=Status.WAITING if event.waiting_reason else Status.OPEN,
+        waiting_reason=event.waiting_reason,
         form=request.form,
         record=request.record,
         context=request.context,
@@ -143,7 +146,7 @@ def _assignment(event: WorkItemAssigned | WorkItemReassigned | WorkItemEscalated
 
 @_applies(WorkItemAssigned)
 def _assigned(item: WorkItem, event: WorkItemAssigned) -> Changes:
-    return "assign", {**_assignment(event), "epoch": item.epoch + 1}
+    return "assign", {**_assignment(event), "epoch": item.epoch + 1, "waiting_reason": ""}
 
 
 @_applies(WorkItemClaimed)
@@ -162,7 +165,8 @@ _UNASSIGNED = {"claimed_by": None, "delegated_to": None, "delegated_from": None}
 
 @_applies(WorkItemReassigned)
 def _reassigned(item: WorkItem, event: WorkItemReassigned) -> Changes:
-    return "reassign", {**_assignment(event), **_UNASSIGNED, "epoch": item.epoch + 1}
+    changes = {**_assignment(event), **_UNASSIGNED, "epoch": item.epoch + 1}
+    return "reassign", {**changes, "waiting_reason": ""}
 
 
 @_applies(WorkItemEscalated)

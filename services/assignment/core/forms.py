@@ -2,27 +2,53 @@
 
 Errors come back per field (``a.b``, ``items.0.name``; "" is the form as a whole) so a
 Work Guide can show each one next to its input.  Without a schema, any JSON object is
-accepted; either way the serialized values must fit in :data:`MAX_VALUES_BYTES`.
+accepted; either way the values must be what a message may carry (the limits of
+:func:`contracts.registry.check_values`: nesting, 64-bit integers, valid Unicode) and fit
+in :data:`MAX_VALUES_BYTES` serialized, because they travel to the run as a message that
+the coordinator parses with those limits.  A ``date-time`` must carry its zone (RFC 3339):
+the run compares it with other times, and a zone-less one has no single meaning.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from jsonschema.exceptions import SchemaError
 
+from contracts.registry import ContractError, check_values
 from services.assignment.core.rejection import FieldError, Rejection
 
 MAX_VALUES_BYTES = 64 * 1024
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+FORMATS = FormatChecker()  # every format jsonschema checks, and date-time (below)
+
+
+@FORMATS.checks("date-time")
+def is_date_time(value: object) -> bool:
+    """An RFC 3339 date-time, zone included (jsonschema leaves the format unchecked)."""
+    if not isinstance(value, str):
+        return True
+    if RFC3339.fullmatch(value) is None:
+        return False
+    try:
+        datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def validate_values(schema: Mapping[str, Any] | None, values: Any) -> dict[str, Any] | Rejection:
     """The values as outputs for the step, or a Rejection listing every field error."""
     if not isinstance(values, dict):
         return _invalid("the form values must be a JSON object", "", "expected an object")
+    unfit = _unfit(values)
+    if unfit:
+        return Rejection("the form values cannot be sent to the run", "invalid", unfit)
     try:
         size = len(json.dumps(values, allow_nan=False).encode())
     except (TypeError, ValueError) as exc:
@@ -36,7 +62,7 @@ def validate_values(schema: Mapping[str, Any] | None, values: Any) -> dict[str, 
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         return Rejection(f"the step's form schema is invalid: {exc.message}", "invalid")
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = Draft202012Validator(schema, format_checker=FORMATS)
     errors = sorted(
         {e for error in validator.iter_errors(values) for e in _field_errors(error)},
         key=lambda e: (e.field, e.message),
@@ -45,6 +71,17 @@ def validate_values(schema: Mapping[str, Any] | None, values: Any) -> dict[str, 
         count = f"{len(errors)} field error{'s' if len(errors) > 1 else ''}"
         return Rejection(f"the form has {count}", "invalid", tuple(errors))
     return values
+
+
+def _unfit(values: Mapping[str, Any]) -> tuple[FieldError, ...]:
+    """Per field, what a message could not carry (checked before anything recurses)."""
+    errors = []
+    for name, value in values.items():
+        try:
+            check_values({name: value})
+        except ContractError as exc:
+            errors.append(FieldError(name if isinstance(name, str) else "", str(exc)))
+    return tuple(errors)
 
 
 def _field_errors(error: ValidationError) -> Iterable[FieldError]:

@@ -84,6 +84,54 @@ def normalize(
     return users, groups, queues
 
 
+def tolerate(
+    document: Mapping[str, Any],
+) -> tuple[tuple[dict[str, User], dict[str, Group], dict[str, Queue]], list[str]]:
+    """What :func:`normalize` makes of the usable part of a stored document, and the problems.
+
+    A directory is checked before it is stored, but one stored by an older version (section
+    by section, so a crash or a race could leave a queue naming a removed user) may not
+    hold together.  Reading it must not fail every request: an entry that does not parse
+    or repeats an id is left out, and a reference to nobody is dropped.
+    """
+    problems = [f"unknown directory section {name!r} left out"
+                for name in sorted(set(document) - set(SECTIONS))]
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for section, model in (("users", User), ("groups", Group), ("queues", Queue)):
+        entries: dict[str, dict[str, Any]] = {}
+        raw = document.get(section)
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                entry = model.model_validate(item).model_dump()
+            except ValueError as exc:
+                problems.append(f"a {section[:-1]} that does not parse was left out: {exc}")
+                continue
+            if entry["id"] in entries:
+                problems.append(f"{section[:-1]} {entry['id']!r} is declared twice")
+                continue
+            entries[entry["id"]] = entry
+        kept[section] = list(entries.values())
+    declared = {section: {e["id"] for e in entries} for section, entries in kept.items()}
+    for user in kept["users"]:
+        for role in ("manager", "delegate"):
+            if user[role] is not None and user[role] not in declared["users"]:
+                problems.append(f"user {user['id']!r} named unknown {role} {user[role]!r}")
+                user[role] = None
+        for section in ("groups", "queues"):
+            user[section] = _known(user, section, declared[section], problems)
+    for section in ("groups", "queues"):
+        for pool in kept[section]:
+            pool["members"] = _known(pool, "members", declared["users"], problems)
+    return normalize(kept), problems
+
+
+def _known(entry: dict[str, Any], field: str, declared: set[str], problems: list[str]) -> list[str]:
+    unknown = [ref for ref in entry[field] if ref not in declared]
+    if unknown:
+        problems.append(f"{entry['id']!r} named unknown {field} {', '.join(map(repr, unknown))}")
+    return [ref for ref in entry[field] if ref in declared]
+
+
 E = TypeVar("E", "User", "Group", "Queue")
 
 

@@ -9,11 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.events.workitems import Escalation
+from contracts.events.workitems import AssigneeSpec, Escalation
 from services.assignment.core.rejection import Rejection
 
 
 class Status(StrEnum):
+    WAITING = "waiting"  # for the directory: nobody it names can take the item yet
     OPEN = "open"
     CLAIMED = "claimed"
     COMPLETED = "completed"
@@ -36,10 +37,18 @@ Action = Literal[
     "remind",
 ]
 
-# Every status change of a work item, and nothing else.  Reassigning or escalating to
+# Every status change of a work item, and nothing else.  An item whose assignee the
+# directory cannot resolve waits until a directory change (or an admin's reassign) gives
+# it someone; nobody can claim or complete it meanwhile.  Reassigning or escalating to
 # someone new reopens the item (the new assignee has not claimed it); delegating,
 # commenting, reminding and a notify-only escalation leave the status as it is.
 TRANSITIONS: Mapping[Status, Mapping[Action, Status]] = {
+    Status.WAITING: {
+        "assign": Status.OPEN,
+        "reassign": Status.OPEN,
+        "comment": Status.WAITING,
+        "cancel": Status.CANCELED,
+    },
     Status.OPEN: {
         "assign": Status.OPEN,
         "claim": Status.CLAIMED,
@@ -67,10 +76,12 @@ TRANSITIONS: Mapping[Status, Mapping[Action, Status]] = {
         "reject": Status.COMPLETED,
         "cancel": Status.CANCELED,
     },
-    Status.COMPLETED: {},
+    # A completion the run never applied (it was canceled, or the stage moved on, before
+    # the answer reached it) is withdrawn: the item must not say the answer was used.
+    Status.COMPLETED: {"cancel": Status.CANCELED},
     Status.CANCELED: {},
 }
-TERMINAL = frozenset(status for status, moves in TRANSITIONS.items() if not moves)
+TERMINAL = frozenset({Status.COMPLETED, Status.CANCELED})  # nobody acts on it any more
 
 
 def next_status(status: Status, action: Action) -> Status | Rejection:
@@ -116,6 +127,8 @@ class WorkItem(BaseModel):
     assignee_kind: str = ""
     assignee: str = ""
     recipients: tuple[str, ...] = ()
+    requested_assignee: AssigneeSpec | None = Field(default=None, description="as the step says")
+    waiting_reason: str = ""
     claimed_by: str | None = None
     delegated_to: str | None = None
     delegated_from: str | None = Field(default=None, description="out-of-office original")
@@ -164,6 +177,7 @@ class WorkItem(BaseModel):
 # Fields whose every change is written to the history with its old and new value.
 AUDITED_FIELDS = (
     "status",
+    "waiting_reason",
     "assignee_kind",
     "assignee",
     "recipients",

@@ -229,7 +229,7 @@ def _convert(spec: Mapping[str, Any], raw: str) -> Any:
         return int(number) if whole else number
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep to read: the schema reports the text
         return raw
 
 

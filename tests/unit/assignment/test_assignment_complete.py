@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assignment_builders import (
     FORM,
+    LATER,
     VALID_VALUES,
     accepted,
     given,
@@ -14,7 +15,7 @@ from assignment_builders import (
 )
 
 from contracts.events.steps import StepCompleted
-from contracts.events.workitems import WorkItemCompleted
+from contracts.events.workitems import WorkItemCanceled, WorkItemCompleted
 from services.assignment.core import (
     Approve,
     Cancel,
@@ -24,6 +25,7 @@ from services.assignment.core import (
     FieldError,
     Reject,
     Status,
+    apply,
 )
 
 
@@ -134,7 +136,27 @@ def test_a_completed_item_cannot_be_completed_again() -> None:
 def test_a_canceled_item_cannot_be_completed() -> None:
     item = given(request("user", "ann"), Cancel("run canceled"))
 
-    assert rejected(item, Complete("ann", {})).reason == "cannot complete a canceled work item"
+    refused = rejected(item, Complete("ann", {}))
+    assert (refused.code, refused.reason) == (
+        "conflict", "the work item was canceled: run canceled")
+
+
+def test_a_completion_the_run_never_applied_is_withdrawn_and_its_author_told() -> None:
+    """Regression: a cancel racing a completion left the item completed (the person told
+    "Done") while the run was canceled and never used the answer."""
+    item = given(request("user", "ann"), Complete("ann", {"x": 1}))
+
+    decision = accepted(item, Cancel("the run was canceled"))
+
+    (canceled,) = decision.events
+    assert isinstance(canceled, WorkItemCanceled)
+    assert canceled.recipients == ["ann"]
+    assert canceled.reason == "your answer was not used: the run was canceled"
+    withdrawn = apply(item, decision, LATER)
+    assert withdrawn is not None and withdrawn.status == "canceled"
+    assert withdrawn.cancel_reason == "your answer was not used: the run was canceled"
+    assert withdrawn.outputs == {"x": 1}  # kept, with the history of what was answered
+    assert rejected(withdrawn, Cancel("again")).reason == "cannot cancel a canceled work item"
 
 
 def test_approving_completes_with_the_decision_as_outputs() -> None:

@@ -65,7 +65,7 @@ def test_opening_twice_raises() -> None:
 
 
 def test_the_transition_table_names_the_move_it_refuses() -> None:
-    refused = next_status(Status.COMPLETED, "cancel")
+    refused = next_status(Status.COMPLETED, "claim")
     assert not isinstance(refused, Status)
-    assert refused.reason == "cannot cancel a completed work item"
+    assert refused.reason == "cannot claim a completed work item"
     assert next_status(Status.CLAIMED, "release") is Status.OPEN

@@ -106,3 +106,31 @@ def test_an_invalid_schema_is_a_rejection_not_a_crash() -> None:
 
 def test_field_errors_are_values() -> None:
     assert FieldError("a.b", "is required").as_dict() == {"field": "a.b", "message": "is required"}
+
+
+def nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+def test_values_a_message_cannot_carry_are_refused_at_their_field() -> None:
+    """Regression: a field nested 70 deep was "Done" and the item completed, then the run
+    dead-lettered the outcome (the message limits) and stayed stuck; an integer beyond 64
+    bits answered 500 when stored."""
+    assert errors_of(None, {"deep": nested(70), "fine": 1}) == [
+        {"field": "deep", "message": "nested more than 64 levels"}]
+    assert errors_of(None, {"n": 2**64}) == [
+        {"field": "n", "message": "integer 18446744073709551616... does not fit in 64 bits"}]
+    assert errors_of(None, {"text": "\ud800"})[0]["field"] == "text"
+
+
+def test_a_date_time_must_carry_its_zone() -> None:
+    """Regression: the format was never checked; a zone-less time reached the run."""
+    schema = {"type": "object", "properties": {"at": {"type": "string", "format": "date-time"}}}
+    assert validate_values(schema, {"at": "2027-01-04T09:00:00Z"}) == {"at": "2027-01-04T09:00:00Z"}
+    assert validate_values(schema, {"at": "2027-01-04T09:00:00.5+02:00"}) is not None
+    for zone_less in ("2027-01-04T09:00:00", "2027-01-04 09:00", "2027-01-04", "tomorrow"):
+        assert errors_of(schema, {"at": zone_less}) == [
+            {"field": "at", "message": f"'{zone_less}' is not a 'date-time'"}]

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from assignment_builders import (
+    DIRECTORY_DOCUMENT,
     DUE,
+    LATER,
     NOW,
     accepted,
     given,
     open_command,
+    rejected,
     request,
     types_of,
     when,
@@ -17,7 +20,18 @@ from assignment_builders import (
 
 from contracts.events.steps import StepFailed
 from contracts.events.workitems import Escalation, WorkItemAssigned, WorkItemAssignmentFailed
-from services.assignment.core import Claim, Rejection, Status, Timer, WorkItemOpened, apply
+from services.assignment.core import (
+    AssignWaiting,
+    Cancel,
+    Claim,
+    Directory,
+    Reassign,
+    Rejection,
+    Status,
+    Timer,
+    WorkItemOpened,
+    apply,
+)
 
 
 def test_opening_assigns_the_item_and_announces_it() -> None:
@@ -91,16 +105,59 @@ def test_no_due_date_means_no_timers() -> None:
     assert decision.timers == ()
 
 
-def test_an_unresolvable_assignee_fails_the_step_visibly() -> None:
+def test_an_assignee_the_directory_cannot_resolve_waits_for_it() -> None:
+    """Regression: the step failed (or, on a broken directory, the request was
+    dead-lettered) and the run was stranded while the directory was being repaired."""
     decision = accepted(None, open_command(request("group", "nope")), now=NOW)
 
-    assert types_of(decision) == ["WorkItemAssignmentFailed", "StepFailed"]
-    failed, step_failed = decision.events
+    assert types_of(decision) == ["WorkItemOpened", "WorkItemAssignmentFailed"]
+    failed = decision.events[1]
     assert isinstance(failed, WorkItemAssignmentFailed) and failed.error == "unknown group 'nope'"
+    assert decision.published == (failed,) and decision.timers == ()
+    item = apply(None, decision, NOW)
+    assert item is not None and item.status is Status.WAITING
+    assert (item.assignee, item.waiting_reason) == ("", "unknown group 'nope'")
+    assert rejected(item, Claim("ann")).code == "not_found"  # nobody's yet
+    assert rejected(item, Claim("dave")).reason == "cannot claim a waiting work item"
+
+
+def test_a_waiting_item_is_assigned_once_the_directory_names_someone() -> None:
+    item = given(request("group", "nope", before=[600]))
+    assert accepted(item, AssignWaiting(), now=LATER).events == ()  # same directory: waits on
+    document = {**DIRECTORY_DOCUMENT,
+                "groups": [*DIRECTORY_DOCUMENT["groups"], {"id": "nope", "members": ["bob"]}]}
+    repaired = Directory.from_document(document, revision=2)
+
+    decision = accepted(item, AssignWaiting(), now=LATER, directory=repaired)
+
+    assert types_of(decision) == ["WorkItemAssigned"]
+    assert [t.epoch for t in decision.timers] == [item.epoch + 1]
+    assigned = apply(item, decision, LATER)
+    assert assigned is not None and assigned.status is Status.OPEN
+    assert (assigned.assignee_kind, assigned.assignee, assigned.waiting_reason) == (
+        "group", "nope", "")
+    assert accepted(assigned, AssignWaiting(), directory=repaired).events == ()
+
+
+def test_a_record_without_the_named_field_still_fails_the_step() -> None:
+    """No directory change can mend a record that names nobody."""
+    decision = accepted(None, open_command(request("record_field", "record.owner",
+                                                   record={"id": "42"})), now=NOW)
+
+    assert types_of(decision) == ["WorkItemAssignmentFailed", "StepFailed"]
+    step_failed = decision.events[1]
     assert isinstance(step_failed, StepFailed)
     assert (step_failed.step, step_failed.attempt, step_failed.retryable) == ("collect", 1, False)
-    assert "unknown group 'nope'" in step_failed.error
+    assert "record field 'owner' is missing" in step_failed.error
     assert apply(None, decision, NOW) is None  # no item exists
+
+
+def test_a_waiting_item_can_be_reassigned_or_canceled() -> None:
+    item = given(request("user", "zoe"))
+    reassigned = apply(item, accepted(item, Reassign("dave", "user", "ann")), LATER)
+    assert reassigned is not None and reassigned.status is Status.OPEN
+    canceled = apply(item, accepted(item, Cancel(reason="the run was canceled")), LATER)
+    assert canceled is not None and canceled.status is Status.CANCELED
 
 
 def test_a_redelivered_request_for_an_existing_item_decides_nothing() -> None:

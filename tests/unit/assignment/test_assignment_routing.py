@@ -226,5 +226,5 @@ def test_a_canceled_item_cannot_be_canceled_again_nor_touched() -> None:
     item = given(request("group", "hr"), Cancel("stage discontinued"))
 
     assert rejected(item, Cancel("again")).reason == "cannot cancel a canceled work item"
-    assert rejected(item, Claim("ann")).reason == "cannot claim a canceled work item"
+    assert rejected(item, Claim("ann")).reason == "the work item was canceled: stage discontinued"
     assert types_of(accepted(given(request("user", "ann")), Cancel("x"))) == ["WorkItemCanceled"]

@@ -189,3 +189,10 @@ def test_csrf_tokens_belong_to_one_session_and_next_stays_on_the_site() -> None:
     assert pages._safe_next("/ui/work/abc?x=1") == "/ui/work/abc?x=1"
     assert pages._seconds("90") == 90 and pages._seconds("4h") == 4 * 3600
     assert pages._seconds("soon") is None and pages._seconds("") is None
+
+
+def test_json_too_deep_to_read_is_passed_on_as_text_not_a_server_error() -> None:
+    """Regression: 3,000 nested brackets in a JSON field raised RecursionError (a 500)."""
+    schema = {"type": "object", "properties": {"extra": {"type": "object"}}}
+    deep = "[" * 3000 + "]" * 3000
+    assert forms.values_from(schema, {"f.extra": deep}) == {"extra": deep}

@@ -1,0 +1,54 @@
+"""An action's result the run could not read fails the step instead of stranding the run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from contracts import parse, parse_dict
+from contracts.generate import SAMPLES_DIR
+from services.step_runner.actions import ActionContext, ActionResult
+from services.step_runner.handler import StepHandler
+
+
+class Returns:
+    def __init__(self, outputs: dict[str, Any]) -> None:
+        self.outputs = outputs
+
+    async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
+        return ActionResult(outputs=self.outputs)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+async def outcome_of(outputs: dict[str, Any]) -> dict[str, Any]:
+    request = parse((SAMPLES_DIR / "StepRequested.v2.json").read_bytes())
+    handler = StepHandler({"step_attempts": None, "runs": None},  # type: ignore[arg-type]
+                          {"http": Returns(outputs)}, None,  # type: ignore[arg-type, dict-item]
+                          CollectorRegistry())
+    doc = await handler._run(request)
+    (message,) = doc["messages"]
+    parse(json.dumps(message).encode())  # the coordinator can read what is stored and sent
+    return dict(parse_dict(message).payload.model_dump())
+
+
+async def test_a_result_within_the_limits_is_the_outcome() -> None:
+    assert (await outcome_of({"ok": nested(3)}))["outputs"] == {"ok": nested(3)}
+
+
+async def test_a_result_beyond_the_message_limits_fails_the_step() -> None:
+    """Regression: the outcome was stored and published, then dead-lettered by the
+    coordinator (too deep, or an integer beyond 64 bits), and the run waited for ever."""
+    for outputs, why in (({"deep": nested(70)}, "nested more than 64 levels"),
+                         ({"n": 2**70}, "does not fit in 64 bits")):
+        failed = await outcome_of(outputs)
+        assert failed["retryable"] is False
+        assert failed["error"].startswith("the action's result cannot be sent to the run")
+        assert why in failed["error"]
