@@ -84,11 +84,14 @@ def runs_router(
 
 
 def visible_to(who: Principal) -> dict[str, Any]:
-    """The runs ``who`` may see, as a query: every run, or the ones they take part in."""
+    """The runs ``who`` may see, as a query: every run, or the ones they take part in.
+
+    One clause on an indexed field: a top-level ``$or`` (with ``started_by``, say) would
+    make the embedded MongoDB scan every run (decision 8).  The starter is a participant.
+    """
     if who.sees_every_run:
         return {}
-    return {"$or": [{"participants": {"$in": who.participant_keys}},
-                    {"started_by": who.user_id}]}  # runs from before participants
+    return {"participants": {"$in": who.participant_keys}}
 
 
 def _command(action: str, body: ControlRequest, actor: str) -> cmd.RunControl:
