@@ -2,11 +2,14 @@
 
 One shape whatever went wrong::
 
-    {"type": "https://baton.dev/problems/not-found", "title": "Not Found", "status": 404,
-     "detail": "work item 'x' not found", "errors": [{"field": "amount", "message": "..."}]}
+    {"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+     "detail": "the form is invalid", "code": "invalid",
+     "errors": [{"field": "amount", "message": "..."}]}
 
-``errors`` lists the field problems of a validation failure (a form, a definition, a
-request body); ``code`` keeps the Work Guide's rejection codes.  Handlers raise
+``type`` is ``about:blank``: the status says what kind of problem it is (RFC 9457, 4.2.1),
+and ``code``, an extension member, keeps the Work Guide's rejection codes (not_found,
+forbidden, conflict, invalid).  ``errors`` lists the field problems of a validation
+failure (a form, a definition, a request body).  Handlers raise
 ``HTTPException`` as before, with a text detail or a dict holding ``reason``/``message``,
 ``code`` and ``errors``/``issues``: :func:`install` turns each into this shape, as it
 does FastAPI's request-validation 422s and any unexpected exception (a 500 that says
@@ -28,15 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("baton.problems")
 MEDIA_TYPE = "application/problem+json"
-TYPE_BASE = "https://baton.dev/problems/"
 
 
 def problem(status: int, detail: str, *, errors: Sequence[Mapping[str, Any]] = (),
             code: str | None = None) -> dict[str, Any]:
     """The problem document for ``status`` (its title from HTTP) and a message."""
     title = _title(status)
-    body: dict[str, Any] = {"type": TYPE_BASE + (code or title.lower()).replace(" ", "-")
-                            .replace("_", "-"), "title": title, "status": status,
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
                             "detail": detail or title}
     if code:
         body["code"] = code

@@ -55,7 +55,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 async def test_a_text_detail_becomes_a_problem(client: httpx.AsyncClient) -> None:
     answer = await client.get("/text")
     assert answer.status_code == 404 and answer.headers["content-type"] == PROBLEM
-    assert answer.json() == {"type": "https://baton.dev/problems/not-found",
+    assert answer.json() == {"type": "about:blank",
                              "title": "Not Found", "status": 404, "detail": "no run r1"}
 
 
