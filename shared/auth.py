@@ -33,6 +33,7 @@ TOKENS = "tokens"
 USERS = "users"  # the directory's people (the assignment service loads them)
 INDEXES = [Index(TOKENS, [("user_id", 1)])]
 CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 10_000
 ADMIN, OPERATOR = "admin", "operator"
 BOOTSTRAP_ADMIN = "admin"
 TokenKind = Literal["api", "session"]
@@ -142,6 +143,8 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is None or cached[0] <= time.monotonic():
             cached = (time.monotonic() + CACHE_SECONDS, *await self._resolve(digest))
+            if len(self._cache) >= CACHE_ENTRIES:  # made-up tokens must not grow it forever
+                self._prune()
             self._cache[digest] = cached
         _, expires_at, found = cached
         if isinstance(found, str):
@@ -168,6 +171,12 @@ class Authenticator:
             frozenset(user.get("groups") or ()),
             frozenset(user.get("queues") or ()),
         )
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
 
     def forget(self) -> None:
         """Drop cached lookups (after a revocation here; other processes wait out the cache)."""

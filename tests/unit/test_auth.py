@@ -141,3 +141,12 @@ async def test_signing_out_revokes_the_session_on_the_server(authenticator: Auth
 async def test_the_bootstrap_admin_token_stays_an_admin(authenticator: Authenticator) -> None:
     bootstrap = await authenticator.admin(bearer("bt_bootstrap"))
     assert bootstrap.is_admin and bootstrap.bootstrap
+
+
+async def test_made_up_tokens_do_not_grow_the_cache_without_bound(
+    authenticator: Authenticator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "CACHE_ENTRIES", 50)
+    for n in range(200):
+        await refusal(authenticator, f"bt_made_up_{n}")
+    assert len(authenticator._cache) <= 50
