@@ -5,7 +5,9 @@
 - a refused or failed connection becomes "cannot reach <service> at <url>: is Baton
   running? (make run)".
 
-Every error shape the services use is understood: FastAPI's ``{"detail": "text"}``, the
+Every error shape the services use is understood: RFC 9457 problem details
+(``{"title", "status", "detail": "text", "errors": [{"field", "message"}]}``, what every
+service answers now), and the older shapes: FastAPI's ``{"detail": "text"}``, the
 definition issues ``{"detail": {"message", "issues": [{"path", "message"}]}}``, the Work
 Guide's ``{"detail": {"reason", "code", "errors": [{"field", "message"}]}}`` and FastAPI's
 request validation ``{"detail": [{"loc", "msg"}]}``.
@@ -50,8 +52,9 @@ def _issue_line(item: Any) -> str:
 def describe_error_body(body: Any) -> tuple[str | None, list[str]]:
     """The server's message and its detail lines, from any of the services' error shapes."""
     detail = body.get("detail", body) if isinstance(body, Mapping) else body
-    if isinstance(detail, str):
-        return detail, []
+    if isinstance(detail, str):  # problem details: the field problems are beside it
+        errors = body.get("errors") if isinstance(body, Mapping) else None
+        return detail, [_issue_line(item) for item in errors or ()]
     if isinstance(detail, Mapping):
         lines = [
             _issue_line(item)

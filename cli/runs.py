@@ -115,6 +115,8 @@ def describe_event(entry: Mapping[str, Any]) -> str:
             if entry.get("removed_steps"):
                 text += f", removed steps {fmt_value(entry['removed_steps'])}"
             return text
+        case "ParticipantsJoined":
+            return f"now taking part: {', '.join(map(str, entry.get('participants') or []))}"
         case _:
             rest = {k: v for k, v in entry.items() if k not in ("kind", "at", "actor")}
             return _compact(rest) if rest else ""

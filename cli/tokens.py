@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -26,7 +27,8 @@ def issue(
 ) -> None:
     """Issue a token for a user; it is printed once and cannot be shown again.
 
-    Without --role the token gets the user's roles from the directory.
+    The token acts with the user's roles as the directory says when it is used; --role only
+    checks that the user holds the role now.  It expires (BATON_TOKEN_DAYS, 30 days).
     """
     body: dict[str, Any] = {"user_id": user}
     if role:
@@ -57,9 +59,22 @@ def list_(
         echo_json(answer)
         return
     rows = [[t.get("id"), t.get("user_id"), t.get("roles"), fmt_time(t.get("created_at")),
-             "revoked" if t.get("revoked") else "active", t.get("note") or ""]
+             fmt_time(t.get("expires_at")), _state(t), t.get("kind") or "api",
+             t.get("note") or ""]
             for t in answer or []]
-    echo_table(["id", "user", "roles", "created", "state", "note"], rows, "no tokens issued")
+    echo_table(["id", "user", "roles", "created", "expires", "state", "kind", "note"], rows,
+               "no tokens issued")
+
+
+def _state(token: dict[str, Any]) -> str:
+    if token.get("revoked"):
+        return "revoked"
+    try:
+        expires = datetime.fromisoformat(str(token.get("expires_at")))
+    except ValueError:
+        return "active"  # issued before tokens expired: the services say when it does
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+    return "expired" if expires <= datetime.now(UTC) else "active"
 
 
 @app.command()
@@ -68,7 +83,7 @@ def revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id (from `baton tokens list`).",
                                             show_default=False)],
 ) -> None:
-    """Revoke a token: it stops working within half a minute on every service."""
+    """Revoke a token: it stops working at once here and within seconds on every service."""
     with session(ctx).client("assignment") as client:
         client.delete(f"/tokens/{seg(token_id)}")
     typer.echo(f"revoked token {token_id}")

@@ -3,9 +3,9 @@
 A request body is read up to ``MAX_BODY_BYTES`` and refused with 413 past that, whatever
 Content-Length says (or does not say).  A JSON body (``application/json`` or ``+json``) is
 parsed once here the way the Kafka edge parses messages (``contracts.registry``): refused
-with 422 and a plain message when it nests more than 64 levels, holds NaN or Infinity,
-integers beyond 64 bits or unpaired surrogates (``"\\ud800"``).  Bad syntax is left to the
-application, which says where it is.  Python's own JSON reader
+with 422 and a problem document (shared/problems.py) when it nests more than 64 levels,
+holds NaN or Infinity, integers beyond 64 bits or unpaired surrogates (``"\\ud800"``).
+Bad syntax is left to the application, which says where it is.  Python's own JSON reader
 accepts all of these; MongoDB, the API's JSON answers or the consumers then failed with a
 500 or dropped the message.  The body is then handed to the application unchanged.
 """
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from contracts.registry import MAX_DEPTH, MAX_MESSAGE_BYTES, ContractError, check_values
+from shared.problems import MEDIA_TYPE, problem_bytes
 
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 Scope = MutableMapping[str, Any]
@@ -102,8 +103,8 @@ def _replay(body: bytes, last: Message | None, receive: Receive) -> Receive:
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = problem_bytes(status, detail)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
+                "headers": [(b"content-type", MEDIA_TYPE.encode()),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

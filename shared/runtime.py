@@ -24,6 +24,7 @@ from shared.logs import configure_logging
 from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
+from shared.problems import install as answer_problems
 from shared.settings import ServiceSettings
 from shared.topics import ensure_service_topics
 
@@ -57,6 +58,7 @@ class Runtime:
         self.ready = False
         self.http = FastAPI(title=title, lifespan=self._lifespan, version="1")
         self.http.add_middleware(RequestGuard)  # bounded bodies; JSON the services can keep
+        answer_problems(self.http)  # every error as RFC 9457 problem details
         self.http.add_api_route("/health", self._health, methods=["GET"], tags=["operations"])
         self.http.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["operations"])
 

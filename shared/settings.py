@@ -68,3 +68,7 @@ class ServiceSettings(BaseSettings):
     admin_token: str | None = Field(
         default=None, description="a bootstrap admin token accepted by every service's API"
     )
+    token_days: float = Field(default=30.0, gt=0, description="how long an API token lasts")
+    session_hours: float = Field(
+        default=12.0, gt=0, description="how long a sign-in to the Work Guide pages lasts"
+    )

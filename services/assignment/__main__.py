@@ -31,7 +31,7 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     directory = DirectoryStore(rt.db)
     store = WorkItemStore(rt.db, rt.publisher, rt.metrics)
     guide = WorkGuide(store, directory)
-    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    authenticator = auth.authenticator_for(rt.db, settings)
     rt.consume(WORKITEMS_DISPATCH, DispatchHandler(store, directory),
                accepts=lambda e: e.type in ("WorkItemRequested", "WorkItemCancelRequested"))
     rt.every(settings.timer_poll_seconds, guide.fire_due_timers, "work item timers")

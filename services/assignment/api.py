@@ -22,7 +22,7 @@ from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryConflict, DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.store import ACTIVE, item_of
-from shared.auth import TOKENS, Authenticator, Principal, hash_token, new_token
+from shared.auth import TOKENS, Authenticator, Principal
 
 STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
@@ -59,7 +59,9 @@ class BulkReassignRequest(ReassignRequest):
 
 class TokenRequest(BaseModel):
     user_id: str = Field(min_length=1, max_length=200)
-    roles: list[Literal["admin", "designer"]] | None = None
+    # Roles come from the directory when the token is used; naming them here only checks
+    # that the user holds them now (a token cannot grant a role).
+    roles: list[Literal["admin", "operator", "designer"]] | None = None
     note: str = Field(default="", max_length=200)
 
 
@@ -217,7 +219,7 @@ def people_router(directory_store: DirectoryStore, guide: WorkGuide,
     async def me(who: Person) -> dict[str, Any]:
         directory = await guide.directory_for(who)
         user = directory.users.get(who.user_id)
-        roles = sorted(set(who.roles) | set(user.roles if user else ()))
+        roles = sorted(who.roles)
         return {"user_id": who.user_id, "roles": roles, "name": user.name if user else "",
                 "email": user.email if user else None,
                 "groups": list(user.groups) if user else [],
@@ -230,14 +232,15 @@ def people_router(directory_store: DirectoryStore, guide: WorkGuide,
         if user is None:
             raise HTTPException(404, {"reason": f"no user {body.user_id!r} in the directory",
                                       "code": "not_found"})
-        roles = sorted(set(body.roles if body.roles is not None else user.roles))
-        token = new_token()
-        digest = hash_token(token)
-        await tokens.insert_one({"_id": digest, "id": digest[:12], "user_id": user.id,
-                                 "roles": roles, "groups": sorted(user.groups),
-                                 "note": body.note, "issued_by": who.user_id,
-                                 "created_at": datetime.now(UTC), "revoked": False})
-        return {"id": digest[:12], "token": token, "user_id": user.id, "roles": roles}
+        missing = sorted(set(body.roles or ()) - set(user.roles))
+        if missing:
+            raise HTTPException(422, {"reason": f"{user.id!r} does not hold the role "
+                                      f"{', '.join(missing)} in the directory (roles come "
+                                      "from the directory)", "code": "invalid"})
+        roles = sorted(user.roles)
+        issued = await auth.issue(user.id, issued_by=who.user_id, note=body.note, roles=roles)
+        return {"id": issued.id, "token": issued.token, "user_id": user.id, "roles": roles,
+                "expires_at": issued.expires_at}
 
     @router.get("/tokens", summary="Admin: issued tokens (never the tokens themselves)")
     async def list_tokens(_: Admin, user_id: str | None = None) -> list[dict[str, Any]]:
@@ -247,10 +250,8 @@ def people_router(directory_store: DirectoryStore, guide: WorkGuide,
 
     @router.delete("/tokens/{token_id}", status_code=204, summary="Admin: revoke a token")
     async def revoke(token_id: str, _: Admin) -> Response:
-        result = await tokens.update_one({"id": token_id}, {"$set": {"revoked": True}})
-        if result.matched_count == 0:
+        if not await auth.revoke(token_id):
             raise HTTPException(404, {"reason": f"no token {token_id!r}", "code": "not_found"})
-        auth.forget()
         return Response(status_code=204)
 
     @router.get("/directory", summary="Users, groups and queues, with the revision stored")

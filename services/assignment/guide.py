@@ -69,12 +69,12 @@ class WorkGuide:
     async def directory_for(self, principal: Principal) -> Directory:
         """The directory as the core should see this caller.
 
-        An admin token (the bootstrap token, or one issued with the admin role) acts as
-        an admin even when the directory does not say so; the bootstrap admin is not a
-        person in the directory at all, so it is added for the decision.
+        A principal's roles are the directory's (shared/auth.py), but the bootstrap admin
+        token is no person in the directory at all: it is added as an admin for the
+        decision.
         """
         directory = await self.directory.current()
-        if not principal.is_admin or directory.is_admin(principal.user_id):
+        if not principal.bootstrap or directory.is_admin(principal.user_id):
             return directory
         known = directory.users.get(principal.user_id)
         user = (known.model_copy(update={"roles": (*known.roles, ADMIN_ROLE)}) if known

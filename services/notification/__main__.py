@@ -94,7 +94,7 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
     rt.every(settings.retry_poll_seconds, RetrySweeper(store, dispatcher, metrics), "retries")
     rt.add_indexes([*INDEXES, *auth.INDEXES])
-    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(deliveries_router(store, authenticator))
     chat = channels.get("chat")
     if isinstance(chat, WebhookChannel):

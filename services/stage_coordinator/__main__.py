@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from contracts.topics import COMMANDS, STEPS_OUTCOMES
+from contracts.topics import COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS
 from services.stage_coordinator import stats
 from services.stage_coordinator.api import runs_router
 from services.stage_coordinator.gauges import RunGauges, StuckPolicy
-from services.stage_coordinator.handler import CoordinatorHandler
+from services.stage_coordinator.handler import CoordinatorHandler, ParticipantsFeed
 from services.stage_coordinator.jobs import Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.stats_api import stats_router
@@ -37,13 +37,15 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
         store, DefinitionStore(rt.db), rt.publisher, CoordinatorMetrics(rt.registry)
     )
     rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
+    # Who holds the run's work items, for who may see the run (core/participants.py).
+    rt.consume(WORKITEMS_EVENTS, ParticipantsFeed(handler), group_id=f"{rt.name}-participants")
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     rt.every(settings.timer_poll_seconds, TimerFirer(store.runs, rt.publisher), "timers")
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
     rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
     rt.every(settings.outbox_sweep_seconds,
              Outbox(store.runs, rt.publisher, rt.metrics).sweep, "outbox")
-    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(runs_router(store.runs, rt.publisher, authenticator))
     rt.http.include_router(stats_router(store.runs, authenticator))
     rt.add_indexes(stats.INDEXES)

@@ -11,6 +11,8 @@ from contracts import Envelope, parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events import commands as cmd
 from contracts.events import runs as run_events
+from contracts.events.workitems import WorkItemEvent
+from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.decide import Context, decide
 from services.stage_coordinator.core.events import RunCreated, RunEvent
 from services.stage_coordinator.core.evolve import create, evolve
@@ -98,6 +100,8 @@ class CoordinatorHandler:
             return None
         result = decide(current.run if current else None, envelope.payload, context)
         if isinstance(result, Rejection):
+            if isinstance(envelope.payload, WorkItemEvent):
+                return None  # the usual case: it names no one new (core/participants.py)
             self.metrics.rejections.labels(envelope.type).inc()
             log.info("rejected %s for run %s: %s", envelope.type, run_id, result.reason)
             return None
@@ -209,3 +213,20 @@ def _audited(run: Run | None) -> dict[str, Any]:
         fields[f"vars.{name}"] = value
     fields["timers"] = sorted(timer.id for timer in run.timers)
     return fields
+
+
+class ParticipantsFeed:
+    """workitems.events into the coordinator: only the events that give an item to someone.
+
+    The rest (completions, comments, reminders) change nothing the run records, so they
+    are dropped here, before a run is loaded for them.
+    """
+
+    def __init__(self, handler: CoordinatorHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, envelopes: list[Envelope]) -> None:
+        wanted = [e for e in envelopes
+                  if e.run_id and isinstance(e.payload, participants.HOLDER_EVENTS)]
+        if wanted:
+            await self.handler(wanted)

@@ -1,4 +1,4 @@
-"""GET /stats: the bottleneck report (any authenticated user); `baton stats` prints it."""
+"""GET /stats: the bottleneck report (admins and operators); `baton stats` prints it."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -15,11 +15,12 @@ LONGEST_WINDOW = timedelta(days=31)
 
 def stats_router(runs: AsyncCollection[dict[str, Any]], auth: Authenticator) -> APIRouter:
     router = APIRouter(tags=["operations"])
-    Reader = Annotated[Principal, Depends(auth.principal)]
+    # Every run's waiting steps and errors: for those who see every run.
+    Operator = Annotated[Principal, Depends(auth.operator)]
 
     @router.get("/stats", summary="Where runs spend their time: durations, WIP, bottleneck")
     async def stats(
-        _: Reader,
+        _: Operator,
         since: str = Query("1h", description="the window: 30m, 1h, 1d, 7d, or ISO 8601"),
         orchestration: str | None = None,
         top: int = Query(10, ge=1, le=100, description="how many longest-waiting steps"),

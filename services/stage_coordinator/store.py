@@ -39,6 +39,8 @@ INDEXES = [
     Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
     Index(RUNS, [("active_steps.started_at", 1)]),
     Index(RUNS, [("created_at", -1)]),
+    # A person's runs (GET /runs): without it, each such list would scan every run.
+    Index(RUNS, [("participants", 1)]),
 ]
 
 

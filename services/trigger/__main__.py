@@ -50,7 +50,7 @@ def build(settings: TriggerSettings | None = None) -> Runtime:
     rt.add_indexes([*definition_store.INDEXES, *auth.INDEXES, *start_log.INDEXES])
     rt.on_broker_reset.append(starts.resend)
     rt.every(60.0, starts.prune, "prune kept starts")
-    authenticator = auth.Authenticator(rt.db, settings.admin_token)
+    authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(
         definitions_router(store, subscriptions, starts, authenticator,
                            known_actions(settings.extra_actions),

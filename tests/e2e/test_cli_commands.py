@@ -297,11 +297,11 @@ def test_a_waiting_run_is_canceled(baton: Baton, definitions_dir: Path) -> None:
     assert unknown.stderr == "error: no run no-such-run (stage-coordinator answered 404)\n"
 
 
-def test_run_control_needs_the_admin_role(
+def test_run_control_needs_the_operator_or_admin_role(
     baton: Baton, hello_run: dict[str, Any], people: dict[str, str]
 ) -> None:
     result = baton("runs", "suspend", hello_run["id"], token=people["hana"], code=1)
-    assert result.stderr == ("error: this action needs the admin role "
+    assert result.stderr == ("error: this needs the operator or admin role "
                              "(stage-coordinator answered 403)\n")
 
 

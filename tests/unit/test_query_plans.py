@@ -20,10 +20,12 @@ from services.assignment.store import INDEXES as ITEM_INDEXES
 from services.assignment.web.pages import INDEXES as PAGE_INDEXES
 from services.notification import store as deliveries
 from services.stage_coordinator import jobs
+from services.stage_coordinator.api import visible_to
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
 from services.stage_coordinator.store import RUNS
 from services.trigger.starts import INDEXES as START_INDEXES
 from services.trigger.starts import STARTS
+from shared.auth import Principal
 from shared.mongo import Index, free_lease, serving_index
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -52,6 +54,16 @@ def test_a_top_level_or_is_a_scan() -> None:
 ], ids=["due timers", "timer claim", "outbox backlog", "outbox sweep", "runs by id"])
 def test_run_queries_seek(query: dict[str, object]) -> None:
     assert serving_index(RUNS, query, RUN_INDEXES), query
+
+
+def test_a_persons_runs_are_found_by_index_not_by_a_scan() -> None:
+    person = Principal("ann", groups=frozenset({"legal"}), queues=frozenset({"intake"}))
+    mine = visible_to(person)
+    assert mine == {"participants": {"$in": ["user:ann", "group:legal", "queue:intake"]}}
+    assert serving_index(RUNS, mine, RUN_INDEXES)
+    assert serving_index(RUNS, {"_id": "run-1", **mine}, RUN_INDEXES)
+    assert serving_index(RUNS, {**mine, "status": "error"}, RUN_INDEXES)
+    assert visible_to(Principal("op", roles=frozenset({"operator"}))) == {}
 
 
 @pytest.mark.parametrize("query", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from services.assignment.core.access import can_see
 from services.assignment.core.commands import (
     Approve,
     AssignWaiting,
@@ -41,6 +42,9 @@ from services.assignment.core.rejection import Rejection
 from services.assignment.core.routing import delegate, escalate, fire_reminder, reassign
 from services.assignment.core.workitem import WorkItem
 
+# What people do through the Work Guide (the rest are the run's and the timers' commands).
+PERSON_COMMANDS = (Claim, Release, Comment, Complete, Approve, Reject, Reassign, Delegate)
+
 
 def decide(
     item: WorkItem | None, command: Command, now: datetime, directory: Directory
@@ -51,6 +55,9 @@ def decide(
         if isinstance(command, FireReminder | Escalate | AssignWaiting):
             return Decision()  # a timer outliving its item does nothing, like a stale one
         return Rejection("work item not found", "not_found")
+    if isinstance(command, PERSON_COMMANDS) and not can_see(item, command.actor, directory):
+        # Before anything about the item (its kind, its status): a stranger learns nothing.
+        return Rejection(f"work item {item.id!r} not found", "not_found")
     match command:
         case Claim():
             return claim(item, command, directory)

@@ -8,15 +8,18 @@ what the core refuses.  Buttons a person may not use are not shown, but hiding t
 never what protects anything.
 
 Sign-in: a token (``baton tokens issue``) pasted into /ui/login is checked by the
-authenticator and kept in an HttpOnly, SameSite=Strict cookie.  Form posts are protected
+authenticator, which then issues a session token of its own (shorter-lived; signing out
+revokes it) kept in an HttpOnly, SameSite=Strict cookie.  The cookie counts for these
+pages only: the JSON API takes bearer tokens.  Form posts are protected
 twice: every form carries a token derived from the session (an HMAC of the session's
 token, so replicas need no shared secret and it changes with the session), and a post
 whose ``Origin`` (or ``Sec-Fetch-Site``) shows another site is refused.  Templates are
 rendered with autoescaping on.
 
 The run timeline needs the run, which the stage-coordinator owns: it is fetched from the
-coordinator's HTTP API (``BATON_COORDINATOR_URL``) with the viewer's own token, and only
-after checking that the viewer may see a work item of that run (or is an admin).
+coordinator's HTTP API (``BATON_COORDINATOR_URL``) with the viewer's own session token,
+so the coordinator's rule decides who sees it (whoever takes part in it, operators and
+admins; docs/security.md).
 """
 
 import hashlib
@@ -34,7 +37,6 @@ import httpx
 import jinja2
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from starlette.datastructures import Headers
 
 from contracts.events.workitems import AssigneeKind
 from services.assignment.api import _mine
@@ -182,15 +184,13 @@ class WorkGuidePages:
                           f"There is no {what} here, or it is not yours to see.")
 
     async def viewer(self, request: Request) -> Viewer | None:
-        """The signed-in person, or None (no token, or one that is unknown or revoked)."""
-        try:
-            principal = await self.auth.principal(request)
-        except HTTPException as exc:
-            if exc.status_code == 401:
-                return None
-            raise
+        """The signed-in person, or None (no session, or one ended, expired or revoked)."""
+        token = request.cookies.get(COOKIE, "")
+        principal = await self.auth.session(token)
+        if principal is None:
+            return None
         directory = await self.guide.directory_for(principal)
-        return Viewer(principal, directory, _token_of(request))
+        return Viewer(principal, directory, token)
 
     def to_login(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -376,10 +376,8 @@ class WorkGuidePages:
     # -- runs -----------------------------------------------------------------------------
 
     async def run_page(self, request: Request, viewer: Viewer, run_id: str) -> Response:
-        items = [i for i in map(item_of, await self.guide.store.of_runs([run_id])) if i]
-        visible = [i for i in items if can_see(i, viewer.user_id, viewer.directory)]
-        if not visible and not viewer.is_admin:
-            return self.not_found(request, viewer, "run")
+        # Whether the viewer may see the run is the stage-coordinator's answer (it knows
+        # who takes part); asked with the viewer's own session, it says 404 otherwise.
         try:
             answer = await self.coordinator(viewer, f"/runs/{quote(run_id, safe='')}")
         except httpx.HTTPError as exc:
@@ -392,6 +390,8 @@ class WorkGuidePages:
         if answer.status_code != 200:
             return self.error(request, viewer, 502, "Cannot show the run",
                               f"The stage-coordinator answered {answer.status_code}.")
+        items = [i for i in map(item_of, await self.guide.store.of_runs([run_id])) if i]
+        visible = [i for i in items if can_see(i, viewer.user_id, viewer.directory)]
         now = datetime.now(UTC)
         line = timeline.build(answer.json(), items, viewer.directory, now=now,
                               visible=[i.id for i in visible])
@@ -430,13 +430,6 @@ class WorkGuidePages:
                                             f"{answer.status_code}", request=answer.request,
                                             response=answer)
         return list(stats.json().get("longest_waiting") or []), list(failed.json())
-
-
-def _token_of(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if token and scheme.lower() == "bearer":
-        return token
-    return request.cookies.get(COOKIE, "")
 
 
 def _first(form: Mapping[str, list[str]], key: str) -> str:
@@ -485,23 +478,25 @@ def ui_router(guide: WorkGuide, auth: Authenticator, coordinator_url: str) -> AP
             return pages.error(request, None, 403, "Refused",
                                "Sign in from this site's own sign-in page.")
         token = _first(form, "token").strip()
-        principal = None
-        if token:
-            probe = Request({"type": "http", "method": "GET", "path": "/", "query_string": b"",
-                             "headers": Headers({"authorization": f"Bearer {token}"}).raw})
-            try:
-                principal = await auth.principal(probe)
-            except HTTPException:
-                principal = None
+        principal = await auth.session(token)
         if principal is None:
             problem = ("Paste your token." if not token else
                        "That token is unknown or revoked. Ask an admin for a new one "
                        "(baton tokens issue YOUR-ID).")
             return pages.render(request, "login.html", None, 401, next=target, notice=None,
                                 problem=problem)
+        # The pasted token stays with its owner: the cookie holds a session of its own,
+        # which expires sooner and which signing out revokes.
+        # (The bootstrap admin token is no person: it is kept as it is.)
+        lifetime = auth.lifetimes["session"]
+        if not principal.bootstrap:
+            session = await auth.issue(principal.user_id, kind="session",
+                                       issued_by=principal.user_id, note="Work Guide sign-in")
+            token = session.token
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https", max_age=30 * 86_400)
+                            secure=request.url.scheme == "https",
+                            max_age=int(lifetime.total_seconds()))
         return response
 
     @router.post("/logout")
@@ -509,6 +504,8 @@ def ui_router(guide: WorkGuide, auth: Authenticator, coordinator_url: str) -> AP
         checked = await pages.checked_post(request)
         if isinstance(checked, Response) and checked.status_code != 303:
             return checked
+        if not isinstance(checked, Response):
+            await auth.end_session(checked[0].token)
         response = RedirectResponse("/ui/login?notice=signed-out", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response

@@ -16,6 +16,7 @@ from contracts.events import commands as cmd
 from contracts.events import runs as run_events
 from contracts.events.steps import StepCompleted, StepFailed
 from services.stage_coordinator.core import events as ev
+from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.advance import advance, discontinue, discontinue_stage
 from services.stage_coordinator.core.dispatch import SET_VARIABLES_ACTION, retry_delay
 from services.stage_coordinator.core.migrate import migrate
@@ -264,4 +265,6 @@ _HANDLERS: dict[type[Payload], Handler] = {
     cmd.RetryStep: _retry,
     cmd.SkipStep: _skip,
     cmd.MigrateRun: _migrate,
+    **{event: lambda t, message, _: participants.join(t, message)
+       for event in participants.HOLDER_EVENTS},
 }

@@ -13,6 +13,7 @@ from contracts.envelope import Payload
 from contracts.events.steps import StepRequested
 from contracts.events.workitems import AssigneeSpec, Escalation, WorkItemRequested
 from services.stage_coordinator.core import events as ev
+from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.expressions import render
 from services.stage_coordinator.core.state import StepState, StepStatus, Timer
 from services.stage_coordinator.core.transition import Halt, Transition, expression_context
@@ -61,6 +62,10 @@ def start_attempt(t: Transition, stage: Stage, step: Step, attempt: int) -> None
         )
     else:
         request = _work_item_request(t, stage, step, attempt, context)
+        named = participants.of_assignee(request.assignee.kind, request.assignee.value,
+                                         run.record)
+        started = started.model_copy(
+            update={"participants": participants.new_keys(run.participants, named)})
     t.apply(started)
     t.send(request)
 

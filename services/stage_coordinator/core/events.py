@@ -54,6 +54,7 @@ class StepStarted(RunEvent):
     kind: Literal["StepStarted"] = "StepStarted"
     step: str
     attempt: int
+    participants: list[str] = Field(default_factory=list)  # whom its work item is for
 
 
 class StepSucceeded(RunEvent):
@@ -128,6 +129,13 @@ class RunMigrated(RunEvent):
     removed_stages: list[str] = Field(default_factory=list)
 
 
+class ParticipantsJoined(RunEvent):
+    """People or pools took a work item of the run (core/participants.py)."""
+
+    kind: Literal["ParticipantsJoined"] = "ParticipantsJoined"
+    participants: list[str]
+
+
 AnyRunEvent = Annotated[
     RunCreated
     | StageEntered
@@ -143,7 +151,8 @@ AnyRunEvent = Annotated[
     | TimerScheduled
     | TimerCleared
     | RunStatusChanged
-    | RunMigrated,
+    | RunMigrated
+    | ParticipantsJoined,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[AnyRunEvent] = TypeAdapter(AnyRunEvent)

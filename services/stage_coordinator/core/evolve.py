@@ -39,6 +39,7 @@ def create(event: ev.RunCreated) -> Run:
             name: StepState(name=name, stage=stage, kind=kind) for stage, name, kind in event.steps
         },
         started_by=event.actor,
+        participants=[f"user:{event.actor}"] if event.actor != "system" else [],
         created_at=event.at,
         updated_at=event.at,
         revision=1,
@@ -77,6 +78,15 @@ def _drop_timers(run: Run, step: str) -> None:
     run.timers = [t for t in run.timers if t.step != step]
 
 
+def _join(run: Run, keys: Iterable[str]) -> None:
+    run.participants.extend(k for k in dict.fromkeys(keys) if k not in run.participants)
+
+
+@_on(ev.ParticipantsJoined)
+def _participants_joined(event: ev.ParticipantsJoined, run: Run) -> None:
+    _join(run, event.participants)
+
+
 @_on(ev.StageEntered)
 def _stage_entered(event: ev.StageEntered, run: Run) -> None:
     stage = run.stages[event.stage]
@@ -110,6 +120,7 @@ def _step_started(event: ev.StepStarted, run: Run) -> None:
     step.started_at = event.at
     step.finished_at = None
     step.error = None
+    _join(run, event.participants)
     _drop_timers(run, event.step)
 
 
@@ -122,6 +133,8 @@ def _step_succeeded(event: ev.StepSucceeded, run: Run) -> None:
     step.completed_by = event.actor
     step.decision = event.decision
     step.comment = event.comment
+    if event.actor != "system":
+        _join(run, [f"user:{event.actor}"])
     if event.merge_into_vars:
         run.vars.update(event.outputs)
     _drop_timers(run, event.step)

@@ -139,6 +139,9 @@ class Run(Model):
     steps: dict[str, StepState] = Field(default_factory=dict)
     timers: list[Timer] = Field(default_factory=list)
     started_by: str = "system"
+    # Who may see the run besides admins and operators: user:, group: and queue: keys
+    # (core/participants.py).
+    participants: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from assignment_builders import DIRECTORY, given, request
+from assignment_builders import DIRECTORY, given, rejected, request
 
-from services.assignment.core import Claim, Delegate, Rejection, can_act, can_see
+from services.assignment.core import (
+    Approve,
+    Claim,
+    Command,
+    Comment,
+    Complete,
+    Delegate,
+    Reassign,
+    Reject,
+    Rejection,
+    Release,
+    can_act,
+    can_see,
+)
 from services.assignment.core.access import Verb
 
 
@@ -101,3 +114,21 @@ def test_unknown_users_see_nothing() -> None:
 
     assert not can_see(item, "mallory", DIRECTORY)
     assert isinstance(can_act(item, "mallory", "claim", DIRECTORY), Rejection)
+
+
+@pytest.mark.parametrize("step_kind", ["interactive", "approval"])
+def test_a_stranger_gets_not_found_for_every_action_whatever_the_item_is(step_kind: str) -> None:
+    """Not "only an approval item can be approved" (422): that tells the item exists and
+    what kind it is.  Visibility is checked before the kind, the status or the text."""
+    item = given(request("user", "ann", step_kind=step_kind))
+    expected = Rejection("work item 'wi-1' not found", "not_found")
+    commands: list[Command] = [
+        Claim("bob"), Release("bob"), Comment("bob", ""), Complete("bob", {}),
+        Approve("bob", "x" * 5000), Reject("bob"), Delegate("bob", "nobody"),
+        Reassign("bob", "user", "bob"),
+    ]
+    for command in commands:
+        assert rejected(item, command) == expected, command
+    finished = given(request("user", "ann", step_kind=step_kind),
+                     Approve("ann") if step_kind == "approval" else Complete("ann", {}))
+    assert rejected(finished, Claim("bob")) == expected  # not "it is completed" either

@@ -283,3 +283,9 @@ def test_the_directory_view_lists_people_and_pools() -> None:
     assert lines[lines.index("groups (1)") + 2].split() == ["hr_leads", "HR", "leads", "dana,",
                                                             "hugo"]
     assert lines[-1] == "(none)"
+
+
+def test_who_joined_a_run_is_said_in_words() -> None:
+    joined = {"kind": "ParticipantsJoined", "at": AT, "actor": "assignment",
+              "participants": ["user:irene", "group:it"]}
+    assert describe_event(joined) == "now taking part: user:irene, group:it"
