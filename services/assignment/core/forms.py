@@ -3,6 +3,11 @@
 Errors come back per field (``a.b``, ``items.0.name``; "" is the form as a whole) so a
 Work Guide can show each one next to its input.  Without a schema, any JSON object is
 accepted; either way the serialized values must fit in :data:`MAX_VALUES_BYTES`.
+
+An approval's form is checked as written when it is approved.  A rejection is often a
+"no" with nothing more to say, so the form's ``required`` does not apply to it: only the
+properties it lists under :data:`REQUIRED_ON_REJECT` (none by default) are required, and
+whatever is given is still checked against its property's schema.
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ from jsonschema.exceptions import SchemaError
 from services.assignment.core.rejection import FieldError, Rejection
 
 MAX_VALUES_BYTES = 64 * 1024
+REQUIRED_ON_REJECT = "required_on_reject"  # as the definition checks know it (shared.definitions)
+
+
+def approval_schema(
+    form: Mapping[str, Any] | None, decision: str
+) -> Mapping[str, Any] | None:
+    """The schema an approval's values are checked against for ``decision``."""
+    if form is None or decision == "approved":
+        return form
+    return {**form, "required": list(form.get(REQUIRED_ON_REJECT) or [])}
 
 
 def validate_values(schema: Mapping[str, Any] | None, values: Any) -> dict[str, Any] | Rejection:

@@ -316,12 +316,14 @@ class WorkGuidePages:
             allowed["complete"] = False
         else:
             allowed["approve"] = allowed["reject"] = False
-        rendered = extra.pop("rendered", None) or forms.render_form(item.form)
+        rendered = extra.pop("rendered", None) or forms.render_form(
+            item.form, approval=item.kind == "approval")
         return {"item": item, "allowed": allowed, "form": rendered,
                 "row": self.row(item, viewer.directory, now),
                 "notice": NOTICES.get(str(extra.pop("notice", "") or "")),
                 "problem": extra.pop("problem", None),
-                "comment_error": extra.pop("comment_error", None), **extra}
+                "comment_error": extra.pop("comment_error", None),
+                "decision_comment": extra.pop("decision_comment", ""), **extra}
 
     async def act(self, request: Request, item_id: str, action: str) -> Response:
         checked = await self.checked_post(request)
@@ -342,9 +344,9 @@ class WorkGuidePages:
         elif action == "complete":
             command = cmd.Complete(me, forms.values_from(item.form, raw))
         elif action == "approve":
-            command = cmd.Approve(me, comment[:4000])
+            command = cmd.Approve(me, comment[:4000], forms.values_from(item.form, raw))
         elif action == "reject":
-            command = cmd.Reject(me, comment[:4000])
+            command = cmd.Reject(me, comment[:4000], forms.values_from(item.form, raw))
         else:
             if not comment:
                 return self.render(request, "item.html", viewer, 422, **self.item_context(
@@ -352,7 +354,7 @@ class WorkGuidePages:
             command = cmd.Comment(me, comment[:4000])
         outcome = await self.guide.act(item_id, command, viewer.directory)
         if outcome.rejection is not None:
-            return await self.refused(request, viewer, item_id, outcome.rejection, raw)
+            return await self.refused(request, viewer, item_id, outcome.rejection, raw, comment)
         done = {"claim": "claimed", "release": "released", "complete": "completed",
                 "approve": "approved", "reject": "rejected", "comment": "commented"}[action]
         if action in FINISHING:
@@ -362,16 +364,18 @@ class WorkGuidePages:
                                 status_code=303)
 
     async def refused(self, request: Request, viewer: Viewer, item_id: str,
-                      rejection: Rejection, raw: Mapping[str, str]) -> Response:
+                      rejection: Rejection, raw: Mapping[str, str],
+                      comment: str = "") -> Response:
         item = await self.guide.view(item_id)
         if rejection.code == "not_found" or item is None:
             return self.not_found(request, viewer, "work item")
         status = {"forbidden": 403, "conflict": 409, "invalid": 422}[rejection.code]
-        rendered = forms.render_form(item.form, raw, rejection.errors)
+        rendered = forms.render_form(item.form, raw, rejection.errors,
+                                     approval=item.kind == "approval")
         if rejection.code == "invalid" and not rejection.errors:
             rendered.errors.append(rejection.reason)
         return self.render(request, "item.html", viewer, status, **self.item_context(
-            viewer, item, rendered=rendered, problem=rejection.reason))
+            viewer, item, rendered=rendered, problem=rejection.reason, decision_comment=comment))
 
     # -- runs -----------------------------------------------------------------------------
 
