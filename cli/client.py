@@ -14,13 +14,19 @@ request validation ``{"detail": [{"loc", "msg"}]}``.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from cli.errors import CliError, UsageError
+
+# httpx imports its own command line (click, rich, pygments: about 0.1 s of CPU) whenever
+# those happen to be installed; `baton` never uses it, and a None entry makes that import
+# fail at once (httpx then keeps a stub, as when they are missing).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import httpx  # noqa: E402
 
 DEFAULT_TIMEOUT = 15.0
 NOT_RUNNING_HINT = "is Baton running? (make run)"
