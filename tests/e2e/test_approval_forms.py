@@ -112,6 +112,10 @@ async def test_the_page_renders_the_form_refuses_a_missing_field_and_approves_wi
         done = await tab.post(f"{url}/approve", data={"csrf": csrf, "comment": "fine",
                                                       "f.po_number": "PO-1", "f.seats": "3"})
         assert done.status_code == 303, done.text
+        finished = (await tab.get("/ui/work", params={"status": "completed"})).text
+        card = finished[finished.index(f'data-item-id="{item_id}"'):].split("</li>")[0]
+        assert "Approved by Leo Marchetti" in card  # when and by whom, not how long it waits
+        assert "waiting" not in card and "With " not in card
 
     expected = {"po_number": "PO-1", "seats": 3, "decision": "approved", "comment": "fine"}
     item = await stored_item(stack, item_id)

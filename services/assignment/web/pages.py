@@ -285,7 +285,8 @@ class WorkGuidePages:
                         and item.due_at - now < DUE_SOON)
         return {"item": item, "overdue": overdue, "due_soon": due_soon,
                 "holder": timeline.holder_text(item, directory),
-                "age": (now - item.created_at).total_seconds()}
+                "age": (now - item.created_at).total_seconds(),
+                "finished": finished_text(item, directory)}
 
     def list_context(self, viewer: Viewer, items: Sequence[WorkItem], status: str,
                      overdue: bool) -> dict[str, Any]:
@@ -434,6 +435,17 @@ class WorkGuidePages:
                                             f"{answer.status_code}", request=answer.request,
                                             response=answer)
         return list(stats.json().get("longest_waiting") or []), list(failed.json())
+
+
+def finished_text(item: WorkItem, directory: Directory) -> str:
+    """How a finished item ended and by whom ("" while it is open); its time is updated_at."""
+    if item.status == "canceled":
+        return "Canceled" + (f": {item.cancel_reason}" if item.cancel_reason else "")
+    if not item.is_finished:
+        return ""
+    verb = {"approved": "Approved", "rejected": "Rejected"}.get(item.decision or "", "Completed")
+    who = timeline.person(directory, item.completed_by)
+    return f"{verb} by {who}" if who else verb
 
 
 def _token_of(request: Request) -> str:
