@@ -108,7 +108,7 @@ def webhook_line(path: str, raw: bytes) -> str:
     except ValueError:
         body = raw.decode(errors="replace")
     text = body.get("text", body) if isinstance(body, dict) else body
-    text = " / ".join(str(text).split("\n"))[:160]
+    text = " / ".join(line for line in str(text).splitlines() if line.strip())[:160]
     if isinstance(body, dict) and body.get("channel"):
         return f"chat to {body['channel']}: {text}"
     return f"webhook {path}: {text}"
