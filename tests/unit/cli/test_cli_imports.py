@@ -45,3 +45,12 @@ def test_the_help_imports_no_command_group_and_no_http_client() -> None:
 def test_listing_work_imports_the_work_group_and_the_http_client_only() -> None:
     names = (*NOT_FOR_AN_API_CALL, "httpx", "cli.work")
     assert modules_after(["work", "list"], names) == ["cli.work", "httpx"]
+
+
+def test_the_help_lines_of_the_root_match_the_commands_own() -> None:
+    from cli.main import LAZY, load
+
+    for name, entry in LAZY.items():
+        command = load(name)
+        assert command.name == name
+        assert (command.help or "").strip().splitlines()[0] == entry.help, name
