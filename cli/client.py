@@ -16,13 +16,20 @@ request validation ``{"detail": [{"loc", "msg"}]}``.
 from __future__ import annotations
 
 import json
+import ssl
+import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from cli.errors import CliError, UsageError
+
+# httpx imports its own command line (click, rich, pygments: about 0.1 s of CPU) whenever
+# those happen to be installed; `baton` never uses it, and a None entry makes that import
+# fail at once (httpx then keeps a stub, as when they are missing).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import httpx  # noqa: E402
 
 DEFAULT_TIMEOUT = 15.0
 NOT_RUNNING_HINT = "is Baton running? (make run)"
@@ -94,6 +101,17 @@ def error_from_response(
     return HttpError(f"{message} ({service} answered {status})", details, status)
 
 
+def _tls_for(base_url: str) -> ssl.SSLContext | bool:
+    """Verify https as httpx does; a plain-http service needs no CA bundle (loading one
+    costs tens of milliseconds of CPU per command).  Redirects are not followed, so a
+    plain-http client never makes a TLS connection; if it did, a context that trusts
+    nothing would refuse it.
+    """
+    if base_url.lower().startswith("http://"):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True
+
+
 class ServiceClient:
     """Talks to one service; use it as a context manager or call :meth:`close`."""
 
@@ -114,7 +132,8 @@ class ServiceClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport,
+            verify=_tls_for(self.base_url),
         )
 
     def __enter__(self) -> ServiceClient:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from cli.client import seg
 from cli.errors import UsageError
@@ -229,6 +228,8 @@ def show(
     if json_:
         echo_json(answer)
     elif as_yaml:
+        import yaml  # only this branch writes YAML
+
         definition = prune_defaults(answer.get("definition", answer))
         typer.echo(yaml.safe_dump(definition, sort_keys=False, allow_unicode=True).rstrip())
     else:

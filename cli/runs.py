@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.client import HttpError, ServiceClient, seg
-from cli.errors import CliError
+from cli.errors import CliError, UsageError
 from cli.output import (
     echo_json,
     echo_table,
@@ -24,7 +24,7 @@ from cli.output import (
     truncate,
 )
 from cli.session import session
-from cli.values import merged, parse_pairs
+from cli.values import load_mapping, merged, parse_pairs
 
 app = typer.Typer(help="Start runs, follow them and steer them.", no_args_is_help=True)
 
@@ -195,6 +195,26 @@ def _wait_for_end(client: ServiceClient, run_id: str, timeout: float) -> dict[st
         time.sleep(0.3)
 
 
+def record_ref(file: Path | None, pairs: Sequence[str], object_type: str | None,
+               record_id: str | None) -> dict[str, Any] | None:
+    """The record a run starts about, as the start API takes it; None when none is given."""
+    if file is None and not pairs and object_type is None and record_id is None:
+        return None
+    given = load_mapping(file) if file is not None else {}
+    whole = isinstance(given.get("fields"), Mapping) and set(given) <= {
+        "object_type", "record_id", "fields"}
+    fields = dict(given["fields"]) if whole else given
+    fields.update(parse_pairs(pairs, "--field"))
+    kind = object_type or (given.get("object_type") if whole else None)
+    key = record_id or (given.get("record_id") if whole else None)
+    missing = [flag for flag, value in (("--object-type", kind), ("--record-id", key))
+               if not value]
+    if missing:
+        raise UsageError(f"a run about a record needs {' and '.join(missing)} (or a --record "
+                         "file with object_type and record_id)")
+    return {"object_type": str(kind), "record_id": str(key), "fields": fields}
+
+
 @app.command()
 def start(
     ctx: typer.Context,
@@ -212,14 +232,28 @@ def start(
         "--wait", help="Wait until the run completes, fails or is canceled.")] = False,
     timeout: Annotated[float, typer.Option(
         "--timeout", min=0.0, help="How long --wait waits, in seconds.")] = 60.0,
+    object_type: Annotated[str | None, typer.Option(
+        "--object-type", help="The record's type (Employee), for a run about a record.")] = None,
+    record_id: Annotated[str | None, typer.Option(
+        "--record-id", help="The record's id (e1002).")] = None,
+    field: Annotated[list[str] | None, typer.Option(
+        "--field", "-f", metavar="KEY=VALUE",
+        help="A field of the record as key=value (JSON values are parsed); repeatable.")
+    ] = None,
+    record: Annotated[Path | None, typer.Option(
+        "--record", help="A JSON or YAML file: the record's fields, or {object_type, "
+                         "record_id, fields} (the flags above override it).")] = None,
     json_: JsonFlag = False,
 ) -> None:
-    """Start a run of an orchestration."""
+    """Start a run of an orchestration, optionally about a record."""
     s = session(ctx)
     body: dict[str, Any] = {"orchestration": orchestration,
                             "inputs": merged(inputs, input_ or [], "--input")}
     if version is not None:
         body["version"] = version
+    about = record_ref(record, field or [], object_type, record_id)
+    if about is not None:
+        body["record"] = about
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     with s.client("trigger") as client:
         answer = client.post("/runs", body, headers=headers)

@@ -6,11 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from cli.client import ServiceClient
 from cli.config import Config, Flags, resolve
+
+if TYPE_CHECKING:
+    from cli.client import ServiceClient
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Session:
         return self._config
 
     def client(self, service: str) -> ServiceClient:
+        from cli.client import ServiceClient  # httpx, only for commands that call a service
+
         config = self.config
         return ServiceClient(service, config.url(service), config.token)
 

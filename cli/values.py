@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from cli.errors import UsageError
 
@@ -16,17 +15,25 @@ _BOOL_TAG = "tag:yaml.org,2002:bool"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader reading YAML the 1.2 way: only true/false are booleans, dates stay text."""
+@cache
+def _yaml12_loader() -> Any:
+    """SafeLoader reading YAML the 1.2 way: only true/false are booleans, dates stay text.
 
+    Built on first use: only commands that read a file pay for importing yaml.
+    """
+    import yaml
 
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL_TAG, _TIMESTAMP_TAG)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+    class Yaml12Loader(yaml.SafeLoader):
+        pass
+
+    Yaml12Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL_TAG, _TIMESTAMP_TAG)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Yaml12Loader.add_implicit_resolver(
+        _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return Yaml12Loader
 
 
 def _no_constants(name: str) -> Any:
@@ -62,8 +69,10 @@ def parse_text(text: str, *, name: str) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise UsageError(f"{name} is not valid JSON: {exc}") from exc
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=_yaml12_loader())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

@@ -81,11 +81,16 @@ WORK_HEADERS = ["id", "title", "kind", "status", "assignee", "claimed by", "due"
                 "orchestration", "step"]
 
 
-def form_rows(form: Any) -> list[list[Any]]:
-    """One row per field of a form's JSON Schema: name, type, required, constraints."""
+def form_rows(form: Any, *, approval: bool = False) -> list[list[Any]]:
+    """One row per field of a form's JSON Schema: name, type, required, constraints.
+
+    An approval's ``required`` holds for approving; rejecting needs only the fields under
+    ``required_on_reject``.
+    """
     if not isinstance(form, Mapping):
         return []
     required = set(form.get("required") or [])
+    on_reject = set(form.get("required_on_reject") or []) if approval else required
     rows = []
     for name, prop in (form.get("properties") or {}).items():
         prop = prop if isinstance(prop, Mapping) else {}
@@ -99,7 +104,9 @@ def form_rows(form: Any) -> list[list[Any]]:
         for key in ("minLength", "maxLength", "minimum", "maximum", "pattern"):
             if key in prop:
                 rules.append(f"{key} {prop[key]}")
-        rows.append([name, kind, "yes" if name in required else "no",
+        needed = {(True, True): "yes", (True, False): "to approve",
+                  (False, True): "to reject", (False, False): "no"}
+        rows.append([name, kind, needed[name in required, name in on_reject],
                      "; ".join(rules) or prop.get("description", "") or "-"])
     return rows
 
@@ -125,7 +132,7 @@ def describe_item(item: Mapping[str, Any]) -> str:
     if item.get("completed_by"):
         fields.append(("completed by", item["completed_by"]))
     parts = [render_fields(fields)]
-    rows = form_rows(item.get("form"))
+    rows = form_rows(item.get("form"), approval=item.get("kind") == "approval")
     if rows:
         parts.append("\nform\n" + render_table(["field", "type", "required", "rules"], rows))
     for title, key in (("record", "record"), ("outputs", "outputs")):
@@ -221,35 +228,35 @@ def release(ctx: typer.Context, item_id: IdArg, json_: JsonFlag = False) -> None
     _act(ctx, item_id, "release", None, "released", json_)
 
 
+FieldOpt = Annotated[list[str] | None, typer.Option(
+    "--field", "-f", "--value", "-v", metavar="KEY=VALUE",
+    help="A form field as key=value (JSON values are parsed); repeatable.")]
+ValuesOpt = Annotated[Path | None, typer.Option(
+    "--values", help="A JSON or YAML file of form values (--field overrides it).")]
+
+
 @app.command()
-def complete(
-    ctx: typer.Context,
-    item_id: IdArg,
-    value: Annotated[list[str] | None, typer.Option(
-        "--value", "-v", metavar="KEY=VALUE",
-        help="A form field as key=value (JSON values are parsed); repeatable.")
-    ] = None,
-    values: Annotated[Path | None, typer.Option(
-        "--values", help="A JSON or YAML file of form values (--value overrides it).")] = None,
-    json_: JsonFlag = False,
-) -> None:
+def complete(ctx: typer.Context, item_id: IdArg, field: FieldOpt = None,
+             values: ValuesOpt = None, json_: JsonFlag = False) -> None:
     """Submit the form and complete the item."""
-    body = {"values": merged(values, value or [], "--value")}
+    body = {"values": merged(values, field or [], "--field")}
     _act(ctx, item_id, "complete", body, "completed", json_)
 
 
 @app.command()
 def approve(ctx: typer.Context, item_id: IdArg, comment: CommentOpt = "",
-            json_: JsonFlag = False) -> None:
-    """Approve an approval item."""
-    _act(ctx, item_id, "approve", {"comment": comment}, "approved", json_)
+            field: FieldOpt = None, values: ValuesOpt = None, json_: JsonFlag = False) -> None:
+    """Approve an approval item, with its form's fields if it has a form."""
+    body = {"comment": comment, "values": merged(values, field or [], "--field")}
+    _act(ctx, item_id, "approve", body, "approved", json_)
 
 
 @app.command()
 def reject(ctx: typer.Context, item_id: IdArg, comment: CommentOpt = "",
-           json_: JsonFlag = False) -> None:
-    """Reject an approval item."""
-    _act(ctx, item_id, "reject", {"comment": comment}, "rejected", json_)
+           field: FieldOpt = None, values: ValuesOpt = None, json_: JsonFlag = False) -> None:
+    """Reject an approval item (only the form's required_on_reject fields are required)."""
+    body = {"comment": comment, "values": merged(values, field or [], "--field")}
+    _act(ctx, item_id, "reject", body, "rejected", json_)
 
 
 @app.command()

@@ -1,12 +1,16 @@
 """`make run`: embedded Kafka and MongoDB, the five services, an example run, live logs.
 
 Ctrl-C stops every process this started (children also die with it if it is killed).
+The data of an earlier `make run` (under .baton/data) is kept and said so;
+`make run FRESH=1` (``python -m infra.run --fresh``) starts from nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import email
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -95,12 +99,20 @@ class Inbox:
         return "250 Message accepted for delivery"
 
     def webhook(self, path: str, raw: bytes) -> None:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = raw.decode(errors="replace")
-        text = body.get("text", body) if isinstance(body, dict) else body
-        say(f"webhook {path}: {str(text)[:160]}")
+        say(webhook_line(path, raw))
+
+
+def webhook_line(path: str, raw: bytes) -> str:
+    """What a webhook call shows: a chat message names its channel (the person's handle)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = raw.decode(errors="replace")
+    text = body.get("text", body) if isinstance(body, dict) else body
+    text = " / ".join(line for line in str(text).splitlines() if line.strip())[:160]
+    if isinstance(body, dict) and body.get("channel"):
+        return f"chat to {body['channel']}: {text}"
+    return f"webhook {path}: {text}"
 
 
 def demo(stack: ServiceStack, inbox: Inbox) -> None:
@@ -145,13 +157,69 @@ def demo(stack: ServiceStack, inbox: Inbox) -> None:
         }}).raise_for_status()
         wait_for_run(client, stack, admin, run_id, ("running",), stage="provisioning")
     say("the run moved on to provisioning: IT, facilities and payroll work in parallel.")
-    say("Act as Ivan (IT) with the CLI:")
-    print(f"      export BATON_TOKEN={tokens['ivan']}\n"
-          "      .venv/bin/baton work list\n"
-          "      .venv/bin/baton work complete ITEM_ID --value serial_number=SN-4471\n"
-          f"  then Fatima (facilities, token {tokens['fatima']}) completes the desk, and Irene\n"
-          f"  (the manager, token {tokens['irene']}) runs: baton work approve ITEM_ID\n"
-          f"  Follow the run: .venv/bin/baton runs show {run_id}", flush=True)
+    print(next_steps(guide, tokens, run_id), flush=True)
+
+
+def sign_in_link(guide: str, token: str) -> str:
+    """A link that signs a browser in (the token stays in the fragment: see signin.js)."""
+    return f"{guide}/ui/login#token={token}"
+
+
+def next_steps(guide: str, tokens: dict[str, str], run_id: str) -> str:
+    """What to do next, as each of the people the onboarding run now waits for."""
+    return "\n".join([
+        f"\033[1m==> The Work Guide: {guide}/ui\033[0m",
+        "  Open it signed in as Ivan (IT), who has the laptop to prepare:",
+        f"      {sign_in_link(guide, tokens['ivan'])}",
+        "  or act as Ivan with the CLI:",
+        f"      export BATON_TOKEN={tokens['ivan']}",
+        "      .venv/bin/baton work list",
+        "      .venv/bin/baton work complete ITEM_ID --field serial_number=SN-4471",
+        "  Then Fatima (facilities) prepares the desk:",
+        f"      {sign_in_link(guide, tokens['fatima'])}",
+        "  and Irene, Ada's manager, approves (or rejects: the run goes back to HR):",
+        f"      {sign_in_link(guide, tokens['irene'])}",
+        f"  Follow the run: {guide}/ui/runs/{run_id}  or  .venv/bin/baton runs show {run_id}",
+    ])
+
+
+def earlier_state(data_dir: Path) -> list[str]:
+    """What an earlier `make run` left under ``data_dir`` (its logs aside)."""
+    if not data_dir.exists():
+        return []
+    return sorted(p.name for p in data_dir.iterdir() if p.name != "logs" and (
+        p.is_file() or any(p.iterdir())))
+
+
+def clear_state(data_dir: Path) -> None:
+    for path in data_dir.iterdir() if data_dir.exists() else ():
+        if path.name == "logs":
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def announce_state(data_dir: Path, fresh: bool) -> bool:
+    """Say what the run starts on, clearing it first when ``fresh``.
+
+    False (nothing cleared) when servers started by ``python -m infra.embedded start`` may
+    still be using the data.
+    """
+    left = earlier_state(data_dir)
+    if fresh and left and (STATE_DIR / "embedded.json").exists():
+        say("embedded servers started by `python -m infra.embedded start` use .baton/data: "
+            "stop them first (make stop), then make run FRESH=1")
+        return False
+    if fresh and left:
+        clear_state(data_dir)
+        say("a fresh start: the data of the earlier make run is deleted")
+    elif left:
+        say("starting on the data of an earlier make run (.baton/data): its runs and open "
+            "work items are still there, and the examples are published again as new "
+            "versions. For a clean start: make run FRESH=1 (or make clean)")
+    return True
 
 
 def start(client: httpx.Client, trigger: str, admin: dict[str, str], body: dict[str, Any]) -> str:
@@ -185,8 +253,14 @@ def wait_for_item(client: httpx.Client, guide: str, who: dict[str, str],
     raise RuntimeError(f"no work item appeared for run {run_id}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.run")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the data of an earlier run first (make run FRESH=1)")
+    args = parser.parse_args(argv)
     data_dir = STATE_DIR / "data"
+    if not announce_state(data_dir, args.fresh):
+        return 1
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
@@ -215,7 +289,8 @@ def main() -> int:
         (STATE_DIR / "run.json").write_text(json.dumps(
             {"services": {n: stack.url(n) for n in stack.names}, "admin_token": DEMO_TOKEN,
              **servers.env()}, indent=2))
-        say("Baton is up. Try: .venv/bin/baton runs list  — Ctrl-C stops everything.")
+        say(f"Baton is up. The Work Guide: {stack.url('assignment')}/ui (sign-in links "
+            "above). Try: .venv/bin/baton runs list  — Ctrl-C stops everything.")
         threading.Thread(target=follow, args=(log_dir, stop), daemon=True).start()
         while True:
             time.sleep(1)

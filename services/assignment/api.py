@@ -37,6 +37,10 @@ class CompleteRequest(BaseModel):
 
 class DecisionRequest(BaseModel):
     comment: str = Field(default="", max_length=4000)
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the approval's form; approving checks it as written, rejecting requires"
+                    " only its required_on_reject fields")
 
 
 class CommentRequest(BaseModel):
@@ -170,11 +174,11 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     @router.post("/{item_id}/approve")
     async def approve(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Approve(who.user_id, body.comment))
+        return await act(item_id, who, cmd.Approve(who.user_id, body.comment, body.values))
 
     @router.post("/{item_id}/reject")
     async def reject(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Reject(who.user_id, body.comment))
+        return await act(item_id, who, cmd.Reject(who.user_id, body.comment, body.values))
 
     @router.post("/{item_id}/comment")
     async def comment(item_id: str, body: CommentRequest, who: Person) -> dict[str, Any]:

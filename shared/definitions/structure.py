@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -11,6 +12,8 @@ from shared.definitions.issues import Issue, listing, stage_path, step_path
 from shared.definitions.model import Definition, Stage, Step, StepKind
 
 _PEOPLE_ONLY = ("assignee", "form", "due", "escalation")
+REQUIRED_ON_REJECT = "required_on_reject"  # the fields a rejection must fill (approval forms)
+VERDICT_OUTPUTS = frozenset({"decision", "comment"})
 
 
 def check_structure(definition: Definition, known_actions: Collection[str]) -> list[Issue]:
@@ -193,6 +196,29 @@ def _form(path: str, step: Step) -> Iterator[Issue]:
             "a form describes an object (type: object) whose properties become the step's"
             f" outputs, not {step.form.get('type')!r}",
         )
+    yield from _approval_form(path, step, step.form)
+
+
+def _approval_form(path: str, step: Step, form: Mapping[str, Any]) -> Iterator[Issue]:
+    """``required_on_reject`` names declared fields; the verdict's own outputs stay its own."""
+    declared = form.get("properties")
+    properties: Mapping[str, Any] = declared if isinstance(declared, dict) else {}
+    on_reject = form.get(REQUIRED_ON_REJECT)
+    if on_reject is not None:
+        where = f"{path}.form.{REQUIRED_ON_REJECT}"
+        if step.kind != StepKind.APPROVAL:
+            yield Issue(where, "only an approval step is rejected")
+        elif not isinstance(on_reject, list) or not all(isinstance(n, str) for n in on_reject):
+            yield Issue(where, "a list of the form's property names")
+        else:
+            for name in on_reject:
+                if name not in properties:
+                    known = listing(properties)
+                    yield Issue(where, f"unknown form field '{name}' (properties: {known})")
+    if step.kind == StepKind.APPROVAL:
+        for name in VERDICT_OUTPUTS & set(properties):
+            yield Issue(f"{path}.form.properties.{name}",
+                        f"'{name}' is the approval's own output; name the form field otherwise")
 
 
 def _record_assignee(

@@ -266,6 +266,16 @@ def approval_id(run_id: str) -> str:
     return f"{run_id}:manager_approval:1"
 
 
+async def test_a_sign_in_link_signs_in_and_leaves_no_token_in_the_address_bar(
+    guide: str, tokens: dict[str, str], people: dict[str, Any],
+) -> None:
+    page: Page = await people["open"]("hana by link")
+    await page.goto(f"/ui/login#token={tokens['hana']}")
+    await page.wait_for_url("**/ui/work")
+    await expect(page.get_by_role("heading", name="My work")).to_be_visible()
+    assert "token" not in page.url
+
+
 async def test_one_user_cannot_open_anothers_item(
     stack: ServiceStack, guide: str, tokens: dict[str, str], people: dict[str, Any],
 ) -> None:

@@ -65,6 +65,20 @@ stages:
         assignee: {group: it}
 """
 
+MANAGER_DEFINITION = """\
+name: cli-manager
+record_fields:
+  employee_id: string
+  name: string
+stages:
+  - name: approval
+    steps:
+      - name: manager_ok
+        kind: approval
+        title: "Welcome ${record.name}?"
+        assignee: {manager_of: record.employee_id}
+"""
+
 BAD_DEFINITION = """\
 name: cli-bad
 stages:
@@ -121,7 +135,8 @@ def baton(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Baton:
 def definitions_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("definitions")
     for name, text in (("wait.yaml", WAIT_DEFINITION), ("task.yaml", TASK_DEFINITION),
-                       ("approval.yaml", APPROVAL_DEFINITION), ("bad.yaml", BAD_DEFINITION)):
+                       ("approval.yaml", APPROVAL_DEFINITION), ("bad.yaml", BAD_DEFINITION),
+                       ("manager.yaml", MANAGER_DEFINITION)):
         (folder / name).write_text(text)
     return folder
 
@@ -532,6 +547,25 @@ def test_an_admin_reassigns_and_rejections_reach_the_run(
     assert rejected.stdout.startswith(f"rejected {item_id} (Sign off the change): status completed")
     run = wait_for_status(baton, run_id, "completed")
     assert run["steps"]["sign_off"]["decision"] == "rejected"
+
+
+def test_a_run_about_a_record_starts_from_the_cli_and_reaches_the_records_manager(
+    baton: Baton, people: dict[str, str], definitions_dir: Path, tmp_path: Path) -> None:
+    baton("definitions", "publish", str(definitions_dir / "manager.yaml"))
+    record = tmp_path / "ben.yaml"
+    record.write_text("object_type: Employee\nrecord_id: e1002\nfields: {employee_id: e1002}\n")
+    run_id = baton.json("runs", "start", "cli-manager", "--record", str(record),
+                        "--field", "name=Ben Carter")["run_id"]
+
+    def sofias_item() -> dict[str, Any] | None:
+        items = baton.json("work", "list", "--all", "--orchestration", "cli-manager")
+        return next((i for i in items if i["run_id"] == run_id), None)
+    item = wait_until(sofias_item, what="the manager's approval")
+    assert (item["assignee_kind"], item["assignee"]) == ("user", "sofia")  # e1002's manager
+    assert item["title"] == "Welcome Ben Carter?"
+    run = baton.json("runs", "show", run_id)
+    assert run["record_key"] == "Employee:e1002"
+    assert run["record"] == {"employee_id": "e1002", "name": "Ben Carter"}
 
 
 def test_bulk_reassign_reports_each_item(

@@ -173,6 +173,24 @@ def test_asyncapi_document() -> None:
             node = node[part.replace("~1", "/").replace("~0", "~")]
 
 
+def test_the_asyncapi_document_says_each_messages_kafka_key_as_the_samples_have_it() -> None:
+    doc = json.loads(generate.ASYNCAPI_PATH.read_text(encoding="utf-8"))
+    assert "keyed by run_id;" not in doc["info"]["description"]
+    keys = {m["name"]: m["bindings"]["kafka"]["key"]["description"]
+            for m in doc["components"]["messages"].values()}
+    for type_, version in ENTRIES:
+        sample = parse(raw(load_sample(type_, version)))
+        if sample.run_id:
+            assert sample.partition_key == sample.run_id
+            assert "run_id" in keys[type_], type_
+        else:
+            assert "run_id" not in keys[type_].split(";")[0], type_
+    changed = parse(raw(load_sample("RecordChanged", 1)))
+    record = changed.payload.model_dump()
+    assert changed.partition_key == f"{record['object_type']}:{record['record_id']}"
+    assert keys["RecordChanged"].startswith("Kafka key: object_type:record_id")
+
+
 # --- malformed input -------------------------------------------------------------------
 
 

@@ -321,6 +321,25 @@ def test_form_must_be_a_valid_json_schema() -> None:
     assert issue.message.startswith("form is not a valid JSON Schema at properties.serial.type")
 
 
+def test_required_on_reject_names_fields_of_an_approval_form() -> None:
+    form = {"type": "object", "required_on_reject": ["why", "note"],
+            "properties": {"note": {"type": "string"}}}
+    approval = with_step(base(), 1, 0, kind="approval", form=form)
+    assert only_issue(approval) == Issue(
+        "stages[1](it).steps[0](laptop).form.required_on_reject",
+        "unknown form field 'why' (properties: note)")
+    interactive = with_step(base(), 1, 0, form={**form, "required_on_reject": ["note"]})
+    assert only_issue(interactive).message == "only an approval step is rejected"
+    valid = with_step(base(), 1, 0, kind="approval", form={**form, "required_on_reject": ["note"]})
+    validate_definition(valid, known_actions=ACTIONS)
+
+
+def test_an_approval_form_cannot_shadow_the_verdict() -> None:
+    form = {"type": "object", "properties": {"comment": {"type": "string"}}}
+    issue = only_issue(with_step(base(), 1, 0, kind="approval", form=form))
+    assert issue.path == "stages[1](it).steps[0](laptop).form.properties.comment"
+
+
 def test_reminders_need_a_due_date() -> None:
     assert only_issue(with_step(base(), 1, 0, reminders_before_due=["1h"])) == Issue(
         "stages[1](it).steps[0](laptop).reminders_before_due",

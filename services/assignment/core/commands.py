@@ -41,14 +41,20 @@ class Complete:
 
 @dataclass(frozen=True)
 class Approve:
+    """Approve, with the approval's form (checked against its schema as written)."""
+
     actor: str
     comment: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Reject:
+    """Reject; only the form's ``required_on_reject`` fields are required (see core/forms.py)."""
+
     actor: str
     comment: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from services.assignment.core.commands import Approve, Complete, Reject
 from services.assignment.core.decision import Decision, about, check, check_text
 from services.assignment.core.directory import Directory
 from services.assignment.core.events import Event
-from services.assignment.core.forms import validate_values
+from services.assignment.core.forms import approval_schema, validate_values
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 
@@ -34,16 +34,18 @@ def complete(item: WorkItem, command: Complete, directory: Directory) -> Decisio
 
 
 def approve(item: WorkItem, command: Approve, directory: Directory) -> Decision | Rejection:
-    return _decide_approval(item, command.actor, "approved", command.comment, directory)
+    return _decide_approval(item, command, "approved", directory)
 
 
 def reject(item: WorkItem, command: Reject, directory: Directory) -> Decision | Rejection:
-    return _decide_approval(item, command.actor, "rejected", command.comment, directory)
+    return _decide_approval(item, command, "rejected", directory)
 
 
 def _decide_approval(
-    item: WorkItem, actor: str, decision: ApprovalDecision, comment: str, directory: Directory
+    item: WorkItem, command: Approve | Reject, decision: ApprovalDecision, directory: Directory
 ) -> Decision | Rejection:
+    """The form's values join the verdict in the outputs (``decision`` and ``comment`` win)."""
+    actor, comment = command.actor, command.comment
     verb: Literal["approve", "reject"] = "approve" if decision == "approved" else "reject"
     if item.kind != "approval":
         return Rejection(f"only an approval work item can be {decision}", "invalid")
@@ -51,7 +53,10 @@ def _decide_approval(
     rejected = rejected or check_text("comment", comment, required=False)
     if rejected:
         return rejected
-    outputs = {"decision": decision, "comment": comment}
+    values = validate_values(approval_schema(item.form, decision), command.values)
+    if isinstance(values, Rejection):
+        return values
+    outputs = {**values, "decision": decision, "comment": comment}
     return Decision(events=_finish(item, actor, outputs, decision, comment))
 
 

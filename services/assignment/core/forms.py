@@ -7,6 +7,11 @@ accepted; either way the values must be what a message may carry (the limits of
 in :data:`MAX_VALUES_BYTES` serialized, because they travel to the run as a message that
 the coordinator parses with those limits.  A ``date-time`` must carry its zone (RFC 3339):
 the run compares it with other times, and a zone-less one has no single meaning.
+
+An approval's form is checked as written when it is approved.  A rejection is often a
+"no" with nothing more to say, so the form's ``required`` does not apply to it: only the
+properties it lists under :data:`REQUIRED_ON_REJECT` (none by default) are required, and
+whatever is given is still checked against its property's schema.
 """
 
 from __future__ import annotations
@@ -40,6 +45,18 @@ def is_date_time(value: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+REQUIRED_ON_REJECT = "required_on_reject"  # as the definition checks know it (shared.definitions)
+
+
+def approval_schema(
+    form: Mapping[str, Any] | None, decision: str
+) -> Mapping[str, Any] | None:
+    """The schema an approval's values are checked against for ``decision``."""
+    if form is None or decision == "approved":
+        return form
+    return {**form, "required": list(form.get(REQUIRED_ON_REJECT) or [])}
 
 
 def validate_values(schema: Mapping[str, Any] | None, values: Any) -> dict[str, Any] | Rejection:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from services.assignment.core.forms import REQUIRED_ON_REJECT
 from services.assignment.core.rejection import FieldError
 
 Widget = Literal["text", "date", "email", "url", "number", "select", "yesno", "textarea", "json"]
@@ -83,8 +84,14 @@ def render_form(
     schema: Mapping[str, Any] | None,
     submitted: Mapping[str, str] | None = None,
     errors: Sequence[FieldError] = (),
+    *,
+    approval: bool = False,
 ) -> RenderedForm:
-    """The fields of ``schema`` (in its order), filled with ``submitted`` raw values."""
+    """The fields of ``schema`` (in its order), filled with ``submitted`` raw values.
+
+    An approval's form is sent with either verdict, so a field required for only one of
+    them says which (the label's "(optional)" follows approving).
+    """
     submitted = submitted or {}
     properties = _properties(schema)
     required = set(_required(schema))
@@ -94,6 +101,8 @@ def render_form(
         spec = properties.get(name, {})
         fields.append(_field(name, spec if isinstance(spec, Mapping) else {},
                              name in required, index, submitted.get(PREFIX + name, "")))
+    if approval:
+        _note_verdicts(fields, required, set(_required(schema, REQUIRED_ON_REJECT)))
     by_name = {f.name: f for f in fields}
     general: list[str] = []
     for error in errors:
@@ -148,9 +157,21 @@ def _properties(schema: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return props if isinstance(props, Mapping) else {}
 
 
-def _required(schema: Mapping[str, Any] | None) -> list[str]:
-    required = (schema or {}).get("required")
+def _required(schema: Mapping[str, Any] | None, keyword: str = "required") -> list[str]:
+    required = (schema or {}).get(keyword)
     return [r for r in required if isinstance(r, str)] if isinstance(required, list) else []
+
+
+def _note_verdicts(fields: Sequence[FormField], to_approve: set[str],
+                   to_reject: set[str]) -> None:
+    for f in fields:
+        note = ""
+        if f.name in to_approve and f.name not in to_reject:
+            note = "Needed to approve."
+        elif f.name in to_reject and f.name not in to_approve:
+            note = "Needed to reject."
+        if note:
+            f.description = f"{f.description} {note}".strip()
 
 
 def _type(spec: Mapping[str, Any]) -> str:

@@ -285,7 +285,8 @@ class WorkGuidePages:
                         and item.due_at - now < DUE_SOON)
         return {"item": item, "overdue": overdue, "due_soon": due_soon,
                 "holder": timeline.holder_text(item, directory),
-                "age": (now - item.created_at).total_seconds()}
+                "age": (now - item.created_at).total_seconds(),
+                "finished": finished_text(item, directory)}
 
     def list_context(self, viewer: Viewer, items: Sequence[WorkItem], status: str,
                      overdue: bool) -> dict[str, Any]:
@@ -316,12 +317,14 @@ class WorkGuidePages:
             allowed["complete"] = False
         else:
             allowed["approve"] = allowed["reject"] = False
-        rendered = extra.pop("rendered", None) or forms.render_form(item.form)
+        rendered = extra.pop("rendered", None) or forms.render_form(
+            item.form, approval=item.kind == "approval")
         return {"item": item, "allowed": allowed, "form": rendered,
                 "row": self.row(item, viewer.directory, now),
                 "notice": NOTICES.get(str(extra.pop("notice", "") or "")),
                 "problem": extra.pop("problem", None),
-                "comment_error": extra.pop("comment_error", None), **extra}
+                "comment_error": extra.pop("comment_error", None),
+                "decision_comment": extra.pop("decision_comment", ""), **extra}
 
     async def act(self, request: Request, item_id: str, action: str) -> Response:
         checked = await self.checked_post(request)
@@ -342,9 +345,9 @@ class WorkGuidePages:
         elif action == "complete":
             command = cmd.Complete(me, forms.values_from(item.form, raw))
         elif action == "approve":
-            command = cmd.Approve(me, comment[:4000])
+            command = cmd.Approve(me, comment[:4000], forms.values_from(item.form, raw))
         elif action == "reject":
-            command = cmd.Reject(me, comment[:4000])
+            command = cmd.Reject(me, comment[:4000], forms.values_from(item.form, raw))
         else:
             if not comment:
                 return self.render(request, "item.html", viewer, 422, **self.item_context(
@@ -352,7 +355,7 @@ class WorkGuidePages:
             command = cmd.Comment(me, comment[:4000])
         outcome = await self.guide.act(item_id, command, viewer.directory)
         if outcome.rejection is not None:
-            return await self.refused(request, viewer, item_id, outcome.rejection, raw)
+            return await self.refused(request, viewer, item_id, outcome.rejection, raw, comment)
         done = {"claim": "claimed", "release": "released", "complete": "completed",
                 "approve": "approved", "reject": "rejected", "comment": "commented"}[action]
         if action in FINISHING:
@@ -362,16 +365,18 @@ class WorkGuidePages:
                                 status_code=303)
 
     async def refused(self, request: Request, viewer: Viewer, item_id: str,
-                      rejection: Rejection, raw: Mapping[str, str]) -> Response:
+                      rejection: Rejection, raw: Mapping[str, str],
+                      comment: str = "") -> Response:
         item = await self.guide.view(item_id)
         if rejection.code == "not_found" or item is None:
             return self.not_found(request, viewer, "work item")
         status = {"forbidden": 403, "conflict": 409, "invalid": 422}[rejection.code]
-        rendered = forms.render_form(item.form, raw, rejection.errors)
+        rendered = forms.render_form(item.form, raw, rejection.errors,
+                                     approval=item.kind == "approval")
         if rejection.code == "invalid" and not rejection.errors:
             rendered.errors.append(rejection.reason)
         return self.render(request, "item.html", viewer, status, **self.item_context(
-            viewer, item, rendered=rendered, problem=rejection.reason))
+            viewer, item, rendered=rendered, problem=rejection.reason, decision_comment=comment))
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -430,6 +435,17 @@ class WorkGuidePages:
                                             f"{answer.status_code}", request=answer.request,
                                             response=answer)
         return list(stats.json().get("longest_waiting") or []), list(failed.json())
+
+
+def finished_text(item: WorkItem, directory: Directory) -> str:
+    """How a finished item ended and by whom ("" while it is open); its time is updated_at."""
+    if item.status == "canceled":
+        return "Canceled" + (f": {item.cancel_reason}" if item.cancel_reason else "")
+    if not item.is_finished:
+        return ""
+    verb = {"approved": "Approved", "rejected": "Rejected"}.get(item.decision or "", "Completed")
+    who = timeline.person(directory, item.completed_by)
+    return f"{verb} by {who}" if who else verb
 
 
 def _first(form: Mapping[str, list[str]], key: str) -> str:

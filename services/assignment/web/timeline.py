@@ -4,8 +4,10 @@ Built from the run as the stage-coordinator's API returns it (``GET /runs/{id}``
 with ``stages``, ``steps`` and ``history``, times as ISO 8601 text) and from the run's
 work items, which the assignment service owns.  Pure: the caller passes ``now``.
 
-The path lists what happened in order.  A stage entered a second time is a route back
-(a decision sent the run there); it is marked, with the decision that came just before.
+The path lists what happened in order.  Entering a stage that comes before the one the
+run was in (or the same one again) is a route back: a decision sent the run there.  It is
+marked, with the decision that came just before.  Moving on to a later stage is never a
+route back, even into a stage visited before.
 """
 
 from __future__ import annotations
@@ -207,12 +209,19 @@ def build(
         finished_at=finished_at,
         seconds=span(started_at, finished_at or (now if active_run else None)),
         error=run.get("error"), stages=stages, holders=holders,
-        path=path_of(history, directory),
+        path=path_of(history, directory, order),
     )
 
 
-def path_of(history: Sequence[Mapping[str, Any]], directory: Directory) -> list[PathEntry]:
-    """What happened, in order, in words; timers and resets are left out."""
+def path_of(history: Sequence[Mapping[str, Any]], directory: Directory,
+            order: Sequence[str] | None = None) -> list[PathEntry]:
+    """What happened, in order, in words; timers and resets are left out.
+
+    ``order`` is the definition's stage order (by default, as RunCreated lists it).
+    """
+    position = {name: i for i, name in enumerate(
+        order if order is not None else _stage_order({}, history))}
+    current: str | None = None
     path: list[PathEntry] = []
     entered: dict[str, int] = {}
     stage_start: dict[str, datetime | None] = {}
@@ -228,12 +237,13 @@ def path_of(history: Sequence[Mapping[str, Any]], directory: Directory) -> list[
         elif kind == "StageEntered":
             entered[stage] = entered.get(stage, 0) + 1
             stage_start[stage] = at
-            if entered[stage] > 1:
+            visit = f" (visit {entered[stage]})" if entered[stage] > 1 else ""
+            if current is not None and _before_or_same(position, stage, current):
                 why = f" after {last_decision}" if last_decision else ""
-                path.append(PathEntry(at, "back", f"Back to stage {stage}{why} "
-                                      f"(visit {entered[stage]})", actor))
+                path.append(PathEntry(at, "back", f"Back to stage {stage}{why}{visit}", actor))
             else:
-                path.append(PathEntry(at, "stage", f"Stage {stage} entered", actor))
+                path.append(PathEntry(at, "stage", f"Stage {stage} entered{visit}", actor))
+            current, last_decision = stage, ""  # a later route back has its own reason
         elif kind == "StageFinished":
             path.append(PathEntry(at, "stage", f"Stage {stage} {event.get('status')}", actor,
                                   span(stage_start.get(stage), at)))
@@ -269,6 +279,13 @@ def path_of(history: Sequence[Mapping[str, Any]], directory: Directory) -> list[
             path.append(PathEntry(at, "run", f"Run migrated from v{event.get('from_version')} "
                                   f"to v{event.get('to_version')}", actor))
     return path
+
+
+def _before_or_same(position: Mapping[str, int], stage: str, current: str) -> bool:
+    """Whether entering ``stage`` from ``current`` goes back (unknown stages: never)."""
+    if stage not in position or current not in position:
+        return False
+    return position[stage] <= position[current]
 
 
 def _stage_order(run: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -42,12 +42,14 @@ class ContactBook:
 def recipients_of(envelope: Envelope, operators: Sequence[str] = ()) -> list[str]:
     """The user ids to notify, in order, once each; fetch their contacts before planning.
 
-    Work-item events name their recipients (assignment resolved them); run events go to
-    the operators from configuration.
+    Work-item events name their recipients (assignment resolved them), less the person
+    whose action it was: nobody is told what they just did themselves (the owner hears
+    that their delegate completed an item; the one who completed it does not).  Run events
+    go to the operators from configuration.
     """
     payload = envelope.payload
     if isinstance(payload, WorkItemEvent):
-        ids: Sequence[str] = payload.recipients
+        ids: Sequence[str] = [user for user in payload.recipients if user != payload.actor]
     elif isinstance(payload, RunEvent):
         ids = operators
     else:

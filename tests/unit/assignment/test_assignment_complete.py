@@ -215,3 +215,59 @@ def test_only_the_approver_may_approve() -> None:
     item = given(request("user", "carol", step_kind="approval"))
 
     assert rejected(item, Approve("ann")).code == "not_found"
+
+
+APPROVAL_FORM = {
+    "type": "object",
+    "required": ["po_number"],
+    "required_on_reject": ["redlines"],
+    "properties": {"po_number": {"type": "string"}, "redlines": {"type": "string"},
+                   "seats": {"type": "integer"}},
+}
+
+
+def test_an_approval_form_is_checked_and_its_values_reach_the_outputs_and_history() -> None:
+    item = given(request("user", "carol", step_kind="approval", form=APPROVAL_FORM))
+
+    missing = rejected(item, Approve("carol", "ok"))
+    decision = accepted(item, Approve("carol", "ok", {"po_number": "PO-7", "seats": 3}))
+
+    assert (missing.code, missing.errors) == ("invalid", (FieldError("po_number", "is required"),))
+    step = decision.events[-1]
+    assert isinstance(step, StepCompleted)
+    assert step.outputs == {"po_number": "PO-7", "seats": 3, "decision": "approved",
+                            "comment": "ok"}
+    after = then(item, decision)
+    assert after.outputs == step.outputs
+    assert [e.new for e in after.history if e.field == "outputs"] == [step.outputs]
+
+
+def test_rejecting_requires_only_the_fields_the_form_names_for_a_rejection() -> None:
+    item = given(request("user", "carol", step_kind="approval", form=APPROVAL_FORM))
+
+    missing = rejected(item, Reject("carol", "no"))
+    mistyped = rejected(item, Reject("carol", "no", {"redlines": "x", "seats": "many"}))
+    decision = accepted(item, Reject("carol", "no", {"redlines": "clause 7"}))
+
+    assert missing.errors == (FieldError("redlines", "is required"),)
+    assert [e.field for e in mistyped.errors] == ["seats"]
+    step = decision.events[-1]
+    assert isinstance(step, StepCompleted)
+    assert step.outputs == {"redlines": "clause 7", "decision": "rejected", "comment": "no"}
+
+
+def test_without_required_on_reject_a_rejection_needs_no_field() -> None:
+    form = {k: v for k, v in APPROVAL_FORM.items() if k != "required_on_reject"}
+    item = given(request("user", "carol", step_kind="approval", form=form))
+
+    assert accepted(item, Reject("carol", "no")).events[-1].outputs == {  # type: ignore[union-attr]
+        "decision": "rejected", "comment": "no"}
+
+
+def test_the_verdict_outputs_are_the_approvals_own() -> None:
+    item = given(request("user", "carol", step_kind="approval"))
+
+    step = accepted(item, Approve("carol", "yes", {"decision": "rejected"})).events[-1]
+
+    assert isinstance(step, StepCompleted)
+    assert step.outputs["decision"] == "approved"

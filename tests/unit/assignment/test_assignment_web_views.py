@@ -133,6 +133,29 @@ def test_the_path_marks_the_route_back_with_the_decision_that_caused_it() -> Non
     assert path[3].seconds == 30 * 60 and path[7].seconds == 60 * 60
 
 
+def test_moving_on_after_a_route_back_is_not_another_route_back() -> None:
+    stages = ["draft", "review", "approval"]
+    events = history(
+        (0, "RunCreated", {"orchestration": "quote", "version": 1, "stages": stages}),
+        (0, "StageEntered", {"stage": "draft"}),
+        (1, "StageEntered", {"stage": "review"}),
+        (2, "StageEntered", {"stage": "approval"}),
+        (3, "StepSucceeded", {"step": "sign_off", "actor": "irene", "decision": "rejected"}),
+        (3, "StageEntered", {"stage": "review"}),
+        (4, "StepSucceeded", {"step": "check", "actor": "hana", "decision": "approved"}),
+        (5, "StageEntered", {"stage": "approval"}),
+        (6, "StageEntered", {"stage": "approval"}),
+    )
+    entries = [e for e in timeline.path_of(events, DIRECTORY) if e.text.find("tage ") > 0]
+    assert [(e.kind, e.text) for e in entries] == [
+        ("stage", "Stage draft entered"), ("stage", "Stage review entered"),
+        ("stage", "Stage approval entered"),
+        ("back", "Back to stage review after sign_off was rejected (visit 2)"),
+        ("stage", "Stage approval entered (visit 2)"),
+        ("back", "Back to stage approval (visit 3)"),  # a stage that loops on itself
+    ]
+
+
 def work_item(**fields: Any) -> WorkItem:
     base: dict[str, Any] = {
         "id": "r1:hr_form:2", "run_id": "r1", "orchestration": "onboarding", "version": 2,

@@ -180,3 +180,15 @@ def test_a_success_that_is_not_json_is_an_error() -> None:
 ])
 def test_describe_error_body_shapes(body: Any, message: str | None, details: list[str]) -> None:
     assert describe_error_body(body) == (message, details)
+
+
+def test_a_plain_http_client_loads_no_ca_bundle_and_https_verifies() -> None:
+    import ssl
+
+    from cli.client import _tls_for
+
+    plain = _tls_for("HTTP://127.0.0.1:8104")
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
+    assert plain.cert_store_stats()["x509_ca"] == 0  # trusts nothing, should TLS ever happen
+    assert _tls_for("https://baton.example.com") is True

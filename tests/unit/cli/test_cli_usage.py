@@ -27,8 +27,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
 
 
 def test_every_command_of_the_brief_exists() -> None:
-    root = get_command(app)
-    commands: dict[str, Any] = getattr(root, "commands", {})
+    root: Any = get_command(app)
+    with root.make_context("baton", ["--help"], resilient_parsing=True) as ctx:
+        commands = {name: root.get_command(ctx, name) for name in root.list_commands(ctx)}
     groups = {name: sorted(getattr(cmd, "commands", {})) for name, cmd in commands.items()}
     assert groups == {
         "login": [], "logout": [], "whoami": [],
@@ -74,7 +75,9 @@ def test_the_url_flag_wins_over_the_environment(env: Env) -> None:
      "error: --input 'novalue': expected key=value"),
     (["runs", "skip", "r", "s", "--output", "=1"], "error: --output '=1': expected key=value"),
     (["work", "complete", "w", "-v", "a=1", "-v", "a=2"],
-     "error: --value: 'a' is given more than once"),
+     "error: --field: 'a' is given more than once"),
+    (["work", "approve", "w", "--field", "a=1", "-f", "a=2"],
+     "error: --field: 'a' is given more than once"),
     (["definitions", "validate", "/nonexistent/def.yaml"],
      "error: no such file: /nonexistent/def.yaml"),
     (["work", "complete", "w", "--values", "/nonexistent/v.json"],
@@ -132,3 +135,29 @@ def test_login_refuses_an_empty_token(env: Env) -> None:
     result = runner.invoke(app, ["login", "-"], input="\n", env=env)
     assert result.exit_code == 2
     assert result.stderr == "error: the token is empty or contains spaces\n"
+
+
+def test_a_run_about_a_record_takes_its_fields_from_flags_over_a_file(tmp_path: Path) -> None:
+    from cli.runs import record_ref
+
+    ben = tmp_path / "ben.yaml"
+    ben.write_text("object_type: Employee\nrecord_id: e1002\n"
+                   "fields: {employee_id: e1002, name: Ben, start: 2027-01-04}\n")
+    fields_only = tmp_path / "fields.json"
+    fields_only.write_text('{"employee_id": "e1003"}')
+
+    assert record_ref(ben, ["name=Ben Carter", "level=3"], None, None) == {
+        "object_type": "Employee", "record_id": "e1002",
+        "fields": {"employee_id": "e1002", "name": "Ben Carter", "start": "2027-01-04",
+                   "level": 3}}
+    assert record_ref(fields_only, [], "Employee", "e1003") == {
+        "object_type": "Employee", "record_id": "e1003", "fields": {"employee_id": "e1003"}}
+    assert record_ref(None, [], None, None) is None
+
+
+def test_a_record_without_its_type_and_id_is_a_usage_error(env: Env) -> None:
+    result = runner.invoke(app, ["runs", "start", "employee-onboarding", "-f", "x=1"], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: a run about a record needs --object-type and --record-id (or a --record file "
+        "with object_type and record_id)"]

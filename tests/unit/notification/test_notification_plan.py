@@ -146,3 +146,14 @@ def test_email_stands_in_when_no_preferred_channel_is_reachable() -> None:
 
     assert channels_for(chat_only) == ["email"]
     assert channels_for(unreachable) == []
+
+
+def test_nobody_is_told_about_their_own_action(make_event: EventFactory, now: datetime) -> None:
+    by_ada = WorkItemCompleted(work_item_id="wi-1", step="s", title="Review", actor="u-ada",
+                               recipients=["u-ada"])
+    by_delegate = WorkItemCompleted(work_item_id="wi-1", step="s", title="Review",
+                                    actor="u-bob", recipients=["u-ada", "u-bob"])
+
+    assert routes(plan_deliveries(make_event(by_ada), DIRECTORY, now)) == [("*", "kafka")]
+    assert routes(plan_deliveries(make_event(by_delegate), DIRECTORY, now)) == [
+        ("u-ada", "email"), ("u-ada", "chat"), ("*", "kafka")]
