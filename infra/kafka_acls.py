@@ -5,8 +5,9 @@
 
 ``contracts/topics.py`` names the producers and consumers of every topic.  Each service is
 its own principal (``User:<service>``, or ``--prefix`` before the name); it gets WRITE on the
-topics it produces, READ on those it consumes, DESCRIBE on both, and READ on its consumer
-group.  Outside parties get ACLs only when their principal is given (``--upstream``,
+topics it produces, READ on those it consumes, DESCRIBE on both, and READ on the consumer
+groups named after it (its name, or its name and a suffix: the coordinator reads
+``workitems.events`` in a group of its own).  Outside parties get ACLs only when their principal is given (``--upstream``,
 ``--operators``).  With WRITE on a topic, Kafka (3.0 and newer) also lets the principal's
 producer be idempotent, so no cluster-wide right is granted.  ``--allow-create`` adds CREATE
 on each service's own topics, for clusters where the services create their topics.
@@ -29,7 +30,7 @@ from shared.topics import TopicPolicy, ensure_topics
 
 # Kafka's wire codes (org.apache.kafka.common.acl / resource).
 TOPIC, GROUP = 2, 3
-LITERAL = 3
+LITERAL, PREFIXED = 3, 4
 READ, WRITE, CREATE, DESCRIBE = 3, 4, 5, 8
 ALLOW = 3
 OPERATIONS = {READ: "Read", WRITE: "Write", CREATE: "Create", DESCRIBE: "Describe"}
@@ -41,12 +42,14 @@ class Acl:
     resource_type: int
     resource: str
     operation: int
+    pattern: int = LITERAL
 
     def command(self) -> str:
         kind = "--topic" if self.resource_type == TOPIC else "--group"
+        pattern = " --resource-pattern-type prefixed" if self.pattern == PREFIXED else ""
         return (f"kafka-acls.sh --bootstrap-server $BOOTSTRAP --command-config admin.properties "
                 f"--add --allow-principal {self.principal} "
-                f"--operation {OPERATIONS[self.operation]} {kind} {self.resource}")
+                f"--operation {OPERATIONS[self.operation]} {kind} {self.resource}{pattern}")
 
 
 def acls(principals: dict[str, str], *, allow_create: bool = False) -> list[Acl]:
@@ -65,7 +68,7 @@ def acls(principals: dict[str, str], *, allow_create: bool = False) -> list[Acl]
                     wanted.add(Acl(principal, TOPIC, topic.name, CREATE))
     for party, principal in principals.items():
         if party in SERVICES and any(party in t.consumers for t in TOPICS):
-            wanted.add(Acl(principal, GROUP, party, READ))  # a service's group is its name
+            wanted.add(Acl(principal, GROUP, party, READ, PREFIXED))
     return sorted(wanted)
 
 
@@ -89,8 +92,8 @@ async def apply(options: dict[str, Any], wanted: list[Acl]) -> None:
     await admin.start()
     try:
         for acl in wanted:
-            request = CreateAclsRequest(acl.resource_type, acl.resource, LITERAL, acl.principal,
-                                        "*", acl.operation, ALLOW)
+            request = CreateAclsRequest(acl.resource_type, acl.resource, acl.pattern,
+                                        acl.principal, "*", acl.operation, ALLOW)
             # aiokafka builds and sends CreateAcls but has no public method for it yet.
             response = await admin._send_request(request)
             for code, message in response.creation_responses:

@@ -91,6 +91,9 @@ def test_the_acls_grant_what_the_topic_list_says_and_nothing_more() -> None:
     groups = {a.resource for a in granted if a.resource_type == kafka_acls.GROUP}
     assert groups == {"trigger", "stage-coordinator", "step-runner", "assignment",
                       "notification"}
+    # prefixed: the coordinator also reads in "stage-coordinator-participants"
+    assert all(a.pattern == kafka_acls.PREFIXED for a in granted
+               if a.resource_type == kafka_acls.GROUP)
     assert not any(a.operation == kafka_acls.CREATE for a in granted)
 
 
