@@ -162,8 +162,8 @@ class Authenticator:
         # Tokens issued before they expired get the lifetime of their kind from issue.
         expires_at = when(doc.get("expires_at")) or created + self.lifetimes[kind]
         user = await self.users.find_one({"_id": doc["user_id"]},
-                                         {"roles": 1, "groups": 1, "queues": 1})
-        if user is None:
+                                         {"roles": 1, "groups": 1, "queues": 1, "removed": 1})
+        if user is None or user.get("removed"):  # removed: the directory's marker
             return expires_at, f"user {doc['user_id']!r} is no longer in the directory"
         return expires_at, Principal(
             doc["user_id"],
