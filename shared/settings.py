@@ -42,14 +42,18 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks the service default")
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
+    # A replica that stops heartbeating loses its partitions after the session timeout; a
+    # third of it between heartbeats is Kafka's rule, and no more keeps an idle group quiet.
     consumer_session_timeout_ms: int = 6000
-    consumer_heartbeat_interval_ms: int = 1000
+    consumer_heartbeat_interval_ms: int = 2000
     consumer_max_records: int = 200
     # How long a consumer waits for a batch before it looks again.  It returns as soon as
     # records arrive, so a long wait costs no latency and keeps an idle consumer asleep.
-    consumer_batch_timeout_ms: int = Field(default=500, ge=1)
-    # How long the broker may hold a fetch while no data arrives (Kafka's default).
-    consumer_fetch_max_wait_ms: int = Field(default=500, ge=0)
+    consumer_batch_timeout_ms: int = Field(default=1000, ge=1)
+    # How long the broker may hold a fetch while no data arrives.  It answers as soon as
+    # data does, so the wait costs no latency; each empty answer costs the broker CPU, and
+    # twice Kafka's default halves what idle consumers cost it (docs/benchmarks.md).
+    consumer_fetch_max_wait_ms: int = Field(default=1000, ge=0)
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
     # Published outboxes are cleared in one write per tick (off the path of each change).
@@ -63,7 +67,8 @@ class ServiceSettings(BaseSettings):
     )
     consumer_lag_seconds: float = Field(default=10.0, gt=0, description="consumer lag refresh")
     broker_watch_seconds: float = Field(
-        default=5.0, gt=0, description="how often topics are checked (and a lost broker noticed)"
+        default=15.0, gt=0,
+        description="how often topics are checked (and a lost broker noticed)"
     )
     admin_token: str | None = Field(
         default=None, description="a bootstrap admin token accepted by every service's API"
