@@ -26,7 +26,14 @@ def upcast_step_requested_v1_v2(payload: PayloadDict) -> PayloadDict:
     return {**payload, "operation_key": payload["idempotency_key"]}
 
 
+def upcast_step_requested_v2_v3(payload: PayloadDict) -> PayloadDict:
+    """StepRequested v2 did not carry the run's record: none is known (an action that
+    defaults to the run's record then fails visibly, and the step can be retried)."""
+    return {**payload, "record_key": None}
+
+
 UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
     ("StartRun", 1): upcast_start_run_v1_v2,
     ("StepRequested", 1): upcast_step_requested_v1_v2,
+    ("StepRequested", 2): upcast_step_requested_v2_v3,
 }

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from contracts import parse, parse_dict
 from contracts.generate import SAMPLES_DIR
 from services.step_runner.actions import ActionContext, ActionResult
+from services.step_runner.attempts import MemoryAttempts
 from services.step_runner.handler import StepHandler
 
 
@@ -30,10 +31,10 @@ def nested(depth: int) -> Any:
 
 async def outcome_of(outputs: dict[str, Any]) -> dict[str, Any]:
     request = parse((SAMPLES_DIR / "StepRequested.v2.json").read_bytes())
-    handler = StepHandler({"step_attempts": None, "runs": None},  # type: ignore[arg-type]
+    handler = StepHandler(MemoryAttempts(),
                           {"http": Returns(outputs)}, None,  # type: ignore[arg-type, dict-item]
                           CollectorRegistry())
-    doc = await handler._run(request)
+    doc, _ = await handler.run_attempt(request)
     (message,) = doc["messages"]
     parse(json.dumps(message).encode())  # the coordinator can read what is stored and sent
     return dict(parse_dict(message).payload.model_dump())
