@@ -49,7 +49,7 @@ class MongoAttempts:
              for doc in documents],
             ordered=False,
         )
-        inserted = set(result.upserted_ids)
+        inserted = set(result.upserted_ids or ())
         lost = [doc["_id"] for i, doc in enumerate(documents) if i not in inserted]
         # Another delivery of the attempt stored its outcome first (rare): that one stands.
         earlier = await self.stored(lost) if lost else {}
