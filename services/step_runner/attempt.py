@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from contracts import Envelope
 from contracts.envelope import derived_id, new_event
 from contracts.events.steps import StepCompleted, StepFailed, StepRequested
-from contracts.registry import refusal
+from contracts.registry import refusal_of_dumped
 from services.step_runner.actions import Action, ActionContext, FatalError, RetryableError
 from services.step_runner.secrets import SECRET_INPUTS, SecretStore, redact
 
@@ -87,11 +87,15 @@ class AttemptRunner:
                       event_id=derived_id(envelope.event_id, "outcome", index), key=None)
             for index, payload in enumerate([outcome, *extra])
         ]
-        refused = next(filter(None, map(refusal, envelopes)), None)
+        try:
+            messages = [e.model_dump(mode="json") for e in envelopes]
+            refused = next(filter(None, map(refusal_of_dumped, messages)), None)
+        except (TypeError, ValueError) as exc:  # a value JSON cannot hold (an object)
+            refused = f"not JSON: {exc}"
         if refused is not None:
             # What the action returned is beyond what a message may carry (too deep, an
-            # integer beyond 64 bits): the coordinator would dead-letter the outcome and
-            # the run would wait for ever.  The step fails visibly instead.
+            # integer beyond 64 bits, not JSON): the coordinator would dead-letter the
+            # outcome and the run would wait for ever.  The step fails visibly instead.
             kind = "failed"
             failed = StepFailed(step=request.step, attempt=request.attempt, retryable=False,
                                 error=f"the action's result cannot be sent to the run: "
@@ -99,7 +103,7 @@ class AttemptRunner:
             envelopes = [new_event(failed, producer=PRODUCER, cause=envelope,
                                    occurred_at=finished, key=None,
                                    event_id=derived_id(envelope.event_id, "outcome", 0))]
-        messages = [e.model_dump(mode="json") for e in envelopes]
+            messages = [envelopes[0].model_dump(mode="json")]
         document = {
             "_id": request.idempotency_key, "run_id": envelope.run_id, "step": request.step,
             "attempt": request.attempt, "action": request.action, "outcome": kind,

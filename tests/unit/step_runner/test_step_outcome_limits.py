@@ -53,3 +53,9 @@ async def test_a_result_beyond_the_message_limits_fails_the_step() -> None:
         assert failed["retryable"] is False
         assert failed["error"].startswith("the action's result cannot be sent to the run")
         assert why in failed["error"]
+
+
+async def test_a_result_that_is_not_json_fails_the_step() -> None:
+    failed = await outcome_of({"thing": object()})
+    assert failed["retryable"] is False
+    assert failed["error"].startswith("the action's result cannot be sent to the run: not JSON")
