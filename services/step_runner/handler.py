@@ -73,9 +73,10 @@ class StepHandler:
         """
         keys = [e.payload.idempotency_key if isinstance(e.payload, StepRequested) else None
                 for e in envelopes]
+        futures = {key: self.running[key] for key in keys if key in self.running}
         new: dict[str, Envelope] = {}
         for key, envelope in zip(keys, envelopes, strict=True):
-            if key is not None and key not in self.running:
+            if key is not None and key not in futures:
                 new.setdefault(key, envelope)
         stored = await self.attempts.stored(new)
         if stored:
@@ -84,12 +85,15 @@ class StepHandler:
                 [parse_dict(message) for doc in stored.values() for message in doc["messages"]]
             )
         for key, envelope in new.items():
-            if key not in stored and key not in self.running:
+            if key in stored:
+                continue
+            if key not in self.running:  # (another batch may have started it meanwhile)
                 await self.slots.acquire()
                 self.running[key] = self._start(envelope)
+            futures[key] = self.running[key]
         answered = asyncio.get_running_loop().create_future()
         answered.set_result(None)
-        return [self.running.get(key, answered) if key else answered for key in keys]
+        return [futures.get(key, answered) if key else answered for key in keys]
 
     def _start(self, envelope: Envelope) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
