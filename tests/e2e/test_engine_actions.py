@@ -6,17 +6,19 @@ allowlisted, and secrets named by the definition."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e.conftest import E2E_SECRET
+from e2e.conftest import E2E_SECRET, wait_for
 from e2e.engine_support import (
     Reply,
     ScriptedServer,
     entries,
     publish,
     read_topic,
+    run_doc,
     serve_scripted,
     start,
     unique,
@@ -213,6 +215,40 @@ stages:
     assert len(entries(run, "StepFailed", step="slow_call")) == 1
     assert "outputs" not in step or not step["outputs"]
     assert run["error"] == "only.slow_call: timed out after 0.4s"
+
+
+async def test_a_slow_step_delays_no_other_run(stack, admin, mongo,
+                                               http_server: ScriptedServer) -> None:
+    """Regression: the step-runner ran a consumed batch as one, so while one http call
+    hung, no other background step of any run was run."""
+    gate = threading.Event()
+    hung = http_server.script(Reply(gate=gate))
+    slow, quick = unique("hung"), unique("quick")
+    await publish(stack, admin, f"""
+name: {slow}
+stages:
+  - name: only
+    steps: [{{name: call, action: http, inputs: {{url: "{hung}"}}, timeout: 60s}}]
+""")
+    await publish(stack, admin, f"""
+name: {quick}
+stages:
+  - name: only
+    steps: [{{name: note, action: set_variables, inputs: {{done: true}}}}]
+""")
+    try:
+        slow_run = await start(stack, admin, slow)
+        async def calling() -> bool:
+            return bool(http_server.calls(hung))
+
+        await wait_for(calling, timeout=20, interval=0.1)
+        quick_runs = [await start(stack, admin, quick) for _ in range(3)]
+        for run_id in quick_runs:  # all of them while the call still hangs
+            assert (await wait_run(mongo, run_id))["status"] == "completed"
+        assert (await run_doc(mongo, slow_run))["status"] == "running"
+    finally:
+        gate.set()
+    assert (await wait_run(mongo, slow_run))["status"] == "completed"
 
 
 async def test_retries_back_off_and_then_succeed(stack, admin, mongo,
