@@ -5,6 +5,7 @@ allowlisted, and secrets named by the definition."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -238,10 +239,7 @@ stages:
 """)
     try:
         slow_run = await start(stack, admin, slow)
-        async def calling() -> bool:
-            return bool(http_server.calls(hung))
-
-        await wait_for(calling, timeout=20, interval=0.1)
+        await wait_for(_called(http_server, hung, 1), timeout=20, interval=0.1)
         quick_runs = [await start(stack, admin, quick) for _ in range(3)]
         for run_id in quick_runs:  # all of them while the call still hangs
             assert (await wait_run(mongo, run_id))["status"] == "completed"
@@ -249,6 +247,44 @@ stages:
     finally:
         gate.set()
     assert (await wait_run(mongo, slow_run))["status"] == "completed"
+
+
+async def test_a_step_runner_killed_mid_step_runs_that_step_again_and_nothing_else(
+        stack, admin, mongo, http_server: ScriptedServer) -> None:
+    """Offsets are committed only below a step whose outcome is not stored: the dispatch
+    of the step that was running when the step-runner died is read again and run again;
+    the steps stored meanwhile are answered from the store, not called again."""
+    gate = threading.Event()
+    hung, quick_url = http_server.script(Reply(gate=gate)), http_server.script(Reply())
+    slow, quick = unique("killed"), unique("stored")
+    for name, url in ((slow, hung), (quick, quick_url)):
+        await publish(stack, admin, f"""
+name: {name}
+stages:
+  - name: only
+    steps: [{{name: call, action: http, inputs: {{url: "{url}"}}, timeout: 60s,
+              retries: {{max_attempts: 1}}}}]
+""")
+    try:
+        slow_run = await start(stack, admin, slow)
+        await wait_for(_called(http_server, hung, 1), timeout=20, interval=0.1)
+        for run_id in [await start(stack, admin, quick) for _ in range(2)]:
+            assert (await wait_run(mongo, run_id))["status"] == "completed"
+
+        stack.kill_one("step-runner")
+        stack.start_one("step-runner")
+        await asyncio.to_thread(stack.wait_healthy, "step-runner", timeout=60)
+        await wait_for(_called(http_server, hung, 2), timeout=40, interval=0.2)
+    finally:
+        gate.set()
+    assert (await wait_run(mongo, slow_run, within=40))["status"] == "completed"
+    assert len(http_server.calls(quick_url)) == 2  # stored before the crash: not re-run
+
+
+def _called(server: ScriptedServer, url: str, times: int) -> Any:
+    async def check() -> bool:
+        return len(server.calls(url)) >= times
+    return check
 
 
 async def test_retries_back_off_and_then_succeed(stack, admin, mongo,
