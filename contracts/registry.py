@@ -102,6 +102,22 @@ def refusal(envelope: Envelope) -> str | None:
     return None
 
 
+def refusal_of_dumped(data: dict[str, Any]) -> str | None:
+    """:func:`refusal` for a message its producer built from models and dumped
+    (``model_dump(mode="json")``): only what its JSON can break is checked (nesting,
+    64-bit integers, finite numbers, valid text, the size), without validating again what
+    the models validated when it was built.
+    """
+    try:
+        check_values(data)
+        size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    except ContractError as exc:
+        return str(exc)
+    if size > MAX_MESSAGE_BYTES:
+        return f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"
+    return None
+
+
 def _check_moments(value: Any) -> None:
     """Every date-time must have a UTC equivalent (9999-12-31T23:59:59-23:59 has none): the
     services compare and store them in UTC."""

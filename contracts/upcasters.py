@@ -26,7 +26,27 @@ def upcast_step_requested_v1_v2(payload: PayloadDict) -> PayloadDict:
     return {**payload, "operation_key": payload["idempotency_key"]}
 
 
+def upcast_step_requested_v2_v3(payload: PayloadDict) -> PayloadDict:
+    """StepRequested v2 did not carry the run's record: none is known (an action that
+    defaults to the run's record then fails visibly, and the step can be retried)."""
+    return {**payload, "record_key": None}
+
+
+def upcast_work_item_event_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """Work-item events v1 carried no contacts: a recipient of one is reached by nobody
+    but the fan-out (notification reads no directory)."""
+    return {**payload, "contacts": []}
+
+
+WORK_ITEM_EVENTS = (
+    "WorkItemAssigned", "WorkItemClaimed", "WorkItemReleased", "WorkItemReassigned",
+    "WorkItemDelegated", "WorkItemCompleted", "WorkItemCanceled", "WorkItemReminderDue",
+    "WorkItemEscalated", "WorkItemCommented", "WorkItemAssignmentFailed",
+)
+
 UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
     ("StartRun", 1): upcast_start_run_v1_v2,
     ("StepRequested", 1): upcast_step_requested_v1_v2,
+    ("StepRequested", 2): upcast_step_requested_v2_v3,
+    **{(type_, 1): upcast_work_item_event_v1_v2 for type_ in WORK_ITEM_EVENTS},
 }

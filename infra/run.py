@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
     env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",
            "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(inbox.smtp_port),
-           "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat", "BATON_OPERATORS": "dana",
+           "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat",
+           "BATON_OPERATORS": "dana=dana@example.com",
            # The demo's payroll and welcome webhooks are the local Inbox: http steps may
            # reach it only because it is allowlisted (internal addresses are refused).
            "BATON_OUTBOUND_ALLOW": "127.0.0.1/32"}

@@ -96,6 +96,9 @@ class Publisher:
 class BatchConsumer:
     """Parses, hands over, retries, isolates poison messages and dead-letters them."""
 
+    # Offsets are committed once the handler returned (a subclass may commit them itself).
+    ack_policy = AckPolicy.NACK_ON_ERROR
+
     def __init__(
         self,
         *,
@@ -133,7 +136,7 @@ class BatchConsumer:
             # its offsets) reads what was published before it joined: none of it is stale,
             # and repeats are dropped by id.
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=self.ack_policy,
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             title=f"{self.group_id}:{self.topic}",
@@ -147,6 +150,20 @@ class BatchConsumer:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
             await self.consume(records)
+
+    async def accepted(self, record: ConsumerRecord[Any, Any]) -> Envelope | None:
+        """The record's envelope (parsed once, here), or None when it was dead-lettered."""
+        try:
+            envelope = parse(record.value or b"")
+        except ContractError as exc:
+            await self.dead_letter(record, f"unparseable: {exc}", kind="unparseable")
+            return None
+        if self.accepts is not None and not self.accepts(envelope):
+            await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}",
+                                   kind="not handled")
+            return None
+        self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
+        return envelope
 
     async def lag(self) -> dict[str, int]:
         """Messages behind the log end on this replica's partitions, per topic.
@@ -172,19 +189,7 @@ class BatchConsumer:
 
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
-        envelopes: list[Envelope] = []
-        for record in records:
-            try:
-                envelope = parse(record.value or b"")
-            except ContractError as exc:
-                await self.dead_letter(record, f"unparseable: {exc}", kind="unparseable")
-                continue
-            if self.accepts is not None and not self.accepts(envelope):
-                await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}",
-                                       kind="not handled")
-                continue
-            self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
-            envelopes.append(envelope)
+        envelopes = [e for e in [await self.accepted(record) for record in records] if e]
         if envelopes:
             await self._handle(envelopes)
         self.metrics.handler_seconds.labels(self.metrics.service, self.topic).observe(

@@ -70,15 +70,24 @@ class Runtime:
         group_id: str | None = None,
         accepts: Callable[[Envelope], bool] | None = None,
     ) -> BatchConsumer:
-        consumer = BatchConsumer(
-            topics=(topics,) if isinstance(topics, str) else topics,
-            group_id=group_id or self.name,
-            handler=handler,
-            publisher=self.publisher,
-            metrics=self.metrics,
-            settings=self.settings,
-            accepts=accepts,
-        )
+        return self.add_consumer(BatchConsumer(**self.consumer_arguments(
+            topics, handler, group_id=group_id, accepts=accepts)))
+
+    def consumer_arguments(
+        self,
+        topics: str | tuple[str, ...],
+        handler: BatchHandler,
+        *,
+        group_id: str | None = None,
+        accepts: Callable[[Envelope], bool] | None = None,
+    ) -> dict[str, Any]:
+        """What a consumer of this service is built with (for a BatchConsumer subclass)."""
+        return {"topics": (topics,) if isinstance(topics, str) else topics,
+                "group_id": group_id or self.name, "handler": handler,
+                "publisher": self.publisher, "metrics": self.metrics,
+                "settings": self.settings, "accepts": accepts}
+
+    def add_consumer(self, consumer: BatchConsumer) -> BatchConsumer:
         consumer.register(self.broker)
         if not self.consumers:
             self.every(self.settings.consumer_lag_seconds, self.report_lag, "consumer lag")

@@ -62,10 +62,29 @@ class WorkItemCancelRequested(Payload):
     reason: str
 
 
+class Contact(BaseModel):
+    """How to reach a person, as the directory said when the event was made.
+
+    ``channels`` is their preference, in order ("email", "chat").  Notification reaches
+    people through what their work-item events carry, reading no directory of its own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user: str = Field(min_length=1, max_length=200)
+    email: str | None = None
+    chat_handle: str | None = None
+    channels: list[str] = Field(default_factory=lambda: ["email"])
+
+
 class WorkItemEvent(Payload):
-    """Fields every work-item event carries (enough for notification without a lookup)."""
+    """Fields every work-item event carries (enough for notification without a lookup).
+
+    ``contacts`` tells how to reach each of the ``recipients`` the directory knows.
+    """
 
     TOPIC = WORKITEMS_EVENTS
+    VERSION = 2
 
     work_item_id: str
     step: str
@@ -76,6 +95,7 @@ class WorkItemEvent(Payload):
     assignee: str = ""
     recipients: list[str] = Field(default_factory=list)
     due_at: AwareDatetime | None = None
+    contacts: list[Contact] = Field(default_factory=list)
 
 
 class WorkItemAssigned(WorkItemEvent):
@@ -138,6 +158,86 @@ class WorkItemCommented(WorkItemEvent):
 class WorkItemAssignmentFailed(WorkItemEvent):
     """The assignee could not be resolved: the step fails visibly, never hangs."""
 
+    TYPE = "WorkItemAssignmentFailed"
+
+    error: str = ""
+
+
+# --- version 1: the same events without the recipients' contacts (upcast at the edge) ---
+
+
+class WorkItemEventV1(Payload):
+    TOPIC = WORKITEMS_EVENTS
+
+    work_item_id: str
+    step: str
+    title: str = ""
+    orchestration: str = ""
+    actor: str = "system"
+    assignee_kind: str = ""
+    assignee: str = ""
+    recipients: list[str] = Field(default_factory=list)
+    due_at: AwareDatetime | None = None
+
+
+class WorkItemAssignedV1(WorkItemEventV1):
+    TYPE = "WorkItemAssigned"
+
+
+class WorkItemClaimedV1(WorkItemEventV1):
+    TYPE = "WorkItemClaimed"
+
+
+class WorkItemReleasedV1(WorkItemEventV1):
+    TYPE = "WorkItemReleased"
+
+
+class WorkItemReassignedV1(WorkItemEventV1):
+    TYPE = "WorkItemReassigned"
+
+    previous_assignee: str = ""
+    reason: str = ""
+
+
+class WorkItemDelegatedV1(WorkItemEventV1):
+    TYPE = "WorkItemDelegated"
+
+    delegate: str = ""
+
+
+class WorkItemCompletedV1(WorkItemEventV1):
+    TYPE = "WorkItemCompleted"
+
+    decision: Literal["approved", "rejected"] | None = None
+    comment: str = ""
+
+
+class WorkItemCanceledV1(WorkItemEventV1):
+    TYPE = "WorkItemCanceled"
+
+    reason: str = ""
+
+
+class WorkItemReminderDueV1(WorkItemEventV1):
+    TYPE = "WorkItemReminderDue"
+
+    overdue: bool = False
+
+
+class WorkItemEscalatedV1(WorkItemEventV1):
+    TYPE = "WorkItemEscalated"
+
+    action: str = ""
+    previous_assignee: str = ""
+
+
+class WorkItemCommentedV1(WorkItemEventV1):
+    TYPE = "WorkItemCommented"
+
+    comment: str = ""
+
+
+class WorkItemAssignmentFailedV1(WorkItemEventV1):
     TYPE = "WorkItemAssignmentFailed"
 
     error: str = ""

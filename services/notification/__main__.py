@@ -19,6 +19,7 @@ Delivery guarantees:
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -28,11 +29,13 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from contracts.events.workitems import Contact
 from contracts.topics import RUNS_EVENTS, WORKITEMS_EVENTS
 from services.notification.api import deliveries_router
 from services.notification.channels.base import Channel
 from services.notification.channels.chat import WebhookChannel
 from services.notification.channels.email import SmtpChannel
+from services.notification.core.plan import contact_from
 from services.notification.core.retry import RetryPolicy
 from services.notification.dispatch import Dispatcher
 from services.notification.fanout import KafkaChannel
@@ -58,8 +61,10 @@ class NotificationSettings(ServiceSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     chat_webhook_url: str | None = Field(default=None, description="None disables chat")
     chat_timeout_seconds: float = Field(default=10.0, gt=0)
-    operators: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="user ids told about run events (comma-separated)"
+    operators: Annotated[list[Contact], NoDecode] = Field(
+        default_factory=list,
+        description="who is told about run events: comma-separated `id=email` or `email`"
+        ' entries, or a JSON list of contacts ([{"user", "email", "chat_handle", "channels"}])',
     )
     max_attempts: int = Field(default=5, ge=1)
     retry_base_delay_seconds: float = Field(default=30.0, ge=0)
@@ -70,10 +75,23 @@ class NotificationSettings(ServiceSettings):
 
     @field_validator("operators", mode="before")
     @classmethod
-    def _split_operators(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    def _read_operators(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [_operator(part.strip()) for part in value.split(",") if part.strip()]
+
+
+def _operator(entry: str) -> dict[str, str]:
+    """``id=email`` or an email address (its own id).  Notification reads no directory, so
+    an operator named by id alone could not be reached: that is a start-up error."""
+    user, named, email = entry.partition("=")
+    user, email = (user.strip(), email.strip()) if named else (entry, entry)
+    if "@" not in email or not user:
+        raise ValueError(f"operator {entry!r} has no email address: write it as "
+                         f"{user or 'name'}=someone@example.com, or give contacts as JSON")
+    return {"user": user, "email": email}
 
 
 def build(settings: NotificationSettings | None = None) -> Runtime:
@@ -87,10 +105,11 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
         base_delay_seconds=settings.retry_base_delay_seconds,
         max_delay_seconds=max(settings.retry_max_delay_seconds, settings.retry_base_delay_seconds),
     )
-    dispatcher = Dispatcher(store, rt.db, channels, policy, metrics,
-                            concurrency=settings.send_concurrency, enabled=set(channels))
-    handler = NotificationHandler(rt.db, store, dispatcher, metrics,
-                                  operators=settings.operators, enabled=set(channels))
+    dispatcher = Dispatcher(store, channels, policy, metrics,
+                            concurrency=settings.send_concurrency)
+    operators = [contact_from(operator, set(channels)) for operator in settings.operators]
+    handler = NotificationHandler(store, dispatcher, metrics,
+                                  operators=operators, enabled=set(channels))
     rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
     rt.every(settings.retry_poll_seconds, RetrySweeper(store, dispatcher, metrics), "retries")
     rt.add_indexes([*INDEXES, *auth.INDEXES])

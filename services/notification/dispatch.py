@@ -11,17 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notification.channels.base import Channel, ChannelError
-from services.notification.core.model import Delivery
-from services.notification.core.plan import DirectoryLookup
+from services.notification.core.model import Delivery, contact_for
 from services.notification.core.retry import Rejection, RetryPolicy, on_failure, on_success
-from services.notification.directory import load_contacts
 from services.notification.metrics import NotificationMetrics
 from services.notification.store import DeliveryStore
 
@@ -32,35 +27,30 @@ class Dispatcher:
     def __init__(
         self,
         store: DeliveryStore,
-        db: AsyncDatabase[dict[str, Any]],
         channels: Mapping[str, Channel],
         policy: RetryPolicy,
         metrics: NotificationMetrics,
         *,
         concurrency: int,
-        enabled: Collection[str],
     ) -> None:
         self.store = store
-        self.db = db
         self.channels = channels
         self.policy = policy
         self.metrics = metrics
-        self.enabled = enabled
         self._slots = asyncio.Semaphore(concurrency)
 
     async def dispatch(self, ids: Iterable[str]) -> int:
         """Claim, send and record (the retry sweep); returns how many were claimed."""
-        claimed = await self.store.claim(ids, datetime.now(UTC))
-        if not claimed:
-            return 0
-        people = (d.recipient for d in claimed if d.channel in self.channels)
-        return await self.send(claimed, await load_contacts(self.db, people, self.enabled))
+        return await self.send(await self.store.claim(ids, datetime.now(UTC)))
 
-    async def send(self, claimed: list[Delivery], contacts: DirectoryLookup) -> int:
-        """Send deliveries this replica holds the lease of; store every outcome at once."""
+    async def send(self, claimed: list[Delivery]) -> int:
+        """Send deliveries this replica holds the lease of; store every outcome at once.
+
+        Each goes to the address it was planned with (no lookup, on a retry neither).
+        """
         if not claimed:
             return 0
-        attempts = await asyncio.gather(*(self._attempt(d, contacts) for d in claimed))
+        attempts = await asyncio.gather(*(self._attempt(d) for d in claimed))
         outcomes = [pair for pair in attempts if pair is not None]
         stored = await self.store.record(outcomes)
         if stored < len(outcomes):
@@ -68,10 +58,9 @@ class Dispatcher:
                         len(outcomes) - stored, len(outcomes))
         return len(claimed)
 
-    async def _attempt(self, delivery: Delivery,
-                       contacts: DirectoryLookup) -> tuple[Delivery, Delivery] | None:
+    async def _attempt(self, delivery: Delivery) -> tuple[Delivery, Delivery] | None:
         async with self._slots:
-            error = await self._send(delivery, contacts)
+            error = await self._send(delivery)
         now = datetime.now(UTC)
         if error is None:
             updated = on_success(delivery, now)
@@ -89,11 +78,11 @@ class Dispatcher:
                         delivery.channel, error.message, outcome, updated.attempts)
         return delivery, updated
 
-    async def _send(self, delivery: Delivery, contacts: DirectoryLookup) -> ChannelError | None:
+    async def _send(self, delivery: Delivery) -> ChannelError | None:
         channel = self.channels.get(delivery.channel)
         if channel is None:
             return ChannelError(f"channel {delivery.channel!r} is not enabled", retryable=False)
-        contact = contacts.user(delivery.recipient)
+        contact = contact_for(delivery)
         started = time.perf_counter()
         try:
             await channel.send(delivery, contact)

@@ -1,171 +1,164 @@
-"""Runs dispatched steps: at most one stored outcome per attempt, published after it is stored.
+"""Runs dispatched steps, each in its own task: one slow action never delays another step.
 
-Per batch: one find (which attempts already have an outcome), the new attempts run
-concurrently, one bulk write of their outcomes, then the outcomes are published.  A
-redelivered attempt whose outcome is stored is re-published, never re-run.  A crash
-while an action runs leaves no outcome: the redelivery runs it again with the same
-idempotency key, which the action hands to the systems it calls.
+Guarantees (docs/decisions/0013-step-runner-concurrency.md):
 
-Secrets the step names are filled in just before the action runs and redacted from what
-it reports; a step's timeout is capped by the step-runner's ``max_step_timeout_seconds``.
+- At most one stored outcome per attempt (its idempotency key).  A redelivered attempt
+  whose outcome is stored is re-published from the store, never re-run; one running in
+  this process is not started a second time.
+- An outcome is stored before it is published.
+- :meth:`StepHandler.accept` answers each message with a future that is done only once
+  its outcome is stored and published.  The consumer commits a partition's offset up to
+  its first message not done (services/step_runner/consumer.py), so after a crash every
+  dispatch whose outcome is not stored is delivered again and runs again, with the same
+  idempotency key (which the action hands to the systems it calls).
+
+Costs: one read per consumed batch (which attempts are stored).  Outcomes that finish
+while a write is in flight are stored together by the next one (one bulk write, then one
+publish), so a burst costs a round trip per group of steps, not per step.  At most
+``concurrency`` attempts run or wait to be stored at once; beyond that, accepting a batch
+waits for a free slot, and the consumer stops fetching meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from pymongo import UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
+from prometheus_client import CollectorRegistry, Counter
 
 from contracts import Envelope, parse_dict
-from contracts.envelope import derived_id, new_event
-from contracts.events.steps import StepCompleted, StepFailed, StepRequested
-from contracts.registry import refusal
-from services.step_runner.actions import Action, ActionContext, FatalError, RetryableError
-from services.step_runner.secrets import SECRET_INPUTS, SecretStore, redact
+from contracts.events.steps import StepRequested
+from services.step_runner.actions import Action
+from services.step_runner.attempt import AttemptRunner
+from services.step_runner.attempts import AttemptStore
+from services.step_runner.secrets import SecretStore
 from shared.messaging import Publisher
-from shared.mongo import Index
 
 log = logging.getLogger("baton.step_runner")
-PRODUCER = "step-runner"
-ATTEMPTS = "step_attempts"
-RUNS = "runs"
-INDEXES = [Index(ATTEMPTS, [("run_id", 1)]), Index(ATTEMPTS, [("finished_at", -1)])]
+Finished = tuple[dict[str, Any], list[Envelope], "asyncio.Future[None]"]
+LONGEST_RETRY_WAIT = 5.0
 
 
 class StepHandler:
     def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], actions: dict[str, Action], publisher: Publisher,
+        self, attempts: AttemptStore, actions: dict[str, Action], publisher: Publisher,
         registry: CollectorRegistry, secrets: SecretStore | None = None,
-        max_timeout_seconds: float | None = None,
+        max_timeout_seconds: float | None = None, concurrency: int = 64,
     ) -> None:
-        self.attempts = db[ATTEMPTS]
-        self.runs = db[RUNS]  # read-only: the coordinator is the only writer of runs
-        self.actions = actions
+        self.attempts = attempts
+        self.run_attempt = AttemptRunner(actions, registry, secrets, max_timeout_seconds)
         self.publisher = publisher
-        self.secrets = secrets or SecretStore({})
-        self.max_timeout_seconds = max_timeout_seconds
-        self.seconds = Histogram(
-            "baton_action_seconds", "Time an action took", ["action", "outcome"],
-            registry=registry,
-        )
         self.replayed = Counter(
             "baton_step_outcomes_replayed_total",
             "Redelivered dispatches answered from the stored outcome", registry=registry,
         )
+        self.slots = asyncio.Semaphore(concurrency)
+        self.running: dict[str, asyncio.Future[None]] = {}  # by idempotency key
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.finished: list[Finished] = []  # run, waiting to be stored and published
+        self.writer: asyncio.Task[None] | None = None
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
-        requests = [e for e in envelopes if isinstance(e.payload, StepRequested)]
-        keys = [e.payload.idempotency_key for e in requests]  # type: ignore[attr-defined]
-        done = {doc["_id"]: doc async for doc in self.attempts.find({"_id": {"$in": keys}})}
-        fresh: dict[str, Envelope] = {}
-        replay: list[Envelope] = []
-        for envelope in requests:
-            key = envelope.payload.idempotency_key  # type: ignore[attr-defined]
-            if key in done:
-                replay.extend(parse_dict(m) for m in done[key]["messages"])
-                self.replayed.inc()
-            else:
-                fresh.setdefault(key, envelope)
-        records = await self._record_keys(list(fresh.values()))
-        results = await asyncio.gather(
-            *(self._run(e, records.get(e.run_id or "")) for e in fresh.values())
-        )
-        if results:
-            await self.attempts.bulk_write(
-                [UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
-                 for doc in results],
-                ordered=False,
-            )
-        await self.publisher.publish(
-            [*replay, *(parse_dict(m) for doc in results for m in doc["messages"])]
-        )
+        """Run a batch and return once every outcome is stored and published."""
+        await asyncio.gather(*await self.accept(envelopes))
 
-    async def _record_keys(self, envelopes: list[Envelope]) -> dict[str, str]:
-        """The record each run is about, for the actions that need it (one read per batch).
+    async def accept(self, envelopes: Sequence[Envelope]) -> list[asyncio.Future[None]]:
+        """Start the batch's new attempts; one future per envelope, done once it is answered.
 
-        StepRequested does not carry the record, so it is read from the run's document
-        (written before the dispatch was published).
+        Returns as soon as every new attempt has a slot and has started (it does not wait
+        for any action).  What is not a StepRequested, and a redelivered attempt whose
+        outcome is stored (re-published here), is answered at once.
         """
-        run_ids = {
-            e.run_id for e in envelopes
-            if e.run_id and getattr(self.actions.get(e.payload.action),  # type: ignore[attr-defined]
-                                    "needs_record", False)
-        }
-        if not run_ids:
-            return {}
-        return {
-            doc["_id"]: doc["record_key"]
-            async for doc in self.runs.find({"_id": {"$in": list(run_ids)}}, {"record_key": 1})
-            if doc.get("record_key")
-        }
+        keys = [e.payload.idempotency_key if isinstance(e.payload, StepRequested) else None
+                for e in envelopes]
+        futures = {key: self.running[key] for key in keys if key in self.running}
+        new: dict[str, Envelope] = {}
+        for key, envelope in zip(keys, envelopes, strict=True):
+            if key is not None and key not in futures:
+                new.setdefault(key, envelope)
+        stored = await self.attempts.stored(new)
+        if stored:
+            self.replayed.inc(len(stored))
+            await self.publisher.publish(
+                [parse_dict(message) for doc in stored.values() for message in doc["messages"]]
+            )
+        for key, envelope in new.items():
+            if key in stored:
+                continue
+            if key not in self.running:  # (another batch may have started it meanwhile)
+                await self.slots.acquire()
+                self.running[key] = self._start(envelope)
+            futures[key] = self.running[key]
+        answered = asyncio.get_running_loop().create_future()
+        answered.set_result(None)
+        return [futures.get(key, answered) if key else answered for key in keys]
 
-    async def _run(self, envelope: Envelope, record_key: str | None = None) -> dict[str, Any]:
-        request: StepRequested = envelope.payload  # type: ignore[assignment]
-        started = datetime.now(UTC)
-        context = ActionContext(
-            run_id=envelope.run_id or "", orchestration=request.orchestration, stage=request.stage,
-            step=request.step, attempt=request.attempt, idempotency_key=request.idempotency_key,
-            operation_key=request.operation_key, record_key=record_key,
-        )
-        outcome: StepCompleted | StepFailed
-        extra: list[Any] = []
-        action = self.actions.get(request.action)
-        timeout = request.timeout_seconds
-        if self.max_timeout_seconds is not None:
-            timeout = min(timeout, self.max_timeout_seconds)
-        used: dict[str, str] = {}  # the secrets this attempt filled in, redacted from its report
+    def _start(self, envelope: Envelope) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._attempt(envelope, future))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return future
+
+    async def _attempt(self, envelope: Envelope, future: asyncio.Future[None]) -> None:
+        key = envelope.payload.idempotency_key  # type: ignore[attr-defined]
         try:
-            if action is None:
-                raise FatalError(f"unknown action {request.action!r}")
-            inputs = dict(request.inputs)
-            used = self.secrets.fill(inputs, SECRET_INPUTS.get(request.action, ()))
-            result = await asyncio.wait_for(action.run(inputs, context), timeout)
-            outcome = StepCompleted(step=request.step, attempt=request.attempt,
-                                    outputs=redact(result.outputs, used))
-            extra = result.messages
-        except TimeoutError:
-            outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=f"timed out after {timeout:g}s", retryable=True)
-        except RetryableError as exc:
-            outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=redact(str(exc), used)[:4000])
-        except FatalError as exc:
-            outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=redact(str(exc), used)[:4000], retryable=False)
-        except Exception as exc:  # a bug in a custom action: report it, never hang the run
-            error = redact(f"action crashed: {exc!r}", used)
-            # The traceback repeats the exception's text: kept out of the log with a secret.
-            log.error("action %s crashed: %s", request.action, error, exc_info=not used)
-            outcome = StepFailed(step=request.step, attempt=request.attempt,
-                                 error=error[:4000], retryable=True)
-        finished = datetime.now(UTC)
-        kind = "completed" if isinstance(outcome, StepCompleted) else "failed"
-        self.seconds.labels(request.action, kind).observe((finished - started).total_seconds())
-        envelopes = [
-            new_event(payload, producer=PRODUCER, cause=envelope, occurred_at=finished,
-                      event_id=derived_id(envelope.event_id, "outcome", index), key=None)
-            for index, payload in enumerate([outcome, *extra])
-        ]
-        refused = next(filter(None, map(refusal, envelopes)), None)
-        if refused is not None:
-            # What the action returned is beyond what a message may carry (too deep, an
-            # integer beyond 64 bits): the coordinator would dead-letter the outcome and
-            # the run would wait for ever.  The step fails visibly instead.
-            kind = "failed"
-            failed = StepFailed(step=request.step, attempt=request.attempt, retryable=False,
-                                error=f"the action's result cannot be sent to the run: "
-                                      f"{refused}"[:4000])
-            envelopes = [new_event(failed, producer=PRODUCER, cause=envelope,
-                                   occurred_at=finished, key=None,
-                                   event_id=derived_id(envelope.event_id, "outcome", 0))]
-        messages = [e.model_dump(mode="json") for e in envelopes]
-        return {
-            "_id": request.idempotency_key, "run_id": envelope.run_id, "step": request.step,
-            "attempt": request.attempt, "action": request.action, "outcome": kind,
-            "started_at": started, "finished_at": finished, "messages": messages,
-        }
+            document, outgoing = await self.run_attempt(envelope)
+        except BaseException as exc:  # stopped, or a bug outside the action: nothing stored
+            self.running.pop(key, None)
+            self.slots.release()
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+                raise
+            log.exception("step %s could not be run", key)
+            future.set_exception(exc)
+            return
+        self.finished.append((document, outgoing, future))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        """Store what finished, publish it, then answer it; again while more finished."""
+        wait = 0.05
+        while self.finished:
+            batch, self.finished = self.finished, []
+            try:
+                stored = await self.attempts.save([document for document, _, _ in batch])
+                await self.publisher.publish(_outgoing(batch, stored))
+            except Exception:
+                # MongoDB or Kafka is away: keep the outcomes (their offsets stay
+                # uncommitted, so a crash meanwhile runs the attempts again) and try again.
+                log.exception("storing or publishing %d step outcomes failed; trying again",
+                              len(batch))
+                self.finished = batch + self.finished
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, LONGEST_RETRY_WAIT)
+                continue
+            wait = 0.05
+            for document, _, future in batch:
+                self.running.pop(document["_id"], None)
+                self.slots.release()
+                if not future.done():
+                    future.set_result(None)
+
+    async def stop(self) -> None:
+        """Abandon the attempts still running: nothing of theirs is stored or answered."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.writer is not None:
+            self.writer.cancel()
+            await asyncio.gather(self.writer, return_exceptions=True)
+
+
+def _outgoing(batch: list[Finished], stored: list[dict[str, Any]]) -> list[Envelope]:
+    """The messages of each stored outcome: this run's, or an earlier delivery's that won."""
+    messages: list[Envelope] = []
+    for (document, outgoing, _), kept in zip(batch, stored, strict=True):
+        if kept is document:
+            messages.extend(outgoing)
+        else:
+            messages.extend(parse_dict(message) for message in kept["messages"])
+    return messages

@@ -36,6 +36,7 @@ class Reply:
     status: int = 200
     body: Any = field(default_factory=lambda: {"ok": True})
     delay: float = 0.0
+    gate: threading.Event | None = None  # answer only once the test opens it (60 s at most)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class ScriptedServer:
                     reply = script.pop(0) if len(script) > 1 else script[0]
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.gate is not None:
+                    reply.gate.wait(timeout=60)
                 data = json.dumps(reply.body).encode()
                 try:
                     self.send_response(reply.status)

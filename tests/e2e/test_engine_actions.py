@@ -5,18 +5,21 @@ allowlisted, and secrets named by the definition."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e.conftest import E2E_SECRET
+from e2e.conftest import E2E_SECRET, wait_for
 from e2e.engine_support import (
     Reply,
     ScriptedServer,
     entries,
     publish,
     read_topic,
+    run_doc,
     serve_scripted,
     start,
     unique,
@@ -213,6 +216,75 @@ stages:
     assert len(entries(run, "StepFailed", step="slow_call")) == 1
     assert "outputs" not in step or not step["outputs"]
     assert run["error"] == "only.slow_call: timed out after 0.4s"
+
+
+async def test_a_slow_step_delays_no_other_run(stack, admin, mongo,
+                                               http_server: ScriptedServer) -> None:
+    """Regression: the step-runner ran a consumed batch as one, so while one http call
+    hung, no other background step of any run was run."""
+    gate = threading.Event()
+    hung = http_server.script(Reply(gate=gate))
+    slow, quick = unique("hung"), unique("quick")
+    await publish(stack, admin, f"""
+name: {slow}
+stages:
+  - name: only
+    steps: [{{name: call, action: http, inputs: {{url: "{hung}"}}, timeout: 60s}}]
+""")
+    await publish(stack, admin, f"""
+name: {quick}
+stages:
+  - name: only
+    steps: [{{name: note, action: set_variables, inputs: {{done: true}}}}]
+""")
+    try:
+        slow_run = await start(stack, admin, slow)
+        await wait_for(_called(http_server, hung, 1), timeout=20, interval=0.1)
+        quick_runs = [await start(stack, admin, quick) for _ in range(3)]
+        for run_id in quick_runs:  # all of them while the call still hangs
+            assert (await wait_run(mongo, run_id))["status"] == "completed"
+        assert (await run_doc(mongo, slow_run))["status"] == "running"
+    finally:
+        gate.set()
+    assert (await wait_run(mongo, slow_run))["status"] == "completed"
+
+
+async def test_a_step_runner_killed_mid_step_runs_that_step_again_and_nothing_else(
+        stack, admin, mongo, http_server: ScriptedServer) -> None:
+    """Offsets are committed only below a step whose outcome is not stored: the dispatch
+    of the step that was running when the step-runner died is read again and run again;
+    the steps stored meanwhile are answered from the store, not called again."""
+    gate = threading.Event()
+    hung, quick_url = http_server.script(Reply(gate=gate)), http_server.script(Reply())
+    slow, quick = unique("killed"), unique("stored")
+    for name, url in ((slow, hung), (quick, quick_url)):
+        await publish(stack, admin, f"""
+name: {name}
+stages:
+  - name: only
+    steps: [{{name: call, action: http, inputs: {{url: "{url}"}}, timeout: 60s,
+              retries: {{max_attempts: 1}}}}]
+""")
+    try:
+        slow_run = await start(stack, admin, slow)
+        await wait_for(_called(http_server, hung, 1), timeout=20, interval=0.1)
+        for run_id in [await start(stack, admin, quick) for _ in range(2)]:
+            assert (await wait_run(mongo, run_id))["status"] == "completed"
+
+        stack.kill_one("step-runner")
+        stack.start_one("step-runner")
+        await asyncio.to_thread(stack.wait_healthy, "step-runner", timeout=60)
+        await wait_for(_called(http_server, hung, 2), timeout=40, interval=0.2)
+    finally:
+        gate.set()
+    assert (await wait_run(mongo, slow_run, within=40))["status"] == "completed"
+    assert len(http_server.calls(quick_url)) == 2  # stored before the crash: not re-run
+
+
+def _called(server: ScriptedServer, url: str, times: int) -> Any:
+    async def check() -> bool:
+        return len(server.calls(url)) >= times
+    return check
 
 
 async def test_retries_back_off_and_then_succeed(stack, admin, mongo,

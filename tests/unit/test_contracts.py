@@ -80,10 +80,21 @@ def test_start_run_v1_upcasts_to_v2() -> None:
 def test_step_requested_v1_upcasts_with_its_attempt_key_as_the_operation_key() -> None:
     data = load_sample("StepRequested", 1)
     envelope = parse(raw(data))
-    assert envelope.schema_version == 2
+    assert envelope.schema_version == 3
     payload = envelope.payload
     assert isinstance(payload, StepRequested)
     assert payload.operation_key == payload.idempotency_key == data["payload"]["idempotency_key"]
+    assert payload.record_key is None
+
+
+def test_step_requested_v2_upcasts_without_a_record() -> None:
+    data = load_sample("StepRequested", 2)
+    envelope = parse(raw(data))
+    assert envelope.schema_version == 3
+    payload = envelope.payload
+    assert isinstance(payload, StepRequested)
+    assert payload.operation_key == data["payload"]["operation_key"]
+    assert payload.record_key is None
 
 
 # --- generated schemas -----------------------------------------------------------------

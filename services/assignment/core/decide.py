@@ -27,7 +27,7 @@ from services.assignment.core.commands import (
     Release,
 )
 from services.assignment.core.completion import approve, complete, reject
-from services.assignment.core.decision import Decision
+from services.assignment.core.decision import Decision, with_contacts
 from services.assignment.core.directory import Directory
 from services.assignment.core.evolve import evolve
 from services.assignment.core.lifecycle import (
@@ -47,6 +47,14 @@ PERSON_COMMANDS = (Claim, Release, Comment, Complete, Approve, Reject, Reassign,
 
 
 def decide(
+    item: WorkItem | None, command: Command, now: datetime, directory: Directory
+) -> Decision | Rejection:
+    """What the command decides; its work-item events carry their recipients' contacts."""
+    decided = _decide(item, command, now, directory)
+    return decided if isinstance(decided, Rejection) else with_contacts(decided, directory)
+
+
+def _decide(
     item: WorkItem | None, command: Command, now: datetime, directory: Directory
 ) -> Decision | Rejection:
     if isinstance(command, OpenWorkItem):

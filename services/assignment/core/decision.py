@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.envelope import Payload
+from contracts.events.workitems import Contact, WorkItemEvent
 from services.assignment.core.access import Verb, can_act, can_see
 from services.assignment.core.directory import Directory
 from services.assignment.core.events import Event
@@ -66,3 +68,28 @@ def about(item: WorkItem, actor: str, **overrides: Any) -> dict[str, Any]:
         "due_at": item.due_at,
     }
     return {**fields, **overrides}
+
+
+def with_contacts(decision: Decision, directory: Directory) -> Decision:
+    """Each work-item event carrying how to reach its recipients, from the directory now.
+
+    Notification reads no directory: what it needs to tell people travels with the event.
+    """
+    if not any(isinstance(event, WorkItemEvent) for event in decision.events):
+        return decision
+    events = tuple(
+        event.model_copy(update={"contacts": contacts(event.recipients, directory)})
+        if isinstance(event, WorkItemEvent) else event
+        for event in decision.events
+    )
+    return replace(decision, events=events)
+
+
+def contacts(user_ids: Iterable[str], directory: Directory) -> list[Contact]:
+    """The contacts of the users the directory knows (its entries are validated already)."""
+    return [
+        Contact.model_construct(user=user.id, email=user.email, chat_handle=user.chat_handle,
+                                channels=list(user.channels))
+        for user_id in dict.fromkeys(user_ids)
+        if (user := directory.users.get(user_id)) is not None
+    ]

@@ -31,7 +31,8 @@ class Delivery:
     """One notification to one recipient on one channel, and how its sending went.
 
     ``run_id`` and ``correlation_id`` are kept so that a retry long after the source event
-    can still key and correlate what it publishes.
+    can still key and correlate what it publishes; ``address`` so that it still reaches the
+    recipient where the event said (notification keeps no directory).
     """
 
     id: str
@@ -46,6 +47,7 @@ class Delivery:
     created_at: datetime
     run_id: str | None = None
     correlation_id: str | None = None
+    address: str | None = None  # the email address or chat handle it goes to
     status: DeliveryStatus = "pending"
     attempts: int = 0
     last_error: str | None = None
@@ -56,3 +58,14 @@ def delivery_id(source_event_id: str, recipient: str, channel: str) -> str:
     """The same event, recipient and channel always give the same id: the store's dedupe key."""
     digest = hashlib.sha256(f"{source_event_id}:{recipient}:{channel}".encode())
     return digest.hexdigest()[:32]
+
+
+def contact_for(delivery: Delivery) -> UserContact | None:
+    """The recipient as the delivery's channel reaches them; None for the Kafka fan-out."""
+    if delivery.recipient == BROADCAST_RECIPIENT:
+        return None
+    if delivery.channel == EMAIL:
+        return UserContact(delivery.recipient, email=delivery.address, channels=(EMAIL,))
+    if delivery.channel == CHAT:
+        return UserContact(delivery.recipient, chat_handle=delivery.address, channels=(CHAT,))
+    return UserContact(delivery.recipient, channels=())

@@ -6,13 +6,13 @@ the same ids, so a redelivered event inserts nothing new (the store ignores dupl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from contracts.envelope import Envelope
 from contracts.events.runs import RunEvent
-from contracts.events.workitems import WorkItemEvent
+from contracts.events.workitems import Contact, WorkItemEvent
 from services.notification.core.model import (
     BROADCAST_RECIPIENT,
     CHAT,
@@ -25,18 +25,51 @@ from services.notification.core.model import (
 from services.notification.core.templates import Rendered, render
 
 
-class DirectoryLookup(Protocol):
+class ContactLookup(Protocol):
     def user(self, user_id: str, /) -> UserContact | None: ...
 
 
 class ContactBook:
-    """A directory lookup over contacts already loaded (say, one query for a whole batch)."""
+    """The contacts one event can reach, by user id."""
 
     def __init__(self, contacts: Iterable[UserContact] = ()) -> None:
         self._contacts: Mapping[str, UserContact] = {c.id: c for c in contacts}
 
     def user(self, user_id: str, /) -> UserContact | None:
         return self._contacts.get(user_id)
+
+
+def contact_book(
+    envelope: Envelope, operators: Iterable[UserContact], enabled: Collection[str]
+) -> ContactBook:
+    """Whom the event can reach: the contacts a work-item event carries, or the operators.
+
+    Notification reads no directory: assignment puts each recipient's contact on the
+    work-item event, and the operators' contacts are notification's own settings.
+    """
+    payload = envelope.payload
+    if isinstance(payload, WorkItemEvent):
+        return ContactBook(contact_from(contact, enabled) for contact in payload.contacts)
+    return ContactBook(operators)
+
+
+def contact_from(contact: Contact, enabled: Collection[str]) -> UserContact:
+    """A contact whose preferences are cut to the channels this deployment has.
+
+    Someone who prefers only a disabled channel (chat without a webhook) falls back to
+    email, so they still hear about their work.
+    """
+    channels = tuple(c for c in contact.channels if c in enabled)
+    return UserContact(
+        id=contact.user,
+        email=_text(contact.email),
+        chat_handle=_text(contact.chat_handle),
+        channels=channels or (EMAIL,),
+    )
+
+
+def _text(value: str | None) -> str | None:
+    return (value.strip() or None) if value else None
 
 
 def recipients_of(envelope: Envelope, operators: Sequence[str] = ()) -> list[str]:
@@ -70,30 +103,36 @@ def channels_for(contact: UserContact) -> list[str]:
 
 def plan_deliveries(
     envelope: Envelope,
-    directory_lookup: DirectoryLookup,
+    contacts: ContactLookup,
     now: datetime,
     operators: Sequence[str] = (),
 ) -> list[Delivery]:
     """One delivery per reachable recipient and channel, plus one Kafka fan-out delivery.
 
-    Events without a template plan nothing. Unknown recipients are skipped: the directory
-    may have lost them since assignment resolved them, and that must not block the others.
+    Events without a template plan nothing. Recipients without a contact are skipped (the
+    directory may have lost them since assignment resolved them): that must not block the
+    others.
     """
     rendered = render(envelope)
     if rendered is None:
         return []
     deliveries = [
-        _delivery(envelope, rendered, user_id, channel, now)
+        _delivery(envelope, rendered, user_id, channel, now, _address(contact, channel))
         for user_id in recipients_of(envelope, operators)
-        if (contact := directory_lookup.user(user_id)) is not None
+        if (contact := contacts.user(user_id)) is not None
         for channel in channels_for(contact)
     ]
     deliveries.append(_delivery(envelope, rendered, BROADCAST_RECIPIENT, KAFKA, now))
     return deliveries
 
 
+def _address(contact: UserContact, channel: str) -> str | None:
+    return {EMAIL: contact.email, CHAT: contact.chat_handle}.get(channel)
+
+
 def _delivery(
-    envelope: Envelope, rendered: Rendered, recipient: str, channel: str, now: datetime
+    envelope: Envelope, rendered: Rendered, recipient: str, channel: str, now: datetime,
+    address: str | None = None,
 ) -> Delivery:
     return Delivery(
         id=delivery_id(envelope.event_id, recipient, channel),
@@ -108,4 +147,5 @@ def _delivery(
         created_at=now,
         run_id=envelope.run_id,
         correlation_id=envelope.correlation_id,
+        address=address,
     )

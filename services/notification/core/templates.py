@@ -159,7 +159,7 @@ def render(envelope: Envelope) -> Rendered | None:
 
 def template_values(envelope: Envelope) -> dict[str, str]:
     """Every payload field as display text, plus the derived ``due``, ``link`` and ``run_id``."""
-    raw = envelope.payload.model_dump()
+    raw = envelope.payload.model_dump(exclude={"contacts"})  # addresses are not message text
     values = {key: _text(value) for key, value in raw.items()}
     for key, fallback in _FALLBACKS.items():
         if not raw.get(key):

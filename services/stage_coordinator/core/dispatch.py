@@ -59,6 +59,7 @@ def start_attempt(t: Transition, stage: Stage, step: Step, attempt: int) -> None
             timeout_seconds=step.timeout.total_seconds(),
             idempotency_key=f"{run.id}:{step.name}:{attempt}",
             operation_key=f"{run.id}:{step.name}:visit-{run.stages[stage.name].visits}",
+            record_key=run.record_key,
         )
     else:
         request = _work_item_request(t, stage, step, attempt, context)

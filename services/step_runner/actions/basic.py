@@ -24,10 +24,9 @@ class PublishRecordUpdate:
     """Asks the owning system to update a record: a message on records.updates.
 
     inputs: ``fields`` (a map), and ``object_type`` / ``record_id``, which default to the
-    record the run is about (as in ``fields: {status: Approved}``).
+    record the run is about (as in ``fields: {status: Approved}``), which its dispatch
+    carries.
     """
-
-    needs_record = True  # the step-runner fills context.record_key
 
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
         object_type, record_id = inputs.get("object_type"), inputs.get("record_id")

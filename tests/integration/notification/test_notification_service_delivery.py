@@ -27,7 +27,7 @@ from pymongo import AsyncMongoClient
 
 from contracts import Envelope, encode, headers_of, new_event
 from contracts.events.runs import RunErrored
-from contracts.events.workitems import WorkItemAssigned
+from contracts.events.workitems import Contact, WorkItemAssigned
 from infra.processes import free_port
 from infra.stack import ServiceStack
 from services.notification.core.model import Delivery, delivery_id
@@ -36,13 +36,13 @@ from services.notification.store import to_document
 pytestmark = pytest.mark.integration
 
 ADMIN_TOKEN = "bt_notification_test_admin"
-USERS = [
-    {"_id": "alice", "name": "Alice", "email": "alice@example.com", "chat_handle": "@alice",
-     "channels": ["email", "chat"]},
-    {"_id": "bob", "email": "bob@example.com"},  # no channels field: email by default
-    {"_id": "flaky", "chat_handle": "@flaky", "channels": ["chat"]},
-    {"_id": "ops", "email": "ops@example.com", "channels": ["email"]},
-]
+# How assignment's events say to reach people (notification reads no directory).
+CONTACTS = {
+    "alice": Contact(user="alice", email="alice@example.com", chat_handle="@alice",
+                     channels=["email", "chat"]),
+    "bob": Contact(user="bob", email="bob@example.com"),  # email by default
+    "flaky": Contact(user="flaky", chat_handle="@flaky", channels=["chat"]),
+}
 
 
 @dataclass
@@ -119,9 +119,7 @@ def webhook() -> Iterator[Webhook]:
 @pytest.fixture(scope="module")
 async def mongo(servers: Any, database: str) -> AsyncIterator[Any]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongodb_uri, tz_aware=True)
-    db = client[database]
-    await db.users.insert_many(USERS)
-    yield db
+    yield client[database]
     await client.close()
 
 
@@ -136,7 +134,7 @@ def service(
         "BATON_SERVICE_NAME": f"notification-test-{uuid.uuid4().hex[:8]}",
         "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(mailbox.port),
         "BATON_SMTP_SENDER": "Baton <baton@baton.test>",
-        "BATON_CHAT_WEBHOOK_URL": webhook.url, "BATON_OPERATORS": "ops",
+        "BATON_CHAT_WEBHOOK_URL": webhook.url, "BATON_OPERATORS": "ops=ops@example.com",
         "BATON_RETRY_BASE_DELAY_SECONDS": "0.3", "BATON_RETRY_POLL_SECONDS": "0.2",
         "BATON_MAX_ATTEMPTS": "4", "BATON_ADMIN_TOKEN": ADMIN_TOKEN,
         "BATON_CONSUMER_SESSION_TIMEOUT_MS": "2000", "BATON_LOG_FORMAT": "text",
@@ -201,7 +199,7 @@ def assigned(recipients: list[str], run_id: str, title: str = "Fill the HR form"
     payload = WorkItemAssigned(
         work_item_id=f"wi-{uuid.uuid4().hex[:6]}", step="hr_form", title=title,
         orchestration="onboarding", assignee_kind="user", assignee=recipients[0],
-        recipients=recipients,
+        recipients=recipients, contacts=[CONTACTS[r] for r in recipients if r in CONTACTS],
     )
     return new_event(payload, producer="assignment", run_id=run_id)
 
@@ -210,7 +208,7 @@ async def test_assigned_work_item_is_mailed_chatted_and_fanned_out_exactly_once(
     service: ServiceStack, servers: Any, mongo: Any, mailbox: Mailbox, webhook: Webhook
 ) -> None:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
-    event = assigned(["alice", "bob", "nobody-in-directory"], run_id)
+    event = assigned(["alice", "bob", "no-contact-on-the-event"], run_id)
     await publish(servers.kafka_bootstrap, event)
 
     await wait_for(lambda: len(mailbox.about(event.event_id)) == 2, "two emails", stack=service)
@@ -303,10 +301,6 @@ async def test_two_replicas_sweeping_send_each_due_delivery_once_even_after_a_cr
         orphans = [_stored_delivery(source, f"orphan-{i}", now) for i in range(12)]
         leased = {**_stored_delivery(source, "leased", now),
                   "lease_until": now + timedelta(seconds=2), "lease_token": "dead-replica"}
-        await mongo.users.insert_many(
-            [{"_id": d["recipient"], "email": f"{d['recipient']}@example.com"}
-             for d in [*orphans, leased]]
-        )
         await mongo.deliveries.insert_many([*orphans, leased])
 
         await wait_for(lambda: len(mailbox.about(source)) >= 12, "the orphans", stack=service)
@@ -324,5 +318,5 @@ def _stored_delivery(source: str, recipient: str, now: datetime) -> dict[str, An
         id=delivery_id(source, recipient, "email"), source_event_id=source,
         source_type="WorkItemAssigned", recipient=recipient, channel="email",
         template="work_item_assigned", subject="Orphaned", body="stored, never sent",
-        next_attempt_at=now, created_at=now,
+        next_attempt_at=now, created_at=now, address=f"{recipient}@example.com",
     ))

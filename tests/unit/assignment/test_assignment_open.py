@@ -50,6 +50,19 @@ def test_opening_assigns_the_item_and_announces_it() -> None:
     assert decision.published == (assigned,)  # the core-only event never leaves
 
 
+def test_work_item_events_carry_how_to_reach_their_recipients() -> None:
+    """Notification reads no directory: each recipient's contact travels on the event."""
+    decision = accepted(None, open_command(request("group", "hr")), now=NOW)
+
+    assigned = decision.events[1]
+    assert isinstance(assigned, WorkItemAssigned)
+    assert [c.model_dump() for c in assigned.contacts] == [
+        {"user": "bob", "email": "bob@example.com", "chat_handle": None, "channels": ["email"]},
+        {"user": "ann", "email": "ann@example.com", "chat_handle": "@ann",
+         "channels": ["email", "chat"]},
+    ]
+
+
 def test_the_opened_item_holds_the_request_and_is_open() -> None:
     item = given(request("user", "ann", record={"id": "42", "owner": "bob"}))
 

@@ -131,6 +131,7 @@ def test_the_owner_delegates_and_keeps_sight() -> None:
     delegated = decision.events[0]
     assert isinstance(delegated, WorkItemDelegated)
     assert (delegated.delegate, delegated.recipients) == ("gary", ["gary"])
+    assert [c.user for c in delegated.contacts] == ["gary"]  # the delegate is told
     after = then(item, decision)
     assert (after.assignee, after.delegated_to) == ("ann", "gary")
     assert can_see(after, "ann", DIRECTORY) and can_see(after, "gary", DIRECTORY)

@@ -187,3 +187,15 @@ def test_an_approval_records_who_decided_and_exposes_the_decision_as_outputs() -
     assert (confirm.decision, confirm.comment, confirm.completed_by) == ("approved", "fine", "mia")
     assert confirm.outputs == {"decision": "approved", "comment": "fine"}
     assert story.state.status is RunStatus.COMPLETED
+
+
+def test_a_step_request_carries_the_record_the_run_is_about() -> None:
+    """The step-runner reads no run document: what an action needs travels in the dispatch."""
+    story = Story(PARALLEL)
+    story.when(start(record={"owner": "ann"}))
+    (request,) = story.sent(StepRequested)
+    assert request.record_key == "Thing:1"
+
+    unrelated = Story(PARALLEL)
+    unrelated.when(start())
+    assert [r.record_key for r in unrelated.sent(StepRequested)] == [None]

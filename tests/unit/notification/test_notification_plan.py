@@ -8,11 +8,17 @@ from datetime import datetime, timedelta
 
 from contracts.envelope import Envelope
 from contracts.events.runs import RunErrored, RunStarted
-from contracts.events.workitems import WorkItemAssigned, WorkItemClaimed, WorkItemCompleted
-from services.notification.core.model import Delivery, UserContact, delivery_id
+from contracts.events.workitems import (
+    Contact,
+    WorkItemAssigned,
+    WorkItemClaimed,
+    WorkItemCompleted,
+)
+from services.notification.core.model import Delivery, UserContact, contact_for, delivery_id
 from services.notification.core.plan import (
     ContactBook,
     channels_for,
+    contact_book,
     plan_deliveries,
     recipients_of,
 )
@@ -157,3 +163,39 @@ def test_nobody_is_told_about_their_own_action(make_event: EventFactory, now: da
     assert routes(plan_deliveries(make_event(by_ada), DIRECTORY, now)) == [("*", "kafka")]
     assert routes(plan_deliveries(make_event(by_delegate), DIRECTORY, now)) == [
         ("u-ada", "email"), ("u-ada", "chat"), ("*", "kafka")]
+
+
+def test_a_work_item_event_reaches_its_recipients_by_the_contacts_it_carries(
+    make_event: EventFactory, now: datetime
+) -> None:
+    """Notification reads no directory: the event says how to reach each recipient, and
+    each delivery keeps the address it goes to (a retry needs no lookup either)."""
+    event = assigned("u-ada", "u-bob", "u-gone").model_copy(update={"contacts": [
+        Contact(user="u-ada", email="ada@example.com", chat_handle="@ada",
+                channels=["chat", "email"]),
+        Contact(user="u-bob", email="bob@example.com", chat_handle="@bob", channels=["chat"]),
+    ]})
+    envelope = make_event(event)
+
+    book = contact_book(envelope, operators=[], enabled={"email"})  # no chat webhook here
+    deliveries = plan_deliveries(envelope, book, now)
+
+    assert [(d.recipient, d.channel, d.address) for d in deliveries] == [
+        ("u-ada", "email", "ada@example.com"), ("u-bob", "email", "bob@example.com"),
+        ("*", "kafka", None)]
+    assert contact_for(deliveries[0]) == UserContact("u-ada", email="ada@example.com")
+    assert contact_for(deliveries[-1]) is None
+
+
+def test_run_events_reach_the_operators_by_their_configured_contacts(
+    make_event: EventFactory, now: datetime
+) -> None:
+    envelope = make_event(RunErrored(orchestration="o", version=1, stage="s", step="t",
+                                     error="boom"))
+    ops = UserContact("ops", email="ops@example.com")
+
+    deliveries = plan_deliveries(envelope, contact_book(envelope, [ops], {"email"}), now,
+                                 operators=["ops"])
+
+    assert [(d.recipient, d.address) for d in deliveries] == [
+        ("ops", "ops@example.com"), ("*", None)]

@@ -16,6 +16,7 @@ from contracts import parse_dict
 from contracts.envelope import Envelope, new_event
 from contracts.events.steps import StepCompleted, StepFailed, StepRequested
 from services.step_runner.actions import Action
+from services.step_runner.attempts import MemoryAttempts
 from services.step_runner.handler import StepHandler
 from services.step_runner.secrets import SecretStore
 
@@ -73,9 +74,8 @@ def echo_server() -> Iterator[EchoServer]:
 
 def handler(actions: dict[str, Action], secrets: dict[str, str] | None = None,
             max_timeout_seconds: float | None = None, **store: Any) -> StepHandler:
-    """A StepHandler whose attempts are only run (``_run``), never stored or published."""
-    db: Any = {"step_attempts": None, "runs": None}
-    return StepHandler(db, actions, publisher=None,  # type: ignore[arg-type]
+    """A StepHandler whose attempts are only run (``run_attempt``), never published."""
+    return StepHandler(MemoryAttempts(), actions, publisher=None,  # type: ignore[arg-type]
                        registry=CollectorRegistry(),
                        secrets=SecretStore(secrets or {}, store.get("directory")),
                        max_timeout_seconds=max_timeout_seconds)
@@ -93,7 +93,7 @@ def dispatch(action: str, inputs: dict[str, Any], *, timeout_seconds: float = 30
 
 async def outcome(runner: StepHandler, envelope: Envelope) -> tuple[Any, dict[str, Any]]:
     """The attempt's outcome payload, and the document the step-runner would store."""
-    doc = await runner._run(envelope)
+    doc, _ = await runner.run_attempt(envelope)
     payload = parse_dict(doc["messages"][0]).payload
     assert isinstance(payload, StepCompleted | StepFailed)
     return payload, doc

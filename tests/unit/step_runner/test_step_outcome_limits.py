@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from contracts import parse, parse_dict
 from contracts.generate import SAMPLES_DIR
 from services.step_runner.actions import ActionContext, ActionResult
+from services.step_runner.attempts import MemoryAttempts
 from services.step_runner.handler import StepHandler
 
 
@@ -30,10 +31,10 @@ def nested(depth: int) -> Any:
 
 async def outcome_of(outputs: dict[str, Any]) -> dict[str, Any]:
     request = parse((SAMPLES_DIR / "StepRequested.v2.json").read_bytes())
-    handler = StepHandler({"step_attempts": None, "runs": None},  # type: ignore[arg-type]
+    handler = StepHandler(MemoryAttempts(),
                           {"http": Returns(outputs)}, None,  # type: ignore[arg-type, dict-item]
                           CollectorRegistry())
-    doc = await handler._run(request)
+    doc, _ = await handler.run_attempt(request)
     (message,) = doc["messages"]
     parse(json.dumps(message).encode())  # the coordinator can read what is stored and sent
     return dict(parse_dict(message).payload.model_dump())
@@ -52,3 +53,9 @@ async def test_a_result_beyond_the_message_limits_fails_the_step() -> None:
         assert failed["retryable"] is False
         assert failed["error"].startswith("the action's result cannot be sent to the run")
         assert why in failed["error"]
+
+
+async def test_a_result_that_is_not_json_fails_the_step() -> None:
+    failed = await outcome_of({"thing": object()})
+    assert failed["retryable"] is False
+    assert failed["error"].startswith("the action's result cannot be sent to the run: not JSON")
