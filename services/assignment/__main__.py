@@ -34,7 +34,8 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     settings = settings or AssignmentSettings()
     rt = Runtime(settings, title="Baton Work Guide (assignment)", default_port=DEFAULT_PORT)
     directory = DirectoryStore(rt.db)
-    store = WorkItemStore(rt.db, rt.publisher, rt.metrics)
+    store = WorkItemStore(rt.db, rt.publisher, rt.metrics,
+                          clear_delay=settings.outbox_clear_seconds)
     guide = WorkGuide(store, directory, timer_max_sleep=settings.timer_max_sleep_seconds)
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.consume(WORKITEMS_DISPATCH, DispatchHandler(store, directory),

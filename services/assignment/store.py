@@ -139,10 +139,11 @@ def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str,
 
 class WorkItemStore:
     def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics
+        self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics,
+        *, clear_delay: float = 0.2,
     ) -> None:
         self.items = db[WORK_ITEMS]
-        self.spine = MongoAggregateStore(self.items, publisher, metrics)
+        self.spine = MongoAggregateStore(self.items, publisher, metrics, clear_delay=clear_delay)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = await self.items.find_one({"_id": item_id})
