@@ -29,6 +29,7 @@ STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
                   "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
                   "delegated_from", "due_at", "created_at", "updated_at")
+LIST_FIELDS = {"history": 0, "outbox": 0, "applied": 0}  # what a list leaves out
 StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 
@@ -127,8 +128,7 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
         if overdue:
             query["due_at"] = {"$lt": now}
         order = [("due_at", 1), ("created_at", 1)] if sort == "due" else [("created_at", -1)]
-        docs = await guide.store.find_any(query, clauses, {"history": 0, "outbox": 0}, order,
-                                          limit)
+        docs = await guide.store.find_any(query, clauses, LIST_FIELDS, order, limit)
         items = [i for i in map(item_of, docs) if i and can_see(i, who.user_id, directory)]
         if sort == "due":  # items with no due date last, not first
             items.sort(key=lambda i: (i.due_at is None, i.due_at or now, i.created_at))
