@@ -29,7 +29,7 @@ from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
-from shared.spine.mongo_store import MongoAggregateStore, spine_indexes
+from shared.spine.mongo_store import MongoAggregateStore, due_query, spine_indexes
 
 WORK_ITEMS = "work_items"
 ACTIVE = ("waiting", "open", "claimed")  # not finished: waiting for an assignee, or with one
@@ -189,10 +189,9 @@ def due_timers(now: datetime) -> dict[str, Any]:
 
     Only active items have ``next_timer_at`` (a finished item's document is written
     without it), so no status clause: with one, the embedded MongoDB plans on the
-    ``(status, due_at)`` index and reads every open item.  (The spine's timer loop sends
-    this query: shared/spine/mongo_store.py ``due``.)
+    ``(status, due_at)`` index and reads every open item.  The spine's timer loop sends it.
     """
-    return {"next_timer_at": {"$lte": now}}
+    return due_query(now)
 
 
 def waiting_items() -> dict[str, Any]:

@@ -35,6 +35,12 @@ def spine_indexes(collection: str) -> list[Index]:
             Index(collection, [("outbox_at", 1)], options={"sparse": True})]
 
 
+def due_query(until: datetime) -> dict[str, Any]:
+    """Aggregates with a timer due by ``until``: one clause, so the sparse index serves it
+    (with another clause the embedded MongoDB may plan on that one and scan)."""
+    return {"next_timer_at": {"$lte": until}}
+
+
 class MongoAggregateStore(StoreBase):
     def __init__(
         self,
@@ -89,7 +95,7 @@ class MongoAggregateStore(StoreBase):
     async def due(self, until: datetime, limit: int) -> list[Due]:
         """Aggregates with a timer due by ``until``, soonest first (the sparse index)."""
         docs = await self.collection.find(
-            {"next_timer_at": {"$lte": until}}, {"next_timer_at": 1, "timers": 1}
+            due_query(until), {"next_timer_at": 1, "timers": 1}
         ).sort("next_timer_at", 1).limit(limit).to_list(None)
         return [(d["_id"], d["next_timer_at"], tuple(d.get("timers") or ())) for d in docs]
 
