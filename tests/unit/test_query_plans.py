@@ -14,8 +14,8 @@ import pytest
 
 from services.assignment import guide as assignment_guide
 from services.assignment.api import _mine
-from services.assignment.handler import Dispatches
 from services.assignment.core.directory import Directory
+from services.assignment.handler import Dispatches
 from services.assignment.store import ACTIVE, WORK_ITEMS
 from services.assignment.store import INDEXES as ITEM_INDEXES
 from services.assignment.web.pages import INDEXES as PAGE_INDEXES
