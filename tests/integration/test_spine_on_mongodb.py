@@ -25,6 +25,7 @@ from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, make_client
 from shared.settings import ServiceSettings
 from shared.spine import Aggregate, Conflict, Decided
+from shared.topics import ensure_topics, topics_of
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,8 @@ async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
     settings = ServiceSettings(service_name="spine-it", kafka_bootstrap=servers.kafka_bootstrap,
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "spine-it")
+    # The topics the assignment service publishes to (its start-up would create them).
+    await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
     broker = make_broker(settings, metrics)
     await broker.connect()
     commands: Counter[str] = Counter()

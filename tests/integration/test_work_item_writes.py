@@ -33,6 +33,7 @@ from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
 from shared.settings import ServiceSettings
 from shared.spine import Conflict, Decided
+from shared.topics import ensure_topics, topics_of
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,8 @@ async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
                                kafka_bootstrap=servers.kafka_bootstrap,
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "assignment-it")
+    # The topics the assignment service publishes to (its start-up would create them).
+    await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
     broker = make_broker(settings, metrics)
     await broker.connect()
     client = make_client(servers.mongodb_uri, app_name="assignment-it")
