@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import Field
+
 from contracts.topics import WORKITEMS_DISPATCH
 from services.assignment.api import people_router, work_router
 from services.assignment.directory_store import DirectoryStore
@@ -23,22 +25,27 @@ class AssignmentSettings(ServiceSettings):
     service_name: str = "assignment"
     # The Work Guide pages (/ui) read a run's timeline from the stage-coordinator's API.
     coordinator_url: str = "http://127.0.0.1:8102"
+    # The timer loop sleeps until the soonest timer it knows of; timers another replica
+    # planned (one that stopped before firing them) are found within this long.
+    timer_max_sleep_seconds: float = Field(default=30.0, gt=0)
 
 
 def build(settings: AssignmentSettings | None = None) -> Runtime:
     settings = settings or AssignmentSettings()
     rt = Runtime(settings, title="Baton Work Guide (assignment)", default_port=DEFAULT_PORT)
     directory = DirectoryStore(rt.db)
-    store = WorkItemStore(rt.db, rt.publisher, rt.metrics)
-    guide = WorkGuide(store, directory)
+    store = WorkItemStore(rt.db, rt.publisher, rt.metrics,
+                          clear_delay=settings.outbox_clear_seconds)
+    guide = WorkGuide(store, directory, timer_max_sleep=settings.timer_max_sleep_seconds)
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.consume(WORKITEMS_DISPATCH, DispatchHandler(store, directory),
                accepts=lambda e: e.type in ("WorkItemRequested", "WorkItemCancelRequested"))
-    rt.every(settings.timer_poll_seconds, guide.fire_due_timers, "work item timers")
+    # Each of these sleeps until it has something to do (a timer due, an outbox published).
+    rt.every(0, guide.timers.run_once, "work item timers")
+    rt.every(0, store.spine.clear_when_published, "outbox clears")
     rt.every(settings.timer_poll_seconds, guide.assign_waiting, "waiting work items")
-    rt.every(settings.outbox_clear_seconds, store.outbox.clear_published, "outbox clears")
-    rt.every(settings.outbox_sweep_seconds, store.outbox.sweep, "outbox sweep")
-    rt.on_broker_reset.append(lambda: store.outbox.sweep(timedelta(0)))
+    rt.every(settings.outbox_sweep_seconds, store.spine.sweep, "outbox sweep")
+    rt.on_broker_reset.append(lambda: store.spine.sweep(timedelta(0)))
     rt.http.include_router(work_router(guide, authenticator))
     rt.http.include_router(people_router(directory, guide, authenticator))
     rt.http.include_router(pages.ui_router(guide, authenticator, settings.coordinator_url))

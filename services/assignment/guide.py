@@ -1,13 +1,15 @@
-"""People's commands and due timers applied to one work item: read, decide, write, publish.
+"""People's commands and due timers applied to work items, on the spine.
 
-The Work Guide API and the timer job both come through :meth:`WorkGuide.act`.  It reads
-the item, lets the pure core decide, and writes under the revision it read; when another
-writer got there first it reads and decides again (a few times, then gives up with a
-409), so a claim and a completion racing for one item are serialized, never merged.
+The Work Guide API, its pages and the timer loop all come through one
+:class:`shared.spine.GroupCommit`: commands that arrive together are decided with the pure
+core on one read and written in one bulk write under the revisions read; a command that
+lost to another writer is decided again on a fresh read (a few times, then a 409), so a
+claim and a completion racing for one item are serialized, never merged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,18 +25,22 @@ from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.store import (
-    Conflict,
     WorkItemStore,
+    due_timers,
+    item_in,
     item_of,
-    next_document,
-    timer_key,
+    pending_timers,
+    state_of,
+    waiting_items,
 )
 from shared.auth import Principal
+from shared.spine import Aggregate, Conflict, Decided, GroupCommit, TimerDue, TimerLoop
 
 log = logging.getLogger("baton.assignment.guide")
 PRODUCER = "assignment"
 ATTEMPTS = 5
 TIMER_BATCH = 200
+__all__ = ["Outcome", "WorkGuide", "due_timers", "waiting_items"]
 
 
 @dataclass(frozen=True)
@@ -45,26 +51,24 @@ class Outcome:
     rejection: Rejection | None = None
 
 
-def due_timers(now: datetime) -> dict[str, Any]:
-    """Items with a reminder or escalation due: the sparse ``next_timer_at`` index.
+@dataclass(frozen=True)
+class Request:
+    """A person's (or the waiting job's) command, with the directory it is decided on."""
 
-    Only active items have ``next_timer_at`` (a finished item's document is written
-    without it), so no status clause: with one, the embedded MongoDB plans on the
-    ``(status, due_at)`` index and reads every open item, twice a second.
-    """
-    return {"next_timer_at": {"$lte": now}}
-
-
-def waiting_items() -> dict[str, Any]:
-    """Items waiting for the directory to name an assignee (the ``(status, due_at)`` index)."""
-    return {"status": "waiting"}
+    command: Command
+    directory: Directory
+    at: datetime
 
 
 class WorkGuide:
-    def __init__(self, store: WorkItemStore, directory: DirectoryStore) -> None:
+    def __init__(self, store: WorkItemStore, directory: DirectoryStore, *,
+                 timer_max_sleep: float = 30.0) -> None:
         self.store = store
         self.directory = directory
         self._tried_revision: int | None = None  # the directory waiting items last met
+        self.actor = GroupCommit(store.spine, self._decide, attempts=ATTEMPTS)
+        self.timers = TimerLoop(store.spine, self.actor, context=directory.current,
+                                max_sleep=timer_max_sleep, batch=TIMER_BATCH)
 
     async def directory_for(self, principal: Principal) -> Directory:
         """The directory as the core should see this caller.
@@ -84,69 +88,20 @@ class WorkGuide:
     async def view(self, item_id: str) -> WorkItem | None:
         return item_of(await self.store.get(item_id))
 
-    async def act(
-        self,
-        item_id: str,
-        command: Command,
-        directory: Directory,
-        *,
-        now: datetime | None = None,
-        timer: dict[str, Any] | None = None,
-    ) -> Outcome:
-        """Apply one command to the item and store it with what it publishes.
-
-        ``timer`` is the stored timer a FireReminder or Escalate comes from: it leaves
-        the item with the write (also when stale), and the ids of what it publishes are
-        derived from it, so a timer fired twice publishes the same events.
-        """
-        for _ in range(ATTEMPTS):
-            doc = await self.store.get(item_id)
-            if timer is not None and not _pending(doc, timer):
-                return Outcome(item_of(doc))  # another replica fired it already
-            item = item_of(doc)
-            at = now or datetime.now(UTC)
-            updated, decision = handle(item, command, at, directory)
-            if isinstance(decision, Rejection):
-                return Outcome(item, decision)
-            if updated is None or (not decision.events and timer is None):
-                return Outcome(updated)
-            published = [
-                new_event(p, producer=PRODUCER, run_id=updated.run_id, occurred_at=at,
-                          event_id=derived_id(_timer_key(item_id, timer), i) if timer else None)
-                for i, p in enumerate(decision.published)
-            ]
-            refused = next(filter(None, map(refusal, published)), None)
-            if refused is not None:
-                reason = f"the answer cannot be sent to the run: {refused}"
-                return Outcome(item, Rejection(reason, "invalid"))
-            correlation = (doc or {}).get("correlation_id")
-            if correlation:
-                published = [e.model_copy(update={"correlation_id": correlation})
-                             for e in published]
-            new = next_document(doc, updated, published=published, timers=decision.timers,
-                                fired=[timer] if timer else [], now=at)
-            try:
-                await self.store.commit([(doc, new)])
-            except Conflict:
-                continue
-            return Outcome(updated)
-        return Outcome(None, Rejection("the work item is changing right now; try again",
-                                       "conflict"))
+    async def act(self, item_id: str, command: Command, directory: Directory, *,
+                  now: datetime | None = None) -> Outcome:
+        """Apply one command to the item and store it with what it publishes."""
+        request = Request(command, directory, now or datetime.now(UTC))
+        try:
+            outcome: Outcome = await self.actor.act(item_id, request)
+        except Conflict:
+            return Outcome(None, Rejection("the work item is changing right now; try again",
+                                           "conflict"))
+        return outcome
 
     async def fire_due_timers(self) -> int:
-        """Fire every reminder and escalation that is due (any replica may run this)."""
-        now = datetime.now(UTC)
-        cursor = self.store.items.find(due_timers(now), {"timers": 1}).limit(TIMER_BATCH)
-        fired = 0
-        directory = await self.directory.current()
-        async for doc in cursor:
-            for timer in doc.get("timers", []):
-                due = timer["due_at"] if timer["due_at"].tzinfo else timer["due_at"].replace(
-                    tzinfo=UTC)
-                if due > now:
-                    break
-                await self._fire(doc["_id"], timer, directory, now)
-                fired += 1
+        """Fire every reminder and escalation due now (one tick of the timer loop)."""
+        fired, _ = await self.timers.tick()
         return fired
 
     async def assign_waiting(self) -> int:
@@ -154,38 +109,70 @@ class WorkGuide:
 
         Only a directory revision they have not met yet can resolve them (the dispatch
         consumer tried the directory as stored when it opened them), so an unchanged
-        directory costs nothing here but the cached read.
+        directory costs nothing here but the cached read; a changed one costs one find,
+        and the items' commands are group-committed (one find, one write).
         """
         directory = await self.directory.current()
         if directory.revision == self._tried_revision:
             return 0
-        docs = await self.store.items.find(waiting_items(), {"_id": 1}).limit(
-            TIMER_BATCH).to_list(None)
-        assigned = 0
-        for doc in docs:
-            outcome = await self.act(doc["_id"], AssignWaiting(), directory)
-            assigned += outcome.item is not None and outcome.item.status != "waiting"
-        if len(docs) < TIMER_BATCH:  # else the rest are tried on the next tick
+        waiting = await self.store.waiting(TIMER_BATCH)
+        outcomes = await asyncio.gather(*(self.act(i, AssignWaiting(), directory)
+                                          for i in waiting))
+        if len(waiting) < TIMER_BATCH:  # else the rest are tried on the next tick
             self._tried_revision = directory.revision
-        return assigned
+        return sum(o.item is not None and o.item.status != "waiting" for o in outcomes)
 
-    async def _fire(
-        self, item_id: str, timer: dict[str, Any], directory: Directory, now: datetime
-    ) -> None:
+    def _decide(self, aggregate: Aggregate, command: Request | TimerDue) -> Decided:
+        """The pure core's decision as the spine stores it; the reply is an :class:`Outcome`."""
+        if isinstance(command, TimerDue):
+            return self._fire(aggregate, command.timer, command.context)
+        item = item_in(aggregate)
+        updated, decision = handle(item, command.command, command.at, command.directory)
+        if isinstance(decision, Rejection):
+            return Decided(reply=Outcome(item, decision))
+        if updated is None or not decision.events:
+            return Decided(reply=Outcome(updated))
+        published = [new_event(p, producer=PRODUCER, run_id=updated.run_id,
+                               occurred_at=command.at)
+                     for p in decision.published]
+        refused = next(filter(None, map(refusal, published)), None)
+        if refused is not None:
+            reason = f"the answer cannot be sent to the run: {refused}"
+            return Decided(reply=Outcome(item, Rejection(reason, "invalid")))
+        return self._store(aggregate, updated, decision.timers, published)
+
+    def _fire(self, aggregate: Aggregate, timer: Any, directory: Directory) -> Decided:
+        """A due reminder or escalation; the ids of what it publishes come from the timer,
+        so a timer fired twice publishes the same events."""
         command: Command = (
             Escalate(epoch=timer["epoch"]) if timer["purpose"] == "escalation"
             else FireReminder(epoch=timer["epoch"], overdue=bool(timer.get("overdue")))
         )
-        outcome = await self.act(item_id, command, directory, now=now, timer=timer)
-        if outcome.rejection:
-            log.info("%s timer of %s refused: %s", timer["purpose"], item_id,
-                     outcome.rejection.reason)
+        item = item_in(aggregate)
+        at = datetime.now(UTC)
+        updated, decision = handle(item, command, at, directory)
+        if isinstance(decision, Rejection):
+            log.info("%s timer of %s refused: %s", timer["purpose"], aggregate.key,
+                     decision.reason)
+            return Decided(reply=Outcome(item, decision))  # the timer still leaves
+        if updated is None or not decision.events:
+            return Decided(reply=Outcome(updated))
+        cause = _timer_id(aggregate.key, timer)
+        published = [new_event(p, producer=PRODUCER, run_id=updated.run_id, occurred_at=at,
+                               event_id=derived_id(cause, i))
+                     for i, p in enumerate(decision.published)]
+        return self._store(aggregate, updated, decision.timers, published)
+
+    @staticmethod
+    def _store(aggregate: Aggregate, updated: WorkItem, planned: Any, published: Any) -> Decided:
+        correlation = (aggregate.state or {}).get("correlation_id")
+        if correlation:
+            published = [e.model_copy(update={"correlation_id": correlation})
+                         for e in published]
+        return Decided(state=state_of(updated, correlation), publish=published,
+                       timers=pending_timers(aggregate.timers, planned, updated),
+                       reply=Outcome(updated))
 
 
-def _pending(doc: dict[str, Any] | None, timer: dict[str, Any]) -> bool:
-    key = timer_key(timer)
-    return doc is not None and any(timer_key(t) == key for t in doc.get("timers", []))
-
-
-def _timer_key(item_id: str, timer: dict[str, Any]) -> str:
+def _timer_id(item_id: str, timer: Any) -> str:
     return f"{item_id}:{timer['purpose']}:{timer['epoch']}:{timer['due_at'].isoformat()}"

@@ -1,14 +1,17 @@
-"""Opens and withdraws work items from the coordinator's dispatches.
+"""Opens and withdraws work items from the coordinator's dispatches, on the spine.
 
-Per batch: one find for the items of the batch's runs, decide per message with the pure
-core, one conditional bulk write of the items with their outboxes and timers, publish,
-clear.  A write that loses to another writer (the Work Guide API, the timer job, another
-replica) raises :class:`Conflict`; the consumer retries the batch, which reads again.
+Per batch (:func:`shared.spine.process`): one find for the items of the batch's runs,
+requests already applied dropped (the inbox), each message decided with the pure core,
+one conditional bulk write of the items with their outboxes and timers, publish.  A
+write that loses to another writer (the Work Guide, the timer loop, another replica)
+raises :class:`~shared.spine.Conflict`; the consumer retries the batch, which reads
+again and drops what landed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contracts import Envelope
@@ -28,16 +31,16 @@ from services.assignment.directory_store import DirectoryStore
 from services.assignment.store import (
     ACTIVE,
     WorkItemStore,
-    failed_document,
-    item_of,
-    next_document,
+    failed_state,
+    item_in,
+    pending_timers,
+    state_of,
     work_item_id,
 )
+from shared.spine import Aggregate, Decided, commit, plan
 
 log = logging.getLogger("baton.assignment")
 PRODUCER = "assignment"
-
-Change = tuple[dict[str, Any] | None, dict[str, Any]]
 
 
 class DispatchHandler:
@@ -46,92 +49,79 @@ class DispatchHandler:
         self.directory = directory
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
-        docs = {d["_id"]: d for d in await self.store.of_runs({e.run_id for e in envelopes
-                                                              if e.run_id})}
-        await self._publish_leftovers(docs)
-        changes, answers, failed = self._decide(envelopes, docs,
-                                                await self.directory.current())
-        if failed:  # perhaps an assignee another replica just added: decide on a fresh read
-            changes, answers, _ = self._decide(envelopes, docs,
-                                               await self.directory.current(fresh=True))
-        await self.store.commit(list(changes.values()))
-        await self.store.outbox.publisher.publish(answers)
+        decider = Dispatches(await self.directory.current())
+        loaded = await self.store.spine.load_where(decider.select(envelopes))
+        decided = plan(loaded, envelopes, decider)
+        if decider.failed:  # perhaps an assignee another replica just added: a fresh read
+            decider = Dispatches(await self.directory.current(fresh=True))
+            decided = plan(loaded, envelopes, decider)
+        await commit(self.store.spine, decided)
 
-    def _decide(
-        self, envelopes: list[Envelope], docs: dict[str, dict[str, Any]], directory: Directory
-    ) -> tuple[dict[str, Change], list[Envelope], bool]:
-        """Each message's change, redelivery answers, and whether any assignment failed."""
-        failed = False
-        changes: dict[str, Change] = {}
-        answers: list[Envelope] = []
-        for envelope in envelopes:
-            target = self._command(envelope, docs, changes)
-            if target is None:
-                continue
-            item_id, command = target
-            read = docs.get(item_id)
-            current = changes[item_id][1] if item_id in changes else read
-            updated, decision = handle(item_of(current), command, envelope.occurred_at, directory)
-            if isinstance(decision, Rejection):
-                log.info("%s on %s refused: %s", envelope.type, item_id, decision.reason)
-                continue
-            if not decision.events:
-                # A redelivery.  If the item is done, its outcome may be what got lost (a
-                # broker that lost its data): answer again; the coordinator drops repeats.
-                answer = _outcome_again(item_of(current), envelope)
-                if answer is not None:
-                    answers.append(answer)
-                continue
-            published = [
-                new_event(p, producer=PRODUCER, cause=envelope,
-                          event_id=derived_id(envelope.event_id, i))
-                for i, p in enumerate(decision.published)
-            ]
-            if updated is None or updated.status == "waiting":
-                failed = True
-            if updated is None:
-                failure = next(e for e in decision.events
-                               if isinstance(e, WorkItemAssignmentFailed))
-                payload = envelope.payload
-                assert isinstance(payload, WorkItemRequested)
-                new = failed_document(current, item_id=item_id, run_id=envelope.run_id or "",
-                                      step=payload.step, attempt=payload.attempt,
-                                      error=failure.error, published=published,
-                                      now=envelope.occurred_at)
-            else:
-                new = next_document(current, updated, published=published,
-                                    timers=decision.timers, now=envelope.occurred_at,
-                                    correlation_id=envelope.correlation_id)
-            changes[item_id] = (read, new)
-        return changes, answers, failed
 
-    def _command(
-        self, envelope: Envelope, docs: dict[str, dict[str, Any]], changes: dict[str, Change]
-    ) -> tuple[str, Command] | None:
-        payload, run_id = envelope.payload, envelope.run_id or ""
+class Dispatches:
+    """The dispatch consumer's side of :class:`shared.spine.BatchDecider`."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.failed = False  # whether an assignee did not resolve (worth a fresh directory)
+
+    def select(self, batch: Sequence[Envelope]) -> dict[str, Any]:
+        return {"run_id": {"$in": sorted({e.run_id for e in batch if e.run_id})}}
+
+    def route(self, message: Envelope, aggregates: Mapping[str, Aggregate]) -> str | None:
+        payload, run_id = message.payload, message.run_id or ""
         if isinstance(payload, WorkItemRequested):
-            item_id = work_item_id(run_id, payload.step, payload.attempt)
-            return item_id, OpenWorkItem(item_id, run_id, payload)
+            return work_item_id(run_id, payload.step, payload.attempt)
         if isinstance(payload, WorkItemCancelRequested):
             # The run withdraws a step it still waits for: its newest item, open or (when
             # the answer crossed the cancel and will not be used) completed.
-            latest = {**docs, **{k: new for k, (_, new) in changes.items()}}
-            of_step = [d for d in latest.values() if d.get("run_id") == run_id
-                       and d.get("step") == payload.step]
-            newest = max(of_step, key=lambda d: d.get("attempt", 0), default=None)
-            if newest is None or newest.get("status") not in (*ACTIVE, "completed"):
+            of_step = [a for a in aggregates.values() if (a.state or {}).get("run_id") == run_id
+                       and (a.state or {}).get("step") == payload.step]
+            newest = max(of_step, key=lambda a: (a.state or {}).get("attempt", 0), default=None)
+            if newest is None or (newest.state or {}).get("status") not in (*ACTIVE, "completed"):
                 return None
-            return newest["_id"], Cancel(reason=payload.reason)
+            return newest.key
         return None
 
-    async def _publish_leftovers(self, docs: dict[str, dict[str, Any]]) -> None:
-        """Outboxes a crash left unpublished go out before anything new is decided."""
-        leftovers = [d for d in docs.values() if d.get("outbox")]
-        if leftovers:
-            await self.store.outbox.flush(leftovers)
-            for doc in leftovers:
-                doc["outbox"] = []
-                doc.pop("outbox_at", None)
+    def decide(self, aggregate: Aggregate, message: Envelope) -> Decided:
+        command = self._command(aggregate, message)
+        current = item_in(aggregate)
+        updated, decision = handle(current, command, message.occurred_at, self.directory)
+        if isinstance(decision, Rejection):
+            log.info("%s on %s refused: %s", message.type, aggregate.key, decision.reason)
+            return Decided()
+        if not decision.events:
+            return Decided(answers=self.repeat(aggregate, message))
+        published = [new_event(p, producer=PRODUCER, cause=message,
+                               event_id=derived_id(message.event_id, i))
+                     for i, p in enumerate(decision.published)]
+        if updated is None or updated.status == "waiting":
+            self.failed = True
+        if updated is None:
+            failure = next(e for e in decision.events if isinstance(e, WorkItemAssignmentFailed))
+            payload = message.payload
+            assert isinstance(payload, WorkItemRequested)
+            state = failed_state(run_id=message.run_id or "", step=payload.step,
+                                 attempt=payload.attempt, error=failure.error,
+                                 now=message.occurred_at)
+            return Decided(state=state, publish=published)
+        correlation = (aggregate.state or {}).get("correlation_id") or message.correlation_id
+        return Decided(state=state_of(updated, correlation), publish=published,
+                       timers=pending_timers(aggregate.timers, decision.timers, updated))
+
+    def repeat(self, aggregate: Aggregate, message: Envelope) -> Sequence[Envelope]:
+        """A redelivery.  If the item is done, its outcome may be what got lost (a broker
+        that lost its data): answer again; the coordinator drops repeats."""
+        answer = _outcome_again(item_in(aggregate), message)
+        return [] if answer is None else [answer]
+
+    @staticmethod
+    def _command(aggregate: Aggregate, message: Envelope) -> Command:
+        payload = message.payload
+        if isinstance(payload, WorkItemRequested):
+            return OpenWorkItem(aggregate.key, message.run_id or "", payload)
+        assert isinstance(payload, WorkItemCancelRequested)  # route() took no other
+        return Cancel(reason=payload.reason)
 
 
 def _outcome_again(item: WorkItem | None, request: Envelope) -> Envelope | None:

@@ -1,28 +1,26 @@
-"""Work items in MongoDB: one document per item, written only under its revision.
+"""Work items in MongoDB: one document per item, an aggregate of the spine (shared/spine).
 
-Three writers change work items: the dispatch consumer (open, cancel), the Work Guide
-API (people's actions) and the timer job (reminders, escalations), possibly in several
-replicas each.  Every write is conditional on the revision that was read, so two
-writers never both win: the loser reads again and decides again.  The events a change
-publishes travel in the same write (the outbox, see :mod:`shared.outbox`).
+Every change to a work item goes through the spine: the dispatch consumer's batches
+(:mod:`services.assignment.handler`), people's actions and the item timers
+(:mod:`services.assignment.guide`), all written under the revision read, with their
+outbox, in one bulk write per batch or per group of concurrent commands.  This module is
+the only code that touches the ``work_items`` collection.
 
-Besides the work item's own fields (:class:`WorkItem`), a document holds the shell's:
-``revision``, ``outbox``/``outbox_at``, ``timers`` (pending reminders and escalations,
-each with the epoch it was planned under), ``next_timer_at`` (the soonest, indexed) and
-``correlation_id`` (of the run, carried into every event about the item).
+Besides the work item's own fields (:class:`WorkItem`), a document holds the spine's
+shell fields (``revision``, ``applied``, ``outbox``/``outbox_at``, ``timers`` with the
+epoch each was planned under, ``next_timer_at``) and ``correlation_id`` (of the run,
+carried into every event about the item).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import InsertOne, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
 from contracts import Envelope
 from services.assignment.core.timers import Timer
@@ -30,7 +28,8 @@ from services.assignment.core.workitem import WorkItem
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
-from shared.outbox import Outbox
+from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
+from shared.spine.mongo_store import MongoAggregateStore, due_query, spine_indexes
 
 WORK_ITEMS = "work_items"
 ACTIVE = ("waiting", "open", "claimed")  # not finished: waiting for an assignee, or with one
@@ -40,14 +39,8 @@ INDEXES = [
     Index(WORK_ITEMS, [("claimed_by", 1), ("status", 1)]),
     Index(WORK_ITEMS, [("delegated_to", 1), ("status", 1)]),
     Index(WORK_ITEMS, [("status", 1), ("due_at", 1)]),
-    Index(WORK_ITEMS, [("outbox_at", 1)], options={"sparse": True}),
-    Index(WORK_ITEMS, [("next_timer_at", 1)], options={"sparse": True}),
+    *spine_indexes(WORK_ITEMS),
 ]
-SHELL_FIELDS = ("revision", "outbox", "outbox_at", "timers", "next_timer_at", "correlation_id")
-
-
-class Conflict(Exception):
-    """Another writer changed a work item first: read it again and decide again."""
 
 
 def work_item_id(run_id: str, step: str, attempt: int) -> str:
@@ -61,6 +54,37 @@ def item_of(doc: dict[str, Any] | None) -> WorkItem | None:
     return WorkItem.model_validate({**fields, "id": doc["_id"]})
 
 
+def item_in(aggregate: Aggregate) -> WorkItem | None:
+    """The work item an aggregate holds (None: none yet, or a failed assignment's trace)."""
+    if aggregate.state is None:
+        return None
+    return item_of({**aggregate.state, "_id": aggregate.key})
+
+
+def state_of(item: WorkItem, correlation_id: str | None) -> dict[str, Any]:
+    """The fields the spine stores for ``item`` (its shell fields are the spine's)."""
+    state = item.model_dump(mode="python", exclude={"id"})
+    state["correlation_id"] = correlation_id
+    return state
+
+
+def pending_timers(kept: Iterable[Mapping[str, Any]], planned: Iterable[Timer],
+                   item: WorkItem) -> list[dict[str, Any]]:
+    """The timers an item keeps: a finished item has nothing left to remind anyone of."""
+    if item.is_finished:
+        return []
+    return [*map(dict, kept), *({"purpose": t.purpose, "due_at": t.due_at, "epoch": t.epoch,
+                                 "overdue": t.overdue} for t in planned)]
+
+
+def failed_state(*, run_id: str, step: str, attempt: int, error: str,
+                 now: datetime) -> dict[str, Any]:
+    """No item could be opened (the assignee did not resolve): a trace with no ``status``,
+    so no work item; a redelivered request finds the request applied and opens nothing."""
+    return {"run_id": run_id, "step": step, "attempt": attempt, "assignment_error": error,
+            "created_at": now}
+
+
 def next_document(
     previous: dict[str, Any] | None,
     item: WorkItem,
@@ -71,28 +95,14 @@ def next_document(
     now: datetime,
     correlation_id: str | None = None,
 ) -> dict[str, Any]:
-    """The document to write for ``item``: the outbox grows, fired timers go, new ones join."""
-    previous = previous or {}
+    """The document the spine writes for ``item`` after ``previous`` (tests build with it)."""
+    before = aggregate_of(previous) if previous else Aggregate(item.id)
     fired_keys = {timer_key(t) for t in fired}
-    pending = [t for t in previous.get("timers", []) if timer_key(t) not in fired_keys]
-    pending += [
-        {"purpose": t.purpose, "due_at": t.due_at, "epoch": t.epoch, "overdue": t.overdue}
-        for t in timers
-    ]
-    if item.is_finished:
-        pending = []  # a finished item has nothing left to remind anyone of
-    pending.sort(key=lambda t: _aware(t["due_at"]))
-    doc = item.model_dump(mode="python", exclude={"id"})
-    doc["_id"] = item.id
-    doc["revision"] = int(previous.get("revision") or 0) + 1
-    doc["outbox"] = [*previous.get("outbox", []), *(e.model_dump(mode="json") for e in published)]
-    if doc["outbox"]:
-        doc["outbox_at"] = previous.get("outbox_at") or now
-    doc["timers"] = pending
-    if pending:
-        doc["next_timer_at"] = pending[0]["due_at"]
-    doc["correlation_id"] = previous.get("correlation_id") or correlation_id
-    return doc
+    kept = [t for t in before.timers if timer_key(t) not in fired_keys]
+    correlation = (before.state or {}).get("correlation_id") or correlation_id
+    after = before.after(Decided(state_of(item, correlation), published,
+                                 pending_timers(kept, timers, item)))
+    return document_of(after, now)
 
 
 def failed_document(
@@ -106,21 +116,10 @@ def failed_document(
     published: Sequence[Envelope],
     now: datetime,
 ) -> dict[str, Any]:
-    """No item could be opened (the assignee did not resolve): keep a trace with the outbox.
-
-    The trace has no ``status``, so it is no work item; a redelivered request finds it,
-    decides the same failure with the same event ids, and consumers drop the repeat.
-    """
-    previous = previous or {}
-    outbox = [*previous.get("outbox", []), *(e.model_dump(mode="json") for e in published)]
-    doc: dict[str, Any] = {
-        "_id": item_id, "run_id": run_id, "step": step, "attempt": attempt,
-        "assignment_error": error, "revision": int(previous.get("revision") or 0) + 1,
-        "outbox": outbox, "created_at": previous.get("created_at") or now,
-    }
-    if outbox:
-        doc["outbox_at"] = previous.get("outbox_at") or now
-    return doc
+    """The document the spine writes when no item could be opened (see :func:`failed_state`)."""
+    before = aggregate_of(previous) if previous else Aggregate(item_id)
+    state = failed_state(run_id=run_id, step=step, attempt=attempt, error=error, now=now)
+    return document_of(before.after(Decided(state, published)), now)
 
 
 def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str, Any]], int]:
@@ -140,20 +139,24 @@ def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str,
 
 class WorkItemStore:
     def __init__(
-        self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics
+        self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics,
+        *, clear_delay: float = 0.2,
     ) -> None:
         self.items = db[WORK_ITEMS]
-        # Published outboxes are cleared by a periodic job, one write per tick (the
-        # reads below drop an outbox that went out already).
-        self.outbox = Outbox(self.items, publisher, metrics, defer_clears=True)
+        self.spine = MongoAggregateStore(self.items, publisher, metrics, clear_delay=clear_delay)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = await self.items.find_one({"_id": item_id})
-        return None if doc is None else self.outbox.forget_published(doc)
+        return None if doc is None else self.spine.forget_published(doc)
 
     async def of_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         docs = await self.items.find({"run_id": {"$in": list(run_ids)}}).to_list(None)
-        return [self.outbox.forget_published(doc) for doc in docs]
+        return [self.spine.forget_published(doc) for doc in docs]
+
+    async def waiting(self, limit: int) -> list[str]:
+        """Items waiting for the directory to name an assignee (the ``(status, due_at)`` index)."""
+        docs = await self.items.find(waiting_items(), {"_id": 1}).limit(limit).to_list(None)
+        return [doc["_id"] for doc in docs]
 
     async def find_any(
         self,
@@ -180,30 +183,23 @@ class WorkItemStore:
         merged = {doc["_id"]: doc for docs in found for doc in docs}
         return sorted(merged.values(), key=functools.cmp_to_key(_by(order)))[:limit]
 
-    async def commit(self, changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any]]]) -> None:
-        """Write each (read, new) pair under the revision read, then publish the outboxes.
 
-        Raises :class:`Conflict` when any item changed since it was read; the pairs that
-        did land keep their outbox, which the next read of them (or the sweep) publishes.
-        """
-        if not changes:
-            return
-        ops: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]] = [
-            InsertOne(new) if old is None
-            else ReplaceOne({"_id": new["_id"], "revision": old.get("revision")}, new)
-            for old, new in changes
-        ]
-        replaces = sum(1 for old, _ in changes if old is not None)
-        try:
-            result = await self.items.bulk_write(ops, ordered=False)
-        except BulkWriteError as exc:
-            raise Conflict(f"{len(exc.details.get('writeErrors', []))} work items changed") from exc
-        if result.matched_count != replaces:
-            raise Conflict(f"{replaces - result.matched_count} work items changed since read")
-        await self.outbox.flush(new for _, new in changes)
+def due_timers(now: datetime) -> dict[str, Any]:
+    """Items with a reminder or escalation due: the sparse ``next_timer_at`` index.
+
+    Only active items have ``next_timer_at`` (a finished item's document is written
+    without it), so no status clause: with one, the embedded MongoDB plans on the
+    ``(status, due_at)`` index and reads every open item.  The spine's timer loop sends it.
+    """
+    return due_query(now)
 
 
-def timer_key(timer: dict[str, Any]) -> tuple[str, str, int, bool]:
+def waiting_items() -> dict[str, Any]:
+    """Items waiting for the directory to name an assignee (the ``(status, due_at)`` index)."""
+    return {"status": "waiting"}
+
+
+def timer_key(timer: Mapping[str, Any]) -> tuple[str, str, int, bool]:
     """What identifies a stored timer (its purpose, time, epoch and kind)."""
     return (timer["purpose"], _aware(timer["due_at"]).isoformat(), timer["epoch"],
             bool(timer.get("overdue")))

@@ -25,6 +25,7 @@ from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
 from shared.settings import ServiceSettings
+from shared.topics import ensure_topics, topics_of
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,8 @@ async def publisher(servers: Any) -> AsyncIterator[tuple[Publisher, ServiceMetri
                                kafka_bootstrap=servers.kafka_bootstrap,
                                mongodb_uri=servers.mongodb_uri)
     metrics = ServiceMetrics(CollectorRegistry(), "directory-it")
+    # The topics the assignment service publishes to (its start-up would create them).
+    await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
     broker = make_broker(settings, metrics)
     await broker.connect()
     yield Publisher(broker, metrics), metrics

@@ -27,11 +27,13 @@ from services.assignment.core import commands as cmd
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
-from services.assignment.store import Conflict, WorkItemStore, item_of, next_document
+from services.assignment.store import WorkItemStore, item_of
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
 from shared.settings import ServiceSettings
+from shared.spine import Conflict, Decided
+from shared.topics import ensure_topics, topics_of
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +50,8 @@ async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
                                kafka_bootstrap=servers.kafka_bootstrap,
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "assignment-it")
+    # The topics the assignment service publishes to (its start-up would create them).
+    await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
     broker = make_broker(settings, metrics)
     await broker.connect()
     client = make_client(servers.mongodb_uri, app_name="assignment-it")
@@ -78,20 +82,16 @@ async def open_item(parts: dict[str, Any], step: str, assignee: AssigneeSpec,
 async def test_a_stale_write_is_refused(parts: dict[str, Any]) -> None:
     _, item_id = await open_item(parts, "stale", AssigneeSpec(kind="user", value="cy"))
     store: WorkItemStore = parts["guides"][0].store
-    read = await store.get(item_id)
-    assert read is not None
-    item = item_of(read)
-    assert item is not None
-    now = datetime.now(UTC)
-    first = next_document(read, item.model_copy(update={"comment": "first"}), published=[], now=now)
-    second = next_document(read, item.model_copy(update={"comment": "second"}), published=[],
-                           now=now)
-    await store.commit([(read, first)])
-    with pytest.raises(Conflict):
-        await store.commit([(read, second)])
+    read = (await store.spine.load([item_id]))[item_id]
+    first = read.after(Decided(state={**(read.state or {}), "comment": "first"}))
+    second = read.after(Decided(state={**(read.state or {}), "comment": "second"}))
+    await store.spine.save([first])
+    with pytest.raises(Conflict) as raised:
+        await store.spine.save([second])
+    assert raised.value.keys == (item_id,)
     stored = await store.get(item_id)
     assert stored is not None and stored["comment"] == "first"
-    assert stored["revision"] == read["revision"] + 1
+    assert stored["revision"] == read.revision + 1
 
 
 async def test_racing_claims_from_two_replicas_leave_one_claimer(
@@ -187,20 +187,19 @@ async def test_published_outboxes_are_cleared_later_in_one_write(parts: dict[str
     docs = [{"_id": f"{tag}-{i}", "run_id": tag, "revision": 1, "outbox": outbox,
              "outbox_at": datetime.now(UTC)} for i in range(3)]
     await store.items.insert_many(docs)
-    assert store.outbox.defer_clears
-    assert await store.outbox.flush(docs) == 3
+    assert await store.spine.publish_outboxes(docs) == 3
     stored = await store.items.find({"run_id": tag}).to_list(None)
     assert all(d["outbox"] for d in stored)  # not cleared yet...
     assert all(d["outbox"] == [] for d in await store.of_runs([tag]))  # ...but read as sent
     # A newer revision written meanwhile keeps its own outbox.
     await store.items.update_one({"_id": f"{tag}-0"}, {"$set": {"revision": 2}})
     assert (await store.get(f"{tag}-0") or {})["outbox"] == outbox
-    assert await store.outbox.clear_published() >= 3
+    assert await store.spine.clear_published() >= 3
     after = {d["_id"]: d for d in await store.items.find({"run_id": tag}).to_list(None)}
     assert after[f"{tag}-0"]["outbox"] == outbox
     assert after[f"{tag}-1"]["outbox"] == after[f"{tag}-2"]["outbox"] == []
     assert "outbox_at" not in after[f"{tag}-1"]
-    assert await store.outbox.clear_published() == 0
+    assert await store.spine.clear_published() == 0
 
 
 async def test_an_assignee_another_replica_just_added_is_found(parts: dict[str, Any]) -> None:

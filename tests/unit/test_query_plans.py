@@ -15,6 +15,7 @@ import pytest
 from services.assignment import guide as assignment_guide
 from services.assignment.api import _mine
 from services.assignment.core.directory import Directory
+from services.assignment.handler import Dispatches
 from services.assignment.store import ACTIVE, WORK_ITEMS
 from services.assignment.store import INDEXES as ITEM_INDEXES
 from services.assignment.web.pages import INDEXES as PAGE_INDEXES
@@ -91,7 +92,7 @@ def test_work_item_queries_seek() -> None:
     # One clause only: with a status clause too, the embedded server plans on the
     # (status, due_at) index and reads every open item on each poll.
     assert list(assignment_guide.due_timers(NOW)) == ["next_timer_at"]
-    assert serving_index(WORK_ITEMS, {"run_id": {"$in": ["run-1"]}}, indexes)
+    assert serving_index(WORK_ITEMS, Dispatches(DIRECTORY).select([]), indexes)
     assert serving_index(WORK_ITEMS, assignment_guide.waiting_items(), indexes)
 
 

@@ -1,0 +1,130 @@
+"""An aggregate as the spine keeps it, what a decision returns, and how both become a document.
+
+An aggregate is one document: the service's own fields (``state``) beside the spine's
+shell fields: ``revision`` (every write is conditional on the one read), ``applied``
+(the ids of the messages already applied: the inbox), ``outbox`` (messages written with
+the change, published after it), ``timers`` (pending timers, each a dict with at least a
+``due_at``) and ``next_timer_at`` (the soonest, indexed by the store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts import Envelope
+
+SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "timers",
+                "next_timer_at", "timer_lease")
+APPLIED_KEPT = 200  # the newest message ids an aggregate remembers (its inbox)
+
+
+class Conflict(Exception):
+    """Another writer changed these aggregates first: read them again and decide again."""
+
+    def __init__(self, keys: Sequence[str], message: str = "") -> None:
+        self.keys = tuple(keys)
+        super().__init__(message or f"{len(self.keys)} aggregates changed since read: "
+                                    f"{', '.join(self.keys[:5])}")
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a service decided about one aggregate for one message or command.
+
+    ``state`` None leaves the service's fields as they are; ``timers`` None leaves the
+    pending timers.  ``reply`` goes back to the caller of ``act``; ``answers`` are sent
+    after the save without being stored (e.g. an outcome repeated for a redelivery).
+    """
+
+    state: Mapping[str, Any] | None = None
+    publish: Sequence[Envelope] = ()
+    timers: Sequence[Mapping[str, Any]] | None = None
+    reply: Any = None
+    answers: Sequence[Envelope] = ()
+
+    @property
+    def changes(self) -> bool:
+        return self.state is not None or bool(self.publish) or self.timers is not None
+
+
+@dataclass(frozen=True)
+class TimerDue:
+    """The command a due timer becomes; ``context`` is what the service asked for to fire."""
+
+    timer: Mapping[str, Any]
+    context: Any = None
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    key: str
+    state: Mapping[str, Any] | None = None  # None: nothing stored under this key yet
+    revision: int = 0  # the revision read (0: new); the save is conditional on it
+    applied: tuple[str, ...] = ()
+    outbox: tuple[Mapping[str, Any], ...] = ()  # unpublished messages, as JSON
+    timers: tuple[Mapping[str, Any], ...] = ()
+    changed: bool = False
+    answers: tuple[Envelope, ...] = field(default=(), compare=False)
+
+    def after(self, decided: Decided, message_id: str | None = None) -> Aggregate:
+        """This aggregate once ``decided`` is applied (still under the revision read)."""
+        answers = (*self.answers, *decided.answers)
+        if not decided.changes:
+            return replace(self, answers=answers)
+        applied = self.applied
+        if message_id is not None and message_id not in applied:
+            applied = (*applied, message_id)[-APPLIED_KEPT:]
+        return replace(
+            self,
+            state=dict(decided.state) if decided.state is not None else self.state,
+            applied=applied,
+            outbox=(*self.outbox, *(e.model_dump(mode="json") for e in decided.publish)),
+            timers=self.timers if decided.timers is None else tuple(decided.timers),
+            changed=True,
+            answers=answers,
+        )
+
+    def without_timer(self, timer: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...] | None:
+        """The pending timers once ``timer`` is gone; None if it is not pending (stale)."""
+        key = timer_key(timer)
+        rest = tuple(t for t in self.timers if timer_key(t) != key)
+        return None if len(rest) == len(self.timers) else rest
+
+
+def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
+    return Aggregate(
+        key=doc["_id"],
+        state={k: v for k, v in doc.items() if k not in SHELL_FIELDS},
+        revision=int(doc.get("revision") or 0),
+        applied=tuple(doc.get("applied") or ()),
+        outbox=tuple(doc.get("outbox") or ()),
+        timers=tuple(doc.get("timers") or ()),
+    )
+
+
+def document_of(aggregate: Aggregate, now: datetime) -> dict[str, Any]:
+    """The document to write for a changed aggregate, at the next revision."""
+    doc: dict[str, Any] = {**(aggregate.state or {}), "_id": aggregate.key,
+                           "revision": aggregate.revision + 1,
+                           "applied": list(aggregate.applied),
+                           "outbox": list(aggregate.outbox)}
+    if aggregate.outbox:
+        doc["outbox_at"] = now
+    timers = sorted(aggregate.timers, key=lambda t: aware(t["due_at"]))
+    doc["timers"] = [dict(t) for t in timers]
+    if timers:
+        doc["next_timer_at"] = timers[0]["due_at"]
+    return doc
+
+
+def timer_key(timer: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What identifies a stored timer: every field, the time compared in UTC."""
+    return tuple(sorted((k, aware(v).isoformat() if isinstance(v, datetime) else repr(v))
+                        for k, v in timer.items()))
+
+
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

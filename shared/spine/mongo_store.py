@@ -1,0 +1,139 @@
+"""The aggregate store on MongoDB: one collection, one document per aggregate.
+
+A save is one ``bulk_write`` of ``ReplaceOne({_id, revision: read}, doc, upsert=True)``:
+one ``update`` command for any mix of new and changed aggregates.  A document whose
+revision moved matches nothing, so the upsert tries to insert a second document with its
+``_id`` and fails on the unique ``_id``: that write error names the aggregate that lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReplaceOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from contracts import Envelope
+from shared.messaging import Publisher
+from shared.metrics import ServiceMetrics
+from shared.mongo import Index
+from shared.spine.store import Document, Due, StoreBase
+
+log = logging.getLogger("baton.spine")
+SWEEP_BATCH = 500
+DUPLICATE_KEY = 11000
+
+
+def spine_indexes(collection: str) -> list[Index]:
+    """The indexes the spine's own queries need: the timers due, the outboxes to sweep."""
+    return [Index(collection, [("next_timer_at", 1)], options={"sparse": True}),
+            Index(collection, [("outbox_at", 1)], options={"sparse": True})]
+
+
+def due_query(until: datetime) -> dict[str, Any]:
+    """Aggregates with a timer due by ``until``: one clause, so the sparse index serves it
+    (with another clause the embedded MongoDB may plan on that one and scan)."""
+    return {"next_timer_at": {"$lte": until}}
+
+
+class MongoAggregateStore(StoreBase):
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        publisher: Publisher,
+        metrics: ServiceMetrics,
+        *,
+        clear_delay: float = 0.2,
+    ) -> None:
+        super().__init__(clear_delay=clear_delay)
+        self.collection = collection
+        self.publisher = publisher
+        self.metrics = metrics
+
+    async def _find(self, query: Mapping[str, Any]) -> list[Document]:
+        return await self.collection.find(dict(query)).to_list(None)
+
+    async def _write(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
+        ops = [ReplaceOne({"_id": doc["_id"], "revision": revision or None}, doc, upsert=True)
+               for revision, doc in docs]
+        try:
+            result = await self.collection.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if others:
+                raise
+            return {docs[e["index"]][1]["_id"] for e in errors}
+        if result.matched_count + result.upserted_count == len(docs):
+            return set()
+        return await self._not_written(docs)  # a server that reports no write error
+
+    async def _not_written(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
+        keys = [doc["_id"] for _, doc in docs]
+        stored = await self.collection.find({"_id": {"$in": keys}}, {"revision": 1}).to_list(None)
+        revisions = {d["_id"]: d.get("revision") for d in stored}
+        return {doc["_id"] for _, doc in docs if revisions.get(doc["_id"]) != doc["revision"]}
+
+    async def _send(self, envelopes: Sequence[Envelope]) -> None:
+        await self.publisher.publish(envelopes)
+
+    async def _clear(self, published: Mapping[str, int]) -> None:
+        # Guarded by the revision published: a newer change carried the outbox along (or
+        # wrote an empty one) and is not wiped.
+        await self.collection.bulk_write(
+            [UpdateOne({"_id": key, "revision": revision},
+                       {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}})
+             for key, revision in published.items()],
+            ordered=False,
+        )
+
+    async def due(self, until: datetime, limit: int) -> list[Due]:
+        """Aggregates with a timer due by ``until``, soonest first (the sparse index)."""
+        docs = await self.collection.find(
+            due_query(until), {"next_timer_at": 1, "timers": 1}
+        ).sort("next_timer_at", 1).limit(limit).to_list(None)
+        return [(d["_id"], d["next_timer_at"], tuple(d.get("timers") or ())) for d in docs]
+
+    async def claim(self, due: Sequence[Due], until: datetime) -> list[str]:
+        """Lease the timers of these aggregates to this caller until ``until``: one write.
+
+        The claim moves ``next_timer_at`` on (so no other replica sees the timers due while
+        this one fires them, and a fire that fails is tried again when the lease ends) and
+        matches only a ``next_timer_at`` still as read.  When every claim matched, all are
+        ours; otherwise one read tells which (by the lease's token).
+        """
+        if not due:
+            return []
+        token = uuid.uuid4().hex
+        result = await self.collection.bulk_write(
+            [UpdateOne({"_id": key, "next_timer_at": at},
+                       {"$set": {"next_timer_at": until, "timer_lease": token}})
+             for key, at, _ in due],
+            ordered=False,
+        )
+        if result.matched_count == len(due):
+            return [key for key, _, _ in due]
+        stored = await self.collection.find(
+            {"_id": {"$in": [key for key, _, _ in due]}}, {"timer_lease": 1}).to_list(None)
+        ours = {d["_id"] for d in stored if d.get("timer_lease") == token}
+        return [key for key, _, _ in due if key in ours]
+
+    async def sweep(self, older_than: timedelta = timedelta(seconds=5)) -> int:
+        """Publish what a crash left behind; returns how many documents were swept."""
+        backlog = await self.collection.count_documents({"outbox_at": {"$exists": True}})
+        self.metrics.outbox_backlog.labels(self.metrics.service).set(backlog)
+        if not backlog:
+            return 0
+        cutoff = datetime.now(UTC) - older_than
+        documents = await self.collection.find(
+            {"outbox_at": {"$lte": cutoff}}, {"outbox": 1, "revision": 1}
+        ).limit(SWEEP_BATCH).to_list(None)
+        await self.publish_outboxes(documents)
+        if documents:
+            log.warning("republished the outboxes of %d documents left by a crash", len(documents))
+        return len(documents)

@@ -1,0 +1,138 @@
+"""The spine on the real embedded MongoDB: conflicts name the aggregates that lost, and what
+the Work Guide and the dispatch consumer cost, counted as MongoDB commands (round trips)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from contracts.envelope import new_event
+from contracts.events.workitems import AssigneeSpec, WorkItemRequested
+from services.assignment.core import commands as cmd
+from services.assignment.directory_store import DirectoryStore
+from services.assignment.guide import WorkGuide
+from services.assignment.handler import DispatchHandler
+from services.assignment.store import WorkItemStore
+from shared.messaging import Publisher, make_broker
+from shared.metrics import ServiceMetrics
+from shared.mongo import CommandCounter, make_client
+from shared.settings import ServiceSettings
+from shared.spine import Aggregate, Conflict, Decided
+from shared.topics import ensure_topics, topics_of
+
+pytestmark = pytest.mark.integration
+
+DIRECTORY = {"users": [{"id": "ann"}, {"id": "bo"}],
+             "queues": [{"id": "desk", "members": ["ann", "bo"]}]}
+
+
+@pytest.fixture(scope="module")
+async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
+    settings = ServiceSettings(service_name="spine-it", kafka_bootstrap=servers.kafka_bootstrap,
+                               mongodb_uri=servers.mongodb_uri, mongodb_database=database)
+    metrics = ServiceMetrics(CollectorRegistry(), "spine-it")
+    # The topics the assignment service publishes to (its start-up would create them).
+    await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
+    broker = make_broker(settings, metrics)
+    await broker.connect()
+    commands: Counter[str] = Counter()
+    client = make_client(servers.mongodb_uri, app_name="spine-it",
+                         listeners=[CommandCounter(lambda name: commands.update([name]))])
+    db = client[database]
+    directory = DirectoryStore(db)
+    await directory.load(DIRECTORY)
+    store = WorkItemStore(db, Publisher(broker, metrics), metrics)
+    yield {"store": store, "guide": WorkGuide(store, directory), "commands": commands,
+           "handler": DispatchHandler(store, directory), "directory": directory}
+    await broker.stop()
+    await client.close()
+
+
+def dispatch(run_id: str, kind: str = "user", value: str = "ann") -> Any:
+    request = WorkItemRequested(orchestration="it", version=1, stage="s", step="do", attempt=1,
+                                kind="interactive", title="Do it",
+                                assignee=AssigneeSpec(kind=kind, value=value))
+    return new_event(request, producer="test", run_id=run_id)
+
+
+async def counted(parts: dict[str, Any], work: Any) -> tuple[Any, Counter[str]]:
+    await parts["directory"].current()  # the directory is cached: not part of the path
+    parts["commands"].clear()
+    result = await work
+    return result, Counter(parts["commands"])
+
+
+async def test_a_save_names_the_new_and_the_changed_aggregates_that_lost(
+        parts: dict[str, Any]) -> None:
+    spine = parts["store"].spine
+    old, new, fine = (f"spine-{uuid.uuid4().hex}" for _ in range(3))
+    await spine.save([Aggregate(old).after(Decided(state={"n": 0}))])
+    read = (await spine.load([old]))[old]
+    await spine.save([read.after(Decided(state={"n": 1}))])  # another writer moves it on
+    await spine.save([Aggregate(new).after(Decided(state={"n": 1}))])  # and creates this one
+    late = [read.after(Decided(state={"n": 2})), Aggregate(new).after(Decided(state={"n": 2})),
+            Aggregate(fine).after(Decided(state={"n": 2}))]
+    parts["commands"].clear()
+    with pytest.raises(Conflict) as raised:
+        await spine.save(late)
+    assert sorted(raised.value.keys) == sorted([old, new])
+    assert parts["commands"] == {"update": 1}  # one bulk write told which lost
+    stored = await spine.load([old, new, fine])
+    assert [(stored[k].state or {})["n"] for k in (old, new, fine)] == [1, 1, 2]
+
+
+async def test_concurrent_completions_cost_one_find_and_one_write(parts: dict[str, Any]) -> None:
+    runs = [uuid.uuid4().hex for _ in range(20)]
+    _, opening = await counted(parts, parts["handler"]([dispatch(run) for run in runs]))
+    assert opening == {"find": 1, "update": 1}  # a batch of 20 dispatches: one find, one write
+    guide, directory = parts["guide"], await parts["directory"].current()
+    outcomes, completing = await counted(parts, asyncio.gather(*(
+        guide.act(f"{run}:do:1", cmd.Complete("ann", {}), directory) for run in runs)))
+    assert all(o.rejection is None for o in outcomes)
+    assert completing == {"find": 1, "update": 1}
+
+
+async def test_completing_one_item_costs_two_round_trips(parts: dict[str, Any]) -> None:
+    run_id = uuid.uuid4().hex
+    await parts["handler"]([dispatch(run_id)])
+    guide, directory = parts["guide"], await parts["directory"].current()
+    outcome, commands = await counted(
+        parts, guide.act(f"{run_id}:do:1", cmd.Complete("ann", {}), directory))
+    assert outcome.rejection is None and outcome.item.status == "completed"
+    assert sum(commands.values()) == 2, commands
+
+
+async def test_racing_claims_lose_once_and_are_decided_again(parts: dict[str, Any]) -> None:
+    """Two replicas (two guides on one collection) claim one item: one claimer."""
+    run_id = uuid.uuid4().hex
+    await parts["handler"]([dispatch(run_id, "queue", "desk")])
+    other = WorkGuide(WorkItemStore(parts["store"].items.database, parts["store"].spine.publisher,
+                                    parts["store"].spine.metrics), parts["directory"])
+    directory = await parts["directory"].current()
+    item_id = f"{run_id}:do:1"
+    outcomes = await asyncio.gather(parts["guide"].act(item_id, cmd.Claim("ann"), directory),
+                                    other.act(item_id, cmd.Claim("bo"), directory))
+    assert sorted(o.rejection is None for o in outcomes) == [False, True]
+    stored = await parts["store"].get(item_id)
+    assert stored is not None and stored["claimed_by"] in ("ann", "bo")
+    assert stored["revision"] == 2
+
+
+async def test_a_timer_is_leased_to_one_claimer(parts: dict[str, Any]) -> None:
+    spine = parts["store"].spine
+    key, now = f"spine-{uuid.uuid4().hex}", datetime.now(UTC)
+    timer = {"purpose": "reminder", "due_at": now - timedelta(hours=1), "epoch": 0}
+    await spine.save([Aggregate(key).after(Decided(state={"n": 0}, timers=[timer]))])
+    due = [entry for entry in await spine.due(now, 500) if entry[0] == key]
+    assert len(due) == 1
+    lease = now + timedelta(seconds=30)
+    assert await spine.claim(due, lease) == [key]
+    assert await spine.claim(due, lease) == []  # a second claimer finds it leased
+    assert [e for e in await spine.due(now, 500) if e[0] == key] == []

@@ -1,0 +1,143 @@
+"""The spine's store and process(batch) on the in-memory store: what lands, what is
+published, what a conflict names, and what a batch costs (counted, not timed)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from contracts import Envelope
+from contracts.envelope import new_event
+from contracts.events.workitems import WorkItemCancelRequested
+from shared.spine import Aggregate, Conflict, Decided, plan, process
+from shared.spine.memory_store import MemoryAggregateStore
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def note(run_id: str, step: str) -> Envelope:
+    """Any message will do: the spine looks only at its id and what the decider says."""
+    return new_event(WorkItemCancelRequested(step=step, reason="r"), producer="test",
+                     run_id=run_id)
+
+
+class Counting:
+    """A decider that counts the steps of each run in its aggregate (one per run)."""
+
+    def __init__(self) -> None:
+        self.decided = 0
+
+    def select(self, batch: Sequence[Envelope]) -> dict[str, Any]:
+        return {"_id": {"$in": sorted({e.run_id or "" for e in batch})}}
+
+    def route(self, message: Envelope, aggregates: Mapping[str, Aggregate]) -> str | None:
+        return message.run_id
+
+    def decide(self, aggregate: Aggregate, message: Envelope) -> Decided:
+        self.decided += 1
+        steps = [*(aggregate.state or {}).get("steps", []), message.payload.step]  # type: ignore[attr-defined]
+        told = new_event(WorkItemCancelRequested(step=f"told-{len(steps)}", reason="r"),
+                         producer="test", run_id=aggregate.key)
+        return Decided(state={"steps": steps}, publish=[told])
+
+    def repeat(self, aggregate: Aggregate, message: Envelope) -> Sequence[Envelope]:
+        return []
+
+
+async def test_a_batch_costs_one_find_and_one_write_and_folds_many_messages_per_aggregate(
+) -> None:
+    store = MemoryAggregateStore()
+    runs = [uuid.uuid4().hex for _ in range(5)]
+    batch = [note(run, step) for step in ("a", "b") for run in runs]  # K = 10 messages
+    decider = Counting()
+    await process(store, batch, decider)
+    assert store.round_trips == {"find": 1, "write": 1}
+    assert all(store.documents[run]["steps"] == ["a", "b"] for run in runs)
+    assert all(store.documents[run]["revision"] == 1 for run in runs)
+    assert len(store.published) == 10  # every outbox went out after the write
+
+
+async def test_a_redelivered_batch_is_dropped_by_the_inbox() -> None:
+    store = MemoryAggregateStore()
+    run = uuid.uuid4().hex
+    batch = [note(run, "a"), note(run, "b")]
+    await process(store, batch, Counting())
+    decider = Counting()
+    again = await process(store, batch, decider)
+    assert decider.decided == 0 and again.changed == []
+    assert store.round_trips["write"] == 1  # the repeat wrote nothing
+    assert store.documents[run]["applied"] == [e.event_id for e in batch]
+
+
+async def test_a_moved_revision_is_a_conflict_naming_only_its_keys() -> None:
+    store = MemoryAggregateStore()
+    one, two = uuid.uuid4().hex, uuid.uuid4().hex
+    await process(store, [note(one, "a"), note(two, "a")], Counting())
+    loaded = await store.load([one, two])
+    stale = plan(loaded, [note(one, "b"), note(two, "b")], Counting())
+    await process(store, [note(one, "c")], Counting())  # another writer moves `one` on
+    published = len(store.published)
+    with pytest.raises(Conflict) as raised:
+        await store.save(stale.changed)
+    assert raised.value.keys == (one,)
+    assert store.documents[two]["steps"] == ["a", "b"]  # the other landed...
+    assert len(store.published) == published + 1  # ...and only its outbox went out
+    assert store.documents[one]["steps"] == ["a", "c"]
+
+
+async def test_a_new_aggregate_written_twice_conflicts() -> None:
+    store = MemoryAggregateStore()
+    key = uuid.uuid4().hex
+    first = Aggregate(key).after(Decided(state={"n": 1}))
+    second = Aggregate(key).after(Decided(state={"n": 2}))
+    await store.save([first])
+    with pytest.raises(Conflict):
+        await store.save([second])
+    assert store.documents[key]["n"] == 1
+
+
+async def test_published_outboxes_are_cleared_by_the_next_save_or_one_bulk_clear() -> None:
+    store = MemoryAggregateStore()
+    runs = [uuid.uuid4().hex for _ in range(3)]
+    await process(store, [note(run, "a") for run in runs], Counting())
+    assert all(store.documents[run]["outbox"] for run in runs)  # not cleared yet (no write)
+    loaded = await store.load(runs)
+    assert all(a.outbox == () for a in loaded.values())  # ...but read as sent
+    # The next save of one aggregate drops its published outbox: nothing left to clear.
+    await process(store, [note(runs[0], "b")], Counting())
+    assert [m["payload"]["step"] for m in store.documents[runs[0]]["outbox"]] == ["told-2"]
+    assert await store.clear_published() == 3  # runs[0] again (its newer outbox), 1 and 2
+    assert store.round_trips["clear"] == 1
+    assert all(store.documents[run]["outbox"] == [] for run in runs)
+    assert "outbox_at" not in store.documents[runs[1]]
+    assert await store.clear_published() == 0
+
+
+async def test_a_leftover_outbox_goes_out_with_the_next_change() -> None:
+    """An outbox a crash left (written, never published) travels with the next write."""
+    store = MemoryAggregateStore()
+    run = uuid.uuid4().hex
+    leftover = note(run, "lost").model_dump(mode="json")
+    store.insert({"_id": run, "revision": 4, "steps": [], "outbox": [leftover],
+                  "outbox_at": AT, "timers": []})
+    await process(store, [note(run, "a")], Counting())
+    assert [e.payload.step for e in store.published] == ["lost", "told-1"]  # type: ignore[attr-defined]
+    assert store.documents[run]["revision"] == 5
+
+
+async def test_timers_are_kept_sorted_with_the_soonest_indexed_and_announced() -> None:
+    store = MemoryAggregateStore()
+    heard: list[datetime] = []
+    store.on_timer(heard.append)
+    later, sooner = AT + timedelta(hours=2), AT + timedelta(hours=1)
+    timers = [{"purpose": "x", "due_at": later}, {"purpose": "y", "due_at": sooner}]
+    await store.save([Aggregate("k").after(Decided(state={}, timers=timers))])
+    doc = store.documents["k"]
+    assert [t["due_at"] for t in doc["timers"]] == [sooner, later]
+    assert doc["next_timer_at"] == sooner and heard == [sooner]
+    await store.save([(await store.load(["k"]))["k"].after(Decided(timers=[]))])
+    assert "next_timer_at" not in store.documents["k"]
