@@ -46,8 +46,8 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
     rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
     outboxes = Outbox(store.runs, rt.publisher, rt.metrics)
-    rt.when_due(OutboxSweep(outboxes, timedelta(seconds=settings.outbox_sweep_seconds)),
-                Alarm(), "outbox")
+    sweep = OutboxSweep(outboxes, store.history, timedelta(seconds=settings.outbox_sweep_seconds))
+    rt.when_due(sweep, Alarm(), "outbox")
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(runs_router(store.runs, store.history, rt.publisher, authenticator))
     rt.http.include_router(stats_router(store.runs, store.history, authenticator))

@@ -64,14 +64,13 @@ class CoordinatorHandler:
                     current = result
                     changed[run_id] = result
         if not changed:
-            await self.store.page_history(list(stored.values()))
             return
         refused = await self.store.save(list(changed.values()), datetime.now(UTC))
         written = [s for rid, s in changed.items() if rid not in refused]
+        # Saved with the runs (and what a stop left unpaged); paged in one more round trip,
+        # before the outboxes go out: their clear drops the history from the run document.
+        await self.store.page_history(written)
         await self._publish(written)
-        # Saved with the runs; paged in one more round trip (with what a stop left unpaged).
-        await self.store.page_history([*written, *(s for rid, s in stored.items()
-                                                   if rid not in changed)])
         if refused:
             await self._reject_starts([changed[rid] for rid in refused], starts)
         self.metrics.observe_transitions(written)

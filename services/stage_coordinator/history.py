@@ -32,6 +32,8 @@ DUPLICATE_KEY = 11000
 INDEXES = [Index(RUN_HISTORY, [("run_ids", 1)])]
 
 Entry = dict[str, Any]
+# Beside the event's own fields: its cause, what it changed, and its identity here.
+ENTRY_KEYS = frozenset({"cause", "cause_id", "changes", "run_id", "revision"})
 
 
 def numbered(run_id: str, before: int, entries: Sequence[Entry]) -> list[Entry]:
@@ -42,6 +44,14 @@ def numbered(run_id: str, before: int, entries: Sequence[Entry]) -> list[Entry]:
     """
     return [{**entry, "run_id": run_id, "revision": before + n}
             for n, entry in enumerate(entries, start=1)]
+
+
+def event_of(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The domain event of a history entry (what replay takes), without what rides along."""
+    event = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+    if entry.get("kind") == "RunCreated" and "run_id" in entry:
+        event["run_id"] = entry["run_id"]  # a field of that event, too
+    return event
 
 
 def pages(histories: Iterable[Sequence[Entry]]) -> list[dict[str, Any]]:
@@ -108,17 +118,20 @@ async def read_history(history: AsyncCollection[dict[str, Any]], run: Mapping[st
     document, the old ``history`` array.
     """
     run_id = run["_id"]
-    entries: dict[int, Entry] = {}
-    for revision, entry in enumerate(run.get("history") or [], start=1):
-        entries[revision] = {**entry, "revision": revision}  # one entry per event, in order
     cursor = history.find({"run_ids": run_id}, {"entries": 1}).sort("_id", 1)
-    async for page in cursor:
-        for entry in page.get("entries", []):
-            if entry.get("run_id") == run_id:
-                entries.setdefault(int(entry["revision"]), entry)
-    for entry in run.get("pending_history") or []:
-        entries.setdefault(int(entry["revision"]), entry)
-    return [entries[revision] for revision in sorted(entries)]
+    paged = [entry async for page in cursor for entry in page.get("entries", [])]
+    legacy = [{**entry, "run_id": run_id, "revision": revision}
+              for revision, entry in enumerate(run.get("history") or [], start=1)]
+    return in_revision_order(run_id, [*legacy, *paged, *(run.get("pending_history") or [])])
+
+
+def in_revision_order(run_id: str, entries: Iterable[Mapping[str, Any]]) -> list[Entry]:
+    """The entries of ``run_id`` among ``entries``, one per revision, oldest first."""
+    kept: dict[int, Entry] = {}
+    for entry in entries:
+        if entry.get("run_id") == run_id:
+            kept.setdefault(int(entry["revision"]), dict(entry))
+    return [kept[revision] for revision in sorted(kept)]
 
 
 async def runs_changed_since(history: AsyncCollection[dict[str, Any]], since: datetime,

@@ -17,6 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts import parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
+from services.stage_coordinator.history import pages, write_pages
 from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.due import Clock, utc_now
 from shared.messaging import Publisher
@@ -81,27 +82,41 @@ class TimerFirer:
 
 
 class OutboxSweep:
-    """Republishes the outboxes a stop left behind, once they are ``older_than`` old.
+    """Republishes what a stop left behind, once it is ``older_than`` old: the outboxes,
+    and the history saved with them but not paged yet (decision 14).
 
     Answers when the oldest outbox comes of age (shared/due.py).  This process publishes
     its own outboxes as it writes them, so nothing it writes needs to wake the sweep; an
     outbox another replica left is found within the loop's longest sleep.
     """
 
-    def __init__(self, outbox: Outbox, older_than: timedelta, clock: Clock = utc_now) -> None:
+    def __init__(self, outbox: Outbox, history: AsyncCollection[dict[str, Any]],
+                 older_than: timedelta, clock: Clock = utc_now) -> None:
         self.outbox = outbox
+        self.history = history
         self.older_than = older_than
         self.clock = clock
+        self.swept = 0
 
     async def __call__(self) -> datetime | None:
         oldest = await self._oldest()
+        backlog = self.outbox.metrics.outbox_backlog.labels(self.outbox.metrics.service)
         if oldest is None:
-            self.outbox.metrics.outbox_backlog.labels(self.outbox.metrics.service).set(0)
+            backlog.set(0)
             return None
         if oldest + self.older_than > self.clock():
             return oldest + self.older_than
-        swept = await self.outbox.sweep(self.older_than)
-        if swept >= SWEEP_BATCH:
+        backlog.set(await self.outbox.collection.count_documents(OUTBOX_BACKLOG))
+        cutoff = self.clock() - self.older_than
+        left = await self.outbox.collection.find(
+            left_behind(cutoff), {"outbox": 1, "revision": 1, "pending_history": 1},
+        ).limit(SWEEP_BATCH).to_list(None)
+        await write_pages(self.history, pages(d.get("pending_history") or [] for d in left))
+        await self.outbox.flush(left)
+        self.swept += len(left)
+        if left:
+            log.warning("republished the outboxes of %d runs left by a stop", len(left))
+        if len(left) == SWEEP_BATCH:
             return self.clock()  # more are waiting: go on at once
         oldest = await self._oldest()
         return None if oldest is None else oldest + self.older_than
@@ -110,6 +125,10 @@ class OutboxSweep:
         found = await self.outbox.collection.find(
             OUTBOX_BACKLOG, {"outbox_at": 1}).sort("outbox_at", 1).limit(1).to_list(None)
         return _aware(found[0]["outbox_at"]) if found else None
+
+
+def left_behind(cutoff: datetime) -> dict[str, Any]:
+    return {"outbox_at": {"$lte": cutoff}}
 
 
 OUTBOX_BACKLOG = {"outbox_at": {"$exists": True}}

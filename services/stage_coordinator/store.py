@@ -84,7 +84,8 @@ class RunStore:
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
-        self.unclear: dict[str, int] = {}  # run id -> revision whose outbox went out
+        # run id -> (revision whose outbox went out, whether its history is paged too)
+        self.unclear: dict[str, tuple[int, bool]] = {}
 
     async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
         found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}
@@ -183,7 +184,7 @@ class RunStore:
         sweep of it, which only comes after ``outbox_at`` is seconds old.
         """
         for stored in published:
-            self.unclear[stored.run.id] = stored.run.revision
+            self.unclear[stored.run.id] = (stored.run.revision, not stored.unpaged_history)
             stored.outbox = []
 
     async def flush_clears(self) -> int:
@@ -194,9 +195,8 @@ class RunStore:
         self.round_trips += 1
         await self.runs.bulk_write(
             [UpdateOne({"_id": run_id, "revision": revision},
-                       {"$set": {"outbox": []},
-                        "$unset": {"outbox_at": "", "pending_history": ""}})
-             for run_id, revision in pending.items()],
+                       {"$set": {"outbox": []}, "$unset": _cleared(paged)})
+             for run_id, (revision, paged) in pending.items()],
             ordered=False,
         )
         return len(pending)
@@ -213,6 +213,12 @@ class RunStore:
     def forget(self, runs: list[StoredRun]) -> None:
         for stored in runs:
             self.cache.pop(stored.run.id, None)
+
+
+def _cleared(history_paged: bool) -> dict[str, str]:
+    if history_paged:  # in run_history now: the run document needs it no more
+        return {"outbox_at": "", "pending_history": ""}
+    return {"outbox_at": ""}
 
 
 def _on_active_key(error: dict[str, Any]) -> bool:
