@@ -51,6 +51,7 @@ class CoordinatorHandler:
         stored = await self.store.load(list(by_run))
         pending = [s for s in stored.values() if s.outbox]  # a crash left these unpublished
         if pending:
+            await self.store.page_history(pending)  # and, maybe, their history unpaged
             await self._publish(pending)
         changed: dict[str, StoredRun] = {}
         starts: dict[str, Envelope] = {}  # the StartRun that created each new run
