@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import bson
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -28,6 +29,7 @@ from shared.mongo import Index
 
 RUN_HISTORY = "run_history"
 RUNS_PER_PAGE = 50
+PAGE_BYTES = 4 * 1024 * 1024
 DUPLICATE_KEY = 11000
 INDEXES = [Index(RUN_HISTORY, [("run_ids", 1)])]
 
@@ -55,14 +57,22 @@ def event_of(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def pages(histories: Iterable[Sequence[Entry]]) -> list[dict[str, Any]]:
-    """Page documents for the unpaged histories of some runs (one sequence per run)."""
+    """Page documents for the unpaged histories of some runs (one sequence per run).
+
+    At most :data:`RUNS_PER_PAGE` runs and about :data:`PAGE_BYTES` a page, far below
+    MongoDB's 16 MB a document, whatever the runs' records and outputs weigh.
+    """
     chunks: list[list[Sequence[Entry]]] = [[]]
+    size = 0
     for history in histories:
         if not history:
             continue
-        if len(chunks[-1]) == RUNS_PER_PAGE:
+        weight = len(bson.encode({"h": list(history)}))
+        if chunks[-1] and (len(chunks[-1]) == RUNS_PER_PAGE or size + weight > PAGE_BYTES):
             chunks.append([])
+            size = 0
         chunks[-1].append(history)
+        size += weight
     return [_page(chunk) for chunk in chunks if chunk]
 
 
