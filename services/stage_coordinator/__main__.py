@@ -43,7 +43,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES, *auth.INDEXES])
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
-    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
+    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics, store.timers))
     rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
     outboxes = Outbox(store.runs, rt.publisher, rt.metrics)
     sweep = OutboxSweep(outboxes, store.history, timedelta(seconds=settings.outbox_sweep_seconds))

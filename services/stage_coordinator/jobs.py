@@ -19,7 +19,7 @@ from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
 from services.stage_coordinator.history import pages, write_pages
 from services.stage_coordinator.store import ACTIVE_RUNS
-from shared.due import Clock, utc_now
+from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import free_lease
@@ -162,10 +162,11 @@ class Reconciler:
     """
 
     def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
-                 metrics: ServiceMetrics) -> None:
+                 metrics: ServiceMetrics, timers: Alarm | None = None) -> None:
         self.runs = runs
         self.publisher = publisher
         self.outboxes = Outbox(runs, publisher, metrics)
+        self.timers = timers or Alarm()
 
     async def __call__(self) -> int:
         resent = 0
@@ -182,5 +183,6 @@ class Reconciler:
         swept = await self.outboxes.sweep(older_than=timedelta(0))
         await self.runs.update_many({"timer_lease_until": {"$exists": True}},
                                     {"$unset": {"timer_lease_until": ""}})
+        self.timers.due(datetime.now(UTC))  # the firer looks now, not at its next wake
         log.warning("reconciled: re-sent %d dispatches and %d outboxes", resent, swept)
         return resent
