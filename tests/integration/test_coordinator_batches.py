@@ -26,6 +26,7 @@ from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
 from shared.settings import ServiceSettings
+from shared.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,7 @@ async def handler(servers: Any, database: str) -> AsyncIterator[CoordinatorHandl
                                kafka_bootstrap=servers.kafka_bootstrap,
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "coordinator-it")
+    await ensure_topics(servers.kafka_bootstrap)  # when this module runs alone
     broker = make_broker(settings, metrics)
     await broker.connect()
     client = make_client(servers.mongodb_uri, app_name="coordinator-it")

@@ -33,6 +33,7 @@ from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
 from shared.outbox import Outbox
 from shared.settings import ServiceSettings
+from shared.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +89,7 @@ async def stack(servers: Any, database: str) -> AsyncIterator[Stack]:
                                kafka_bootstrap=servers.kafka_bootstrap,
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "history-it")
+    await ensure_topics(servers.kafka_bootstrap)  # when this module runs alone
     broker = make_broker(settings, metrics)
     await broker.connect()
     writes = Writes()
