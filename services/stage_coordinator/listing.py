@@ -33,7 +33,7 @@ async def list_runs(runs: Collection, history: Collection, query: dict[str, Any]
                     limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` runs matching ``query`` (equality clauses), newest change first."""
     if query.get("status") in ACTIVE_STATUSES:
-        found = await runs.find({**ACTIVE_RUNS, **query}, PROJECTION).to_list(None)
+        found = await runs.find(active_runs(query), PROJECTION).to_list(None)
     else:
         found = await _walk(runs, history, query, limit)
     found.sort(key=_changed_at, reverse=True)
@@ -67,4 +67,13 @@ async def _walk(runs: Collection, history: Collection, query: dict[str, Any],
 
 async def _matching(runs: Collection, run_ids: list[str], query: dict[str, Any]
                     ) -> list[dict[str, Any]]:
-    return await runs.find({"_id": {"$in": run_ids}, **query}, PROJECTION).to_list(None)
+    return await runs.find(runs_by_id(run_ids, query), PROJECTION).to_list(None)
+
+
+def active_runs(query: dict[str, Any]) -> dict[str, Any]:
+    """The active-run clause first: the embedded server looks up the first indexed clause."""
+    return {**ACTIVE_RUNS, **query}
+
+
+def runs_by_id(run_ids: list[str], query: dict[str, Any]) -> dict[str, Any]:
+    return {"_id": {"$in": run_ids}, **query}
