@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from services.notification.jobs import RetrySweeper
-from services.stage_coordinator.jobs import TimerFirer
+from services.stage_coordinator.jobs import OutboxSweep, TimerFirer
 from shared.due import Alarm, DueLoop
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -223,3 +223,30 @@ async def test_an_alarm_for_later_than_planned_does_not_wake(ring: datetime | No
     alarm.next_due = T0 + timedelta(seconds=30)
     alarm.due(ring)
     assert not alarm.event.is_set() and alarm.next_due == T0 + timedelta(seconds=30)
+
+
+class Outboxes:
+    """The runs collection as the outbox sweep sees it: outboxes by ``outbox_at``."""
+
+    def __init__(self) -> None:
+        self.finds = 0
+        self.written: list[datetime] = []
+
+    def find(self, *_: Any) -> Cursor:
+        self.finds += 1
+        return Cursor([{"outbox_at": at} for at in sorted(self.written)])
+
+
+async def test_an_idle_outbox_sweep_queries_once_per_longest_sleep_and_waits_out_young_outboxes(
+) -> None:
+    time = SimulatedTime()
+    runs = Outboxes()
+    backlog = type("Backlog", (), {"labels": lambda self, *_: Gauge()})()
+    outbox = type("Outbox", (), {"collection": runs, "metrics": type(
+        "Metrics", (), {"outbox_backlog": backlog, "service": "c"})()})()
+    sweep = OutboxSweep(outbox, None, timedelta(seconds=5), clock=time.clock)  # type: ignore[arg-type]
+    loop = DueLoop(sweep, Alarm(), MAX_SLEEP, clock=time.clock, wait=time.wait)
+    await time.run(loop, 600)
+    assert runs.finds <= 600 // 30 + 1
+    runs.written.append(time.now)  # an outbox another replica wrote, not yet cleared
+    assert await sweep() == time.now + timedelta(seconds=5)  # swept only once it is 5 s old
