@@ -290,7 +290,7 @@ def list_(
                                        help="At most this many runs.")] = 50,
     json_: JsonFlag = False,
 ) -> None:
-    """The latest runs, newest first."""
+    """The latest runs, most recently changed first."""
     params = {"orchestration": orchestration, "status": status.value if status else None,
               "limit": limit}
     with session(ctx).client("stage-coordinator") as client:

@@ -72,8 +72,15 @@ def kafka_version() -> str:
 
 
 def new_cluster_id() -> str:
-    """Kafka's cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with "-": the storage tool
+    would read it as an option.
+    """
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 @dataclass
@@ -151,7 +158,7 @@ class EmbeddedKafka:
         out = subprocess.run(
             [java, "-Xmx256m", "-cp", cp, f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
              f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
-             "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
+             "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
              "--config", str(config), "--ignore-formatted", *scram],
             capture_output=True, text=True, check=False,
         )

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from contracts import Envelope
 from shared.broker_watch import BrokerWatch
+from shared.due import Alarm, DueJob, DueLoop
 from shared.http_guard import RequestGuard
 from shared.logs import configure_logging
 from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
@@ -96,6 +98,12 @@ class Runtime:
 
     def every(self, seconds: float, job: Job, name: str) -> None:
         self.jobs.append((seconds, job, name))
+
+    def when_due(self, job: DueJob, alarm: Alarm, name: str) -> DueLoop:
+        """Run ``job`` when its work is due (shared/due.py); after an error, a second later."""
+        loop = DueLoop(job, alarm, timedelta(seconds=self.settings.due_max_sleep_seconds))
+        self.every(1.0, loop, name)
+        return loop
 
     async def report_lag(self) -> None:
         """baton_consumer_lag per topic: what this replica's partitions are behind by."""

@@ -55,10 +55,17 @@ class ServiceSettings(BaseSettings):
     # twice Kafka's default halves what idle consumers cost it (docs/benchmarks.md).
     consumer_fetch_max_wait_ms: int = Field(default=1000, ge=0)
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
+    # How often the outbox sweep runs; the coordinator's sweep wakes on what is due
+    # instead, and takes this as the age at which an outbox is a stop's leftover.
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
     # Published outboxes are cleared in one write per tick (off the path of each change).
     outbox_clear_seconds: float = Field(default=0.2, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
+    # Jobs that wake on what is due (shared/due.py) sleep at most this long: how soon due
+    # work another replica stored (or left behind when it stopped) is picked up.
+    due_max_sleep_seconds: float = Field(
+        default=30.0, gt=0, description="longest sleep of the jobs that wake on what is due"
+    )
     # Each refresh scans the active runs and work items: with the embedded MongoDB that
     # costs real time under load (docs/benchmarks.md), and stuck-step alerts think in
     # minutes, so once a minute is enough.

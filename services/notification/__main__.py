@@ -69,7 +69,6 @@ class NotificationSettings(ServiceSettings):
     max_attempts: int = Field(default=5, ge=1)
     retry_base_delay_seconds: float = Field(default=30.0, ge=0)
     retry_max_delay_seconds: float = Field(default=3_600.0, ge=0)
-    retry_poll_seconds: float = Field(default=1.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0, description="how long a send may take")
     send_concurrency: int = Field(default=16, ge=1)
 
@@ -111,7 +110,7 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     handler = NotificationHandler(store, dispatcher, metrics,
                                   operators=operators, enabled=set(channels))
     rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
-    rt.every(settings.retry_poll_seconds, RetrySweeper(store, dispatcher, metrics), "retries")
+    rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(deliveries_router(store, authenticator))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.notification.core.model import Delivery
+from shared.due import Alarm
 from shared.mongo import Index, free_lease
 
 DELIVERIES = "deliveries"
@@ -49,10 +50,17 @@ def due_query(now: datetime) -> dict[str, Any]:
             **free_lease("lease_until", now)}
 
 
+def upcoming_query(now: datetime) -> dict[str, Any]:
+    """Pending deliveries whose next attempt is still ahead: the earliest is the next wake."""
+    return {"status": "pending", "next_attempt_at": {"$gt": now}}
+
+
 class DeliveryStore:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], lease: timedelta) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], lease: timedelta,
+                 retries: Alarm | None = None) -> None:
         self.deliveries = db[DELIVERIES]
         self.lease = lease
+        self.retries = retries or Alarm()  # rung when an outcome stores a retry due sooner
 
     async def insert_new(self, deliveries: Sequence[Delivery], now: datetime) -> list[Delivery]:
         """Store the deliveries, leased to this caller; returns those that were new.
@@ -113,12 +121,22 @@ class DeliveryStore:
                 {"$set": doc, "$unset": {"lease_until": "", "lease_token": ""}},
             ))
         result = await self.deliveries.bulk_write(ops, ordered=False)
+        retries = [u.next_attempt_at for _, u in outcomes if u.status == "pending"]
+        self.retries.due(min(retries, default=None))
         return result.modified_count
 
     async def due_ids(self, now: datetime, limit: int) -> list[str]:
         cursor = self.deliveries.find(due_query(now), {"_id": 1}).sort("next_attempt_at", 1)
         cursor = cursor.limit(limit)
         return [doc["_id"] async for doc in cursor]
+
+    async def next_attempt_at(self, now: datetime) -> datetime | None:
+        cursor = self.deliveries.find(upcoming_query(now), {"next_attempt_at": 1})
+        found = await cursor.sort("next_attempt_at", 1).limit(1).to_list(None)
+        if not found:
+            return None
+        at: datetime = found[0]["next_attempt_at"]
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
 
     async def count_pending(self) -> int:
         return await self.deliveries.count_documents({"status": "pending"})

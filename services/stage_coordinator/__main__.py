@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 from contracts.topics import COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS
-from services.stage_coordinator import stats
 from services.stage_coordinator.api import runs_router
 from services.stage_coordinator.gauges import RunGauges, StuckPolicy
 from services.stage_coordinator.handler import CoordinatorHandler, ParticipantsFeed
-from services.stage_coordinator.jobs import Reconciler, TimerFirer
+from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
+from services.stage_coordinator.jobs import OutboxSweep, Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.stats_api import stats_router
 from services.stage_coordinator.store import INDEXES, RunStore
 from shared import auth
 from shared.definitions.store import DefinitionStore
+from shared.due import Alarm
 from shared.outbox import Outbox
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -39,16 +40,17 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
     # Who holds the run's work items, for who may see the run (core/participants.py).
     rt.consume(WORKITEMS_EVENTS, ParticipantsFeed(handler), group_id=f"{rt.name}-participants")
-    rt.add_indexes([*INDEXES, *auth.INDEXES])
-    rt.every(settings.timer_poll_seconds, TimerFirer(store.runs, rt.publisher), "timers")
-    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics))
+    rt.add_indexes([*INDEXES, *HISTORY_INDEXES, *auth.INDEXES])
+    # Woken by the store when a save makes a timer due sooner than the firer planned.
+    rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
+    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics, store.timers))
     rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
-    rt.every(settings.outbox_sweep_seconds,
-             Outbox(store.runs, rt.publisher, rt.metrics).sweep, "outbox")
+    outboxes = Outbox(store.runs, rt.publisher, rt.metrics)
+    sweep = OutboxSweep(outboxes, store.history, timedelta(seconds=settings.outbox_sweep_seconds))
+    rt.when_due(sweep, Alarm(), "outbox")
     authenticator = auth.authenticator_for(rt.db, settings)
-    rt.http.include_router(runs_router(store.runs, rt.publisher, authenticator))
-    rt.http.include_router(stats_router(store.runs, authenticator))
-    rt.add_indexes(stats.INDEXES)
+    rt.http.include_router(runs_router(store.runs, store.history, rt.publisher, authenticator))
+    rt.http.include_router(stats_router(store.runs, store.history, authenticator))
     policy = StuckPolicy(timedelta(seconds=settings.stuck_after_seconds),
                          timedelta(seconds=settings.stuck_human_after_seconds))
     gauges = RunGauges(store.runs, DefinitionStore(rt.db), rt.registry, rt.name, policy)

@@ -1,4 +1,4 @@
-"""The runs API: list and show runs (with their history), and run control.
+"""The runs API: list and show runs (with their history, from ``run_history``), and run control.
 
 Admins and operators see every run and steer runs; anyone else sees the runs they take
 part in (``Run.participants``, see core/participants.py) and gets the same 404 for any
@@ -15,6 +15,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts.envelope import new_event
 from contracts.events import commands as cmd
 from contracts.registry import MAX_MESSAGE_BYTES, encode
+from services.stage_coordinator import listing
+from services.stage_coordinator.history import read_history
 from shared.auth import Authenticator, Principal
 from shared.messaging import Publisher
 
@@ -29,7 +31,8 @@ class ControlRequest(BaseModel):
 
 
 def runs_router(
-    runs: AsyncCollection[dict[str, Any]], publisher: Publisher, auth: Authenticator
+    runs: AsyncCollection[dict[str, Any]], history: AsyncCollection[dict[str, Any]],
+    publisher: Publisher, auth: Authenticator,
 ) -> APIRouter:
     router = APIRouter(prefix="/runs", tags=["runs"])
     Reader = Annotated[Principal, Depends(auth.principal)]
@@ -50,10 +53,7 @@ def runs_router(
             query["status"] = status
         if record_key:
             query["record_key"] = record_key
-        projection = {"orchestration": 1, "version": 1, "status": 1, "stage": 1, "record_key": 1,
-                      "created_at": 1, "updated_at": 1, "finished_at": 1, "error": 1}
-        cursor = runs.find(query, projection).sort("created_at", -1).limit(limit)
-        return [_public(doc) async for doc in cursor]
+        return [_public(doc) for doc in await listing.list_runs(runs, history, query, limit)]
 
     @router.get("/{run_id}")
     async def show_run(run_id: str, who: Reader) -> dict[str, Any]:
@@ -61,6 +61,8 @@ def runs_router(
                                   {"outbox": 0, "applied": 0})
         if doc is None:
             raise HTTPException(404, f"no run {run_id}")
+        doc["history"] = await read_history(history, doc)
+        doc.pop("pending_history", None)
         return _public(doc)
 
     @router.post("/{run_id}/{action}", status_code=202)

@@ -11,10 +11,10 @@ for interactive and approval steps).  A ``wait`` step without an ``sla`` is not 
 while its wait timer is pending: it counts only once the timer is overdue by more than
 the default threshold (the timer did not fire).
 
-Queries: the step groups come from one aggregation over ``active_steps.started_at``
-(indexed, multikey); only a group whose oldest step is past its threshold is counted
-with a second, narrower aggregation on the same index.  Active runs are grouped over the
-``(status, orchestration)`` index.
+Queries: every one reads the active runs only, through the sparse index of the key every
+active run has (``ACTIVE_RUNS``; finished runs, the bulk of the collection, are not
+read).  The step groups come from one aggregation; only a group whose oldest step is
+past its threshold is counted with a second, narrower aggregation.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.collection import AsyncCollection
 
+from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.definitions.model import Step
 from shared.definitions.store import DefinitionStore, UnknownDefinition
 from shared.gauges import RefreshClock, SnapshotGauge
 
 log = logging.getLogger("baton.coordinator.gauges")
-ACTIVE_STATUSES = ("running", "suspended", "error")
 HUMAN_KINDS = frozenset({"interactive", "approval"})
 WAIT_ACTION = "wait"
 STEP_LABELS = ("orchestration", "stage", "step", "kind")
@@ -134,7 +134,7 @@ class RunGauges:
 
     async def _active_runs(self) -> dict[tuple[str, ...], float]:
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"status": {"$in": list(ACTIVE_STATUSES)}}},
+            {"$match": ACTIVE_RUNS},
             {"$group": {
                 "_id": {"o": "$orchestration", "stage": "$stage", "status": "$status"},
                 "count": {"$sum": 1},
@@ -148,7 +148,7 @@ class RunGauges:
 
     async def _step_groups(self, now: datetime) -> list[StepGroup]:
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"active_steps.started_at": {"$lte": now}}},
+            {"$match": {**ACTIVE_RUNS, "active_steps.started_at": {"$lte": now}}},
             {"$project": {"orchestration": 1, "version": 1, "active_steps": 1}},
             {"$unwind": "$active_steps"},
             {"$group": {
@@ -182,6 +182,7 @@ class RunGauges:
     ) -> tuple[int, datetime | None]:
         element = {"stage": group.stage, "step": group.step, "started_at": {"$lte": cutoff}}
         match: dict[str, Any] = {
+            **ACTIVE_RUNS,
             "active_steps": {"$elemMatch": element},
             "orchestration": group.orchestration,
             "version": group.version,

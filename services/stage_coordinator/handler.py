@@ -18,6 +18,7 @@ from services.stage_coordinator.core.events import RunCreated, RunEvent
 from services.stage_coordinator.core.evolve import create, evolve
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
+from services.stage_coordinator.history import numbered
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import DISPATCHES, RunStore, StoredRun
 from shared.definitions.store import DefinitionStore, UnknownDefinition
@@ -50,6 +51,7 @@ class CoordinatorHandler:
         stored = await self.store.load(list(by_run))
         pending = [s for s in stored.values() if s.outbox]  # a crash left these unpublished
         if pending:
+            await self.store.page_history(pending)  # and, maybe, their history unpaged
             await self._publish(pending)
         changed: dict[str, StoredRun] = {}
         starts: dict[str, Envelope] = {}  # the StartRun that created each new run
@@ -66,6 +68,9 @@ class CoordinatorHandler:
             return
         refused = await self.store.save(list(changed.values()), datetime.now(UTC))
         written = [s for rid, s in changed.items() if rid not in refused]
+        # Saved with the runs (and what a stop left unpaged); paged in one more round trip,
+        # before the outboxes go out: their clear drops the history from the run document.
+        await self.store.page_history(written)
         await self._publish(written)
         if refused:
             await self._reject_starts([changed[rid] for rid in refused], starts)
@@ -145,18 +150,18 @@ class CoordinatorHandler:
             ).model_dump(mode="json")
             for index, payload in enumerate(t.messages)
         ]
-        history = [
+        before = current.run if current else None
+        history = numbered(run.id, before.revision if before else 0, [
             {**event.model_dump(mode="python"), "cause": cause.type, "cause_id": cause.event_id,
              "changes": changes}
-            for event, changes in zip(
-                t.events, audit(current.run if current else None, t.events), strict=True
-            )
-        ]
+            for event, changes in zip(t.events, audit(before, t.events), strict=True)
+        ])
         return StoredRun(
             run=run,
             applied=[*(current.applied if current else []), cause.event_id],
             outbox=[*(current.outbox if current else []), *outbox],
             new_history=[*(current.new_history if current else []), *history],
+            unpaged_history=list(current.unpaged_history) if current else [],
             is_new=current is None or current.is_new,
             timer_due=current.timer_due if current else None,
             stored_revision=current.stored_revision if current else None,
@@ -172,10 +177,6 @@ class CoordinatorHandler:
             parse_dict(message) for stored in with_outbox for message in stored.outbox
         )
         self.store.defer_clear(with_outbox)
-
-
-def history_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(doc.get("history", []))
 
 
 def audit(before: Run | None, events: list[RunEvent]) -> list[list[dict[str, Any]]]:

@@ -17,10 +17,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts import parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
+from services.stage_coordinator.history import pages, write_pages
+from services.stage_coordinator.store import ACTIVE_RUNS
+from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import free_lease
-from shared.outbox import Outbox
+from shared.outbox import SWEEP_BATCH, Outbox
 
 log = logging.getLogger("baton.coordinator.jobs")
 PRODUCER = "stage-coordinator"
@@ -29,21 +32,32 @@ BATCH = 500
 
 
 class TimerFirer:
-    def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher) -> None:
+    """Fires the due timers; answers when the next one is due (shared/due.py).
+
+    Woken by the run store's alarm when this process saves a timer due sooner than it
+    planned; timers of runs saved elsewhere are found within the loop's longest sleep.
+    """
+
+    def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
+                 clock: Clock = utc_now) -> None:
         self.runs = runs
         self.publisher = publisher
+        self.clock = clock
+        self.fired = 0
 
-    async def __call__(self) -> int:
-        now = datetime.now(UTC)
-        fired = 0
+    async def __call__(self) -> datetime | None:
+        now = self.clock()
+        claimed, seen = 0, 0
         found = self.runs.find(due_timers(now), {"timers": 1, "next_timer_at": 1})
         async for doc in found.limit(BATCH):
-            claimed = await self.runs.update_one(
+            seen += 1
+            claimed_one = await self.runs.update_one(
                 timer_claim(doc["_id"], doc["next_timer_at"], now),
                 {"$set": {"timer_lease_until": now + LEASE}},
             )
-            if claimed.modified_count != 1:
+            if claimed_one.modified_count != 1:
                 continue  # another replica has it
+            claimed += 1
             due = [t for t in doc.get("timers", []) if _aware(t["due_at"]) <= now]
             await self.publisher.publish(
                 new_event(
@@ -56,13 +70,78 @@ class TimerFirer:
                 )
                 for t in due
             )
-            fired += len(due)
-        return fired
+            self.fired += len(due)
+        if seen == BATCH:
+            return now  # more are due: go on at once
+        upcoming = await self.runs.find(
+            next_timer(now), {"next_timer_at": 1}).sort("next_timer_at", 1).limit(1).to_list(None)
+        next_due = _aware(upcoming[0]["next_timer_at"]) if upcoming else None
+        if claimed:  # fired again when the lease runs out, if no owner applied them by then
+            next_due = min(next_due or now + LEASE, now + LEASE)
+        return next_due
+
+
+class OutboxSweep:
+    """Republishes what a stop left behind, once it is ``older_than`` old: the outboxes,
+    and the history saved with them but not paged yet (decision 14).
+
+    Answers when the oldest outbox comes of age (shared/due.py).  This process publishes
+    its own outboxes as it writes them, so nothing it writes needs to wake the sweep; an
+    outbox another replica left is found within the loop's longest sleep.
+    """
+
+    def __init__(self, outbox: Outbox, history: AsyncCollection[dict[str, Any]],
+                 older_than: timedelta, clock: Clock = utc_now) -> None:
+        self.outbox = outbox
+        self.history = history
+        self.older_than = older_than
+        self.clock = clock
+        self.swept = 0
+
+    async def __call__(self) -> datetime | None:
+        oldest = await self._oldest()
+        backlog = self.outbox.metrics.outbox_backlog.labels(self.outbox.metrics.service)
+        if oldest is None:
+            backlog.set(0)
+            return None
+        if oldest + self.older_than > self.clock():
+            return oldest + self.older_than
+        backlog.set(await self.outbox.collection.count_documents(OUTBOX_BACKLOG))
+        cutoff = self.clock() - self.older_than
+        left = await self.outbox.collection.find(
+            left_behind(cutoff), {"outbox": 1, "revision": 1, "pending_history": 1},
+        ).limit(SWEEP_BATCH).to_list(None)
+        await write_pages(self.history, pages(d.get("pending_history") or [] for d in left))
+        await self.outbox.flush(left)
+        self.swept += len(left)
+        if left:
+            log.warning("republished the outboxes of %d runs left by a stop", len(left))
+        if len(left) == SWEEP_BATCH:
+            return self.clock()  # more are waiting: go on at once
+        oldest = await self._oldest()
+        return None if oldest is None else oldest + self.older_than
+
+    async def _oldest(self) -> datetime | None:
+        found = await self.outbox.collection.find(
+            OUTBOX_BACKLOG, {"outbox_at": 1}).sort("outbox_at", 1).limit(1).to_list(None)
+        return _aware(found[0]["outbox_at"]) if found else None
+
+
+def left_behind(cutoff: datetime) -> dict[str, Any]:
+    return {"outbox_at": {"$lte": cutoff}}
+
+
+OUTBOX_BACKLOG = {"outbox_at": {"$exists": True}}
 
 
 def due_timers(now: datetime) -> dict[str, Any]:
     """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index."""
     return {"next_timer_at": {"$lte": now}, **free_lease("timer_lease_until", now)}
+
+
+def next_timer(now: datetime) -> dict[str, Any]:
+    """Runs whose next timer is still ahead: the smallest ``next_timer_at`` is the wake."""
+    return {"next_timer_at": {"$gt": now}}
 
 
 def timer_claim(run_id: str, next_timer_at: datetime, now: datetime) -> dict[str, Any]:
@@ -83,14 +162,15 @@ class Reconciler:
     """
 
     def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
-                 metrics: ServiceMetrics) -> None:
+                 metrics: ServiceMetrics, timers: Alarm | None = None) -> None:
         self.runs = runs
         self.publisher = publisher
         self.outboxes = Outbox(runs, publisher, metrics)
+        self.timers = timers or Alarm()
 
     async def __call__(self) -> int:
         resent = 0
-        query = {"status": "running", "active_steps.dispatch": {"$ne": None}}
+        query = {**ACTIVE_RUNS, "status": "running", "active_steps.dispatch": {"$ne": None}}
         cursor = self.runs.find(query, {"active_steps": 1})
         batch: list[dict[str, Any]] = []
         async for doc in cursor:
@@ -103,5 +183,6 @@ class Reconciler:
         swept = await self.outboxes.sweep(older_than=timedelta(0))
         await self.runs.update_many({"timer_lease_until": {"$exists": True}},
                                     {"$unset": {"timer_lease_until": ""}})
+        self.timers.due(datetime.now(UTC))  # the firer looks now, not at its next wake
         log.warning("reconciled: re-sent %d dispatches and %d outboxes", resent, swept)
         return resent

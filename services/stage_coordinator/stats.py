@@ -2,9 +2,9 @@
 
 :func:`stats_report` is a pure function over run documents (as stored: ``stages`` and
 ``steps`` with ``started_at``/``finished_at``, ``status``, ``stage``).  :func:`load_runs`
-reads the documents it needs, bounded: the runs updated inside the window (the
-``updated_at`` index) and the runs still active (the ``(status, orchestration)`` index),
-each capped at :data:`MAX_RUNS`.
+reads the documents it needs, bounded: the runs changed inside the window (named by the
+run history's pages) and the runs still active (the active-run index), each capped at
+:data:`MAX_RUNS`.
 
 Per orchestration, per stage and per step:
 - ``p50_seconds`` / ``p90_seconds``: durations of the visits that finished inside the
@@ -29,12 +29,12 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.mongo import Index
+from services.stage_coordinator.history import runs_changed_since
+from services.stage_coordinator.store import ACTIVE_RUNS as HAS_ACTIVE_KEY
 from shared.times import when
 
-RUNS = "runs"
-INDEXES = [Index(RUNS, [("updated_at", -1)])]
 MAX_RUNS = 20_000
+CHUNK = 500
 ACTIVE_RUNS = ("running", "suspended", "error")
 ACTIVE_STEPS = ("in_progress", "waiting_retry")
 FINISHED_STEPS = ("completed", "failed")
@@ -198,23 +198,26 @@ def _round(value: float | None) -> float | None:
 
 async def load_runs(
     runs: AsyncCollection[dict[str, Any]],
+    history: AsyncCollection[dict[str, Any]],
     *,
     since: datetime,
     orchestration: str | None = None,
     limit: int = MAX_RUNS,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The runs the report needs (updated inside the window, or active); and whether capped."""
-    recent: dict[str, Any] = {"updated_at": {"$gte": since}}
-    active: dict[str, Any] = {"status": {"$in": list(ACTIVE_RUNS)}}
-    if orchestration:
-        recent["orchestration"] = active["orchestration"] = orchestration
+    """The runs the report needs (changed inside the window, or active); and whether capped.
+
+    The changed ones are named by the history pages of the window (their ``_id`` is
+    time-ordered), the active ones by the active-run index: ``runs`` keeps no index for
+    this report (decision 14).
+    """
+    narrow: dict[str, Any] = {"orchestration": orchestration} if orchestration else {}
+    recent_ids, truncated = await runs_changed_since(history, since, limit)
     docs: list[dict[str, Any]] = []
-    truncated = False
-    for query in (recent, active):
-        cursor = runs.find(query, PROJECTION)
-        if query is recent:
-            cursor = cursor.sort("updated_at", -1)  # capped: the most recent are kept
-        found = await cursor.limit(limit + 1).to_list(None)
-        truncated = truncated or len(found) > limit
-        docs.extend(found[:limit])
+    for start in range(0, len(recent_ids), CHUNK):
+        chunk = recent_ids[start:start + CHUNK]
+        docs.extend(await runs.find({"_id": {"$in": chunk}, **narrow}, PROJECTION).to_list(None))
+    cursor = runs.find({**HAS_ACTIVE_KEY, **narrow}, PROJECTION)
+    active = await cursor.limit(limit + 1).to_list(None)
+    truncated = truncated or len(active) > limit
+    docs.extend(active[:limit])
     return docs, truncated

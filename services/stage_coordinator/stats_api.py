@@ -13,7 +13,8 @@ from shared.definitions.durations import parse_duration
 LONGEST_WINDOW = timedelta(days=31)
 
 
-def stats_router(runs: AsyncCollection[dict[str, Any]], auth: Authenticator) -> APIRouter:
+def stats_router(runs: AsyncCollection[dict[str, Any]], history: AsyncCollection[dict[str, Any]],
+                 auth: Authenticator) -> APIRouter:
     router = APIRouter(tags=["operations"])
     # Every run's waiting steps and errors: for those who see every run.
     Operator = Annotated[Principal, Depends(auth.operator)]
@@ -32,7 +33,7 @@ def stats_router(runs: AsyncCollection[dict[str, Any]], auth: Authenticator) -> 
         if not timedelta(0) < window <= LONGEST_WINDOW:
             raise HTTPException(422, "since must be more than 0 and at most 31d")
         now = datetime.now(UTC)
-        docs, truncated = await load_runs(runs, since=now - window,
+        docs, truncated = await load_runs(runs, history, since=now - window,
                                           orchestration=orchestration, limit=MAX_RUNS)
         return stats_report(docs, now=now, since=now - window, top=top, truncated=truncated)
 

@@ -4,8 +4,17 @@ The document is the run's state plus what rides with it (DESIGN.md):
 - ``revision``: every write is conditional on the revision it read (no lost update);
 - ``applied``: ids of the last messages applied (a redelivery is detected, not re-applied);
 - ``outbox``: the messages this transition must publish; cleared once they are out;
-- ``history``: the domain events, append-only (replaying them rebuilds the state);
-- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it.
+- ``pending_history``: the history entries saved with the run and not yet in the
+  ``run_history`` collection (history.py): written with the run, paged right after, so a
+  stop between the two loses nothing; the next save or outbox clear drops them;
+- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it;
+- ``active_key``: present while the run is active (running, suspended, error) and unique,
+  so one record has one active run of an exclusive orchestration; its sparse index is
+  also how the active runs are found (gauges, stats, lists, reconcile).
+
+Three indexes, no more: every index costs the embedded MongoDB CPU for every run written
+(decision 14).  Lists and reports that are not on the hot path find runs through the
+active-run index or through the history pages.
 
 The coordinator is the only writer of a run, and one partition owns a run, so runs
 are cached between batches; the revision filter makes a stale cache harmless.
@@ -23,25 +32,23 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.stage_coordinator.core.state import Run, RunStatus
+from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
+from shared.due import Alarm
 from shared.mongo import Index
 
 RUNS = "runs"
 FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
-SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "history", "next_timer_at",
-                "timer_lease_until", "active_steps", "active_key")
-OPTIONAL_FIELDS = ("outbox_at", "next_timer_at", "active_key")
+SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "history", "pending_history",
+                "next_timer_at", "timer_lease_until", "active_steps", "active_key")
+OPTIONAL_FIELDS = ("outbox_at", "next_timer_at", "active_key", "pending_history")
 INDEXES = [
     Index(RUNS, [("next_timer_at", 1)], options={"sparse": True}),
     Index(RUNS, [("outbox_at", 1)], options={"sparse": True}),
-    Index(RUNS, [("status", 1), ("orchestration", 1)]),
-    Index(RUNS, [("record_key", 1)]),
     Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
-    Index(RUNS, [("active_steps.started_at", 1)]),
-    Index(RUNS, [("created_at", -1)]),
-    # A person's runs (GET /runs): without it, each such list would scan every run.
-    Index(RUNS, [("participants", 1)]),
 ]
+# Every active run has an active_key (a string), so this range seeks the sparse index.
+ACTIVE_RUNS = {"active_key": {"$gte": ""}}
 
 
 class WriteConflict(RuntimeError):
@@ -53,7 +60,10 @@ class StoredRun:
     run: Run
     applied: list[str] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    # History entries of transitions not saved yet; saved but not paged yet (the run
+    # document's ``pending_history``); and those the last save wrote (for the metrics).
     new_history: list[dict[str, Any]] = field(default_factory=list)
+    unpaged_history: list[dict[str, Any]] = field(default_factory=list)
     history_written: list[dict[str, Any]] = field(default_factory=list)
     is_new: bool = False
     timer_due: datetime | None = None  # next_timer_at as stored
@@ -66,12 +76,16 @@ class StoredRun:
 
 
 class RunStore:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], cache_size: int = 20_000) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], cache_size: int = 20_000,
+                 timers: Alarm | None = None) -> None:
         self.runs = db[RUNS]
+        self.history = db[RUN_HISTORY]
+        self.timers = timers or Alarm()  # woken when a save makes a timer due sooner
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
-        self.unclear: dict[str, int] = {}  # run id -> revision whose outbox went out
+        # run id -> (revision whose outbox went out, whether its history is paged too)
+        self.unclear: dict[str, tuple[int, bool]] = {}
 
     async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
         found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}
@@ -99,14 +113,10 @@ class RunStore:
             for key in unset:
                 doc.pop(key, None)
             if stored.is_new:
-                doc["history"] = stored.new_history
                 ops.append(InsertOne(doc))
                 continue
             doc.pop("_id")
-            update: dict[str, Any] = {
-                "$set": doc,
-                "$push": {"history": {"$each": stored.new_history}},
-            }
+            update: dict[str, Any] = {"$set": doc}
             if unset:
                 update["$unset"] = unset
             guard = {"_id": stored.run.id, "revision": stored.stored_revision}
@@ -140,8 +150,26 @@ class RunStore:
             stored.stored_revision = stored.run.revision
             stored.timer_due = min((t.due_at for t in stored.run.timers), default=None)
             stored.history_written, stored.new_history = stored.new_history, []
+            stored.unpaged_history.extend(stored.history_written)
+            self.timers.due(stored.timer_due)
             self.remember(stored)
         return duplicates
+
+    async def page_history(self, runs: list[StoredRun]) -> int:
+        """Write the saved, unpaged history of these runs to ``run_history``: one round trip.
+
+        After the run save (the run document holds the entries meanwhile): a stop in
+        between leaves them in ``pending_history``, which the readers merge and the next
+        owner of the run pages again (decision 14).
+        """
+        unpaged = [s for s in runs if s.unpaged_history]
+        if not unpaged:
+            return 0
+        self.round_trips += 1
+        written = await write_pages(self.history, pages(s.unpaged_history for s in unpaged))
+        for stored in unpaged:
+            stored.unpaged_history = []
+        return written
 
     async def clear_outboxes(self, published: list[StoredRun]) -> None:
         """After a publish: drop the outbox unless a newer transition replaced it already."""
@@ -156,7 +184,7 @@ class RunStore:
         sweep of it, which only comes after ``outbox_at`` is seconds old.
         """
         for stored in published:
-            self.unclear[stored.run.id] = stored.run.revision
+            self.unclear[stored.run.id] = (stored.run.revision, not stored.unpaged_history)
             stored.outbox = []
 
     async def flush_clears(self) -> int:
@@ -167,8 +195,8 @@ class RunStore:
         self.round_trips += 1
         await self.runs.bulk_write(
             [UpdateOne({"_id": run_id, "revision": revision},
-                       {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}})
-             for run_id, revision in pending.items()],
+                       {"$set": {"outbox": []}, "$unset": _cleared(paged)})
+             for run_id, (revision, paged) in pending.items()],
             ordered=False,
         )
         return len(pending)
@@ -185,6 +213,12 @@ class RunStore:
     def forget(self, runs: list[StoredRun]) -> None:
         for stored in runs:
             self.cache.pop(stored.run.id, None)
+
+
+def _cleared(history_paged: bool) -> dict[str, str]:
+    if history_paged:  # in run_history now: the run document needs it no more
+        return {"outbox_at": "", "pending_history": ""}
+    return {"outbox_at": ""}
 
 
 def _on_active_key(error: dict[str, Any]) -> bool:
@@ -205,6 +239,7 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
         run=Run.model_validate({**state, "id": doc["_id"]}),
         applied=list(doc.get("applied", [])),
         outbox=list(doc.get("outbox", [])),
+        unpaged_history=list(doc.get("pending_history", [])),
         timer_due=doc.get("next_timer_at"),
         stored_revision=doc.get("revision"),
         dispatches={a["step"]: a["dispatch"] for a in doc.get("active_steps", [])
@@ -220,15 +255,25 @@ def to_document(stored: StoredRun, now: datetime) -> dict[str, Any]:
     doc["outbox"] = stored.outbox
     doc["outbox_at"] = now if stored.outbox else None
     doc["next_timer_at"] = min((t.due_at for t in run.timers), default=None)
+    doc["pending_history"] = [*stored.unpaged_history, *stored.new_history] or None
     doc["active_steps"] = [
         {"stage": s.stage, "step": s.name, "kind": s.kind, "started_at": s.started_at,
          "dispatch": _dispatch_of(stored, s.name, s.attempt, s.status.value)}
         for s in run.steps.values()
         if s.status.value in ("in_progress", "waiting_retry")
     ]
-    exclusive = run.exclusive_per_record and run.record_key and run.active
-    doc["active_key"] = f"{run.orchestration}|{run.record_key}" if exclusive else None
+    doc["active_key"] = active_key(run)
     return doc
+
+
+def active_key(run: Run) -> str | None:
+    """Unique among active runs: the record's key when at most one run per record may be
+    active, the run's own id otherwise; absent once the run is finished."""
+    if not run.active:
+        return None
+    if run.exclusive_per_record and run.record_key:
+        return f"{run.orchestration}|{run.record_key}"
+    return f"run:{run.id}"
 
 
 DISPATCHES = ("StepRequested", "WorkItemRequested")

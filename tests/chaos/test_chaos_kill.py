@@ -132,7 +132,7 @@ def stack(request: pytest.FixtureRequest, servers: Any, mail: tuple[MailSink, in
            "BATON_TIMER_POLL_SECONDS": "0.5", "BATON_OUTBOX_SWEEP_SECONDS": "1",
            "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(mail[1]),
            "BATON_LEASE_SECONDS": "5", "BATON_RETRY_BASE_DELAY_SECONDS": "0.5",
-           "BATON_RETRY_POLL_SECONDS": "0.3", "BATON_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+           "BATON_DUE_MAX_SLEEP_SECONDS": "2", "BATON_CONSUMER_SESSION_TIMEOUT_MS": "6000",
            **TEST_STACK_ENV}
     stack = ServiceStack(env=env, log_dir=tmp_path_factory.mktemp("chaos-logs"))
     try:

@@ -89,6 +89,7 @@ def stack(own_servers: EmbeddedServers, tmp_path: Path) -> Iterator[ServiceStack
     env = {**own_servers.env(), "BATON_MONGODB_DATABASE": "baton_chaos",
            "BATON_ADMIN_TOKEN": ADMIN["Authorization"].split()[1], "BATON_LOG_FORMAT": "json",
            "BATON_TIMER_POLL_SECONDS": "0.5", "BATON_OUTBOX_SWEEP_SECONDS": "1",
+           "BATON_DUE_MAX_SLEEP_SECONDS": "2",
            "BATON_BROKER_WATCH_SECONDS": "1", **TEST_STACK_ENV}
     stack = ServiceStack(env=env, log_dir=tmp_path / "logs")
     (tmp_path / "logs").mkdir()

@@ -24,6 +24,7 @@ from e2e.conftest import wait_for
 from contracts import Envelope, encode, new_event
 from contracts.events.records import RecordChanged
 from contracts.topics import TOPICS
+from services.stage_coordinator.history import read_history
 
 FINAL = ("completed", "canceled", "error")
 
@@ -161,7 +162,10 @@ async def control(stack: Any, admin: dict[str, str], run_id: str, action: str,
 
 
 async def run_doc(mongo: Any, run_id: str) -> dict[str, Any] | None:
+    """The run document, with its history read from ``run_history`` as the API reads it."""
     doc: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
+    if doc is not None:
+        doc["history"] = await read_history(mongo.run_history, doc)
     return doc
 
 

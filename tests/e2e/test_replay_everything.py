@@ -22,6 +22,7 @@ from e2e.conftest import ADMIN_TOKEN, wait_for
 from receivers import MailSink, smtp_sink
 
 from infra.stack import SERVICES, ServiceStack
+from services.stage_coordinator.history import read_history
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +99,11 @@ async def snapshot(mongo: Any, run_ids: list[str]) -> dict[str, Any]:
                 doc.pop(volatile, None)
         state[collection] = docs
     state["definitions"] = await mongo.definitions.find({}).sort("_id", 1).to_list(None)
+    # The history as read (pages and what waits in the run document), and the pages.
+    state["run_history"] = [await read_history(mongo.run_history, run)
+                            for run in state["runs"]]
+    state["run_history_pages"] = await mongo.run_history.find(
+        {"run_ids": {"$in": run_ids}}).sort("_id", 1).to_list(None)
     return state
 
 
@@ -168,4 +174,6 @@ async def test_replaying_every_topic_changes_nothing(
             before[collection], default=str, sort_keys=True), collection
     assert calls == calls_before
     assert len(mail[0].messages) == mails_before
-    assert all(len(before[c]) > 0 for c in ("runs", "work_items", "step_attempts", "deliveries"))
+    assert all(len(before[c]) > 0 for c in ("runs", "work_items", "step_attempts", "deliveries",
+                                            "run_history_pages"))
+    assert all(run_history for run_history in before["run_history"])

@@ -13,12 +13,16 @@ from e2e.conftest import ROOT, publish_definition, topic_messages, wait_for
 
 from contracts import encode, new_event
 from contracts.events.records import RecordChanged
+from services.stage_coordinator.history import read_history
 
 pytestmark = pytest.mark.e2e
 
 
 async def run_doc(mongo: Any, run_id: str) -> dict[str, Any] | None:
-    return await mongo.runs.find_one({"_id": run_id})
+    doc: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
+    if doc is not None:
+        doc["history"] = await read_history(mongo.run_history, doc)
+    return doc
 
 
 async def test_api_started_run_completes_through_all_services(stack, admin, mongo, servers) -> None:

@@ -58,7 +58,7 @@ def stack_env(mail: MailSink, hooks: WebhookReceiver) -> dict[str, str]:
         "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(mail.port),  # type: ignore[attr-defined]
         "BATON_SMTP_SENDER": "Baton <baton@baton.test>",
         "BATON_CHAT_WEBHOOK_URL": f"{hooks.url}/chat",
-        "BATON_RETRY_BASE_DELAY_SECONDS": "0.3", "BATON_RETRY_POLL_SECONDS": "0.2",
+        "BATON_RETRY_BASE_DELAY_SECONDS": "0.3",
         "BATON_LEASE_SECONDS": "2",
     }
 

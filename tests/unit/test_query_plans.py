@@ -20,10 +20,12 @@ from services.assignment.store import ACTIVE, WORK_ITEMS
 from services.assignment.store import INDEXES as ITEM_INDEXES
 from services.assignment.web.pages import INDEXES as PAGE_INDEXES
 from services.notification import store as deliveries
-from services.stage_coordinator import jobs
+from services.stage_coordinator import jobs, listing
 from services.stage_coordinator.api import visible_to
+from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
+from services.stage_coordinator.history import RUN_HISTORY
+from services.stage_coordinator.store import ACTIVE_RUNS, RUNS
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
-from services.stage_coordinator.store import RUNS
 from services.trigger.starts import INDEXES as START_INDEXES
 from services.trigger.starts import STARTS
 from shared.auth import Principal
@@ -46,32 +48,64 @@ def test_a_top_level_or_is_a_scan() -> None:
     assert serving_index("c", {"_id": "x", **free_lease("lease", NOW)}, indexes) == "_id_1"
 
 
-@pytest.mark.parametrize("query", [
-    jobs.due_timers(NOW),
-    jobs.timer_claim("run-1", NOW, NOW),
-    {"outbox_at": {"$exists": True}},
-    {"outbox_at": {"$lte": NOW}},
-    {"_id": {"$in": ["run-1"]}},
-], ids=["due timers", "timer claim", "outbox backlog", "outbox sweep", "runs by id"])
-def test_run_queries_seek(query: dict[str, object]) -> None:
-    assert serving_index(RUNS, query, RUN_INDEXES), query
+# Which query uses which index of ``runs``: every hot query seeks, every index serves one.
+RUN_QUERIES = {
+    "due timers": (jobs.due_timers(NOW), "next_timer_at_1"),
+    "next timer": (jobs.next_timer(NOW), "next_timer_at_1"),
+    "timer claim": (jobs.timer_claim("run-1", NOW, NOW), "_id_1"),
+    "outbox backlog": (jobs.OUTBOX_BACKLOG, "outbox_at_1"),
+    "outbox left behind": (jobs.left_behind(NOW), "outbox_at_1"),
+    "runs by id": ({"_id": {"$in": ["run-1"]}}, "_id_1"),
+    "active runs": (ACTIVE_RUNS, "active_key_1"),
+    "active runs in error": ({**ACTIVE_RUNS, "status": "error"}, "active_key_1"),
+    "active steps": ({**ACTIVE_RUNS, "active_steps.started_at": {"$lte": NOW}}, "active_key_1"),
+}
+
+
+@pytest.mark.parametrize("name", list(RUN_QUERIES))
+def test_run_queries_seek(name: str) -> None:
+    query, index = RUN_QUERIES[name]
+    assert serving_index(RUNS, query, RUN_INDEXES) == index, query
+
+
+def test_the_active_run_clause_comes_first_where_the_server_picks_it() -> None:
+    """With several clauses the embedded server looks up the first indexed one alone."""
+    mine = {**visible_to(Principal("ann")), "status": "error"}
+    assert next(iter(listing.active_runs(mine))) == "active_key"
+    assert next(iter(listing.runs_by_id(["run-1"], mine))) == "_id"
+    assert next(iter(RUN_QUERIES["active steps"][0])) == "active_key"
+
+
+def test_the_hot_runs_collection_keeps_three_indexes_each_serving_a_query() -> None:
+    declared = {index.name for index in RUN_INDEXES if index.collection == RUNS}
+    assert len(declared) <= 3
+    assert declared <= {index for _, index in RUN_QUERIES.values()}
+
+
+def test_a_run_and_its_history_pages_are_found_by_index() -> None:
+    assert serving_index(RUN_HISTORY, {"run_ids": "run-1"}, HISTORY_INDEXES) == "run_ids_1"
+    assert serving_index(RUN_HISTORY, {"_id": {"$gte": "20261122"}}, HISTORY_INDEXES)
+    assert serving_index(RUN_HISTORY, {"_id": {"$lt": "~"}}, HISTORY_INDEXES)
 
 
 def test_a_persons_runs_are_found_by_index_not_by_a_scan() -> None:
     person = Principal("ann", groups=frozenset({"legal"}), queues=frozenset({"intake"}))
     mine = visible_to(person)
     assert mine == {"participants": {"$in": ["user:ann", "group:legal", "queue:intake"]}}
-    assert serving_index(RUNS, mine, RUN_INDEXES)
-    assert serving_index(RUNS, {"_id": "run-1", **mine}, RUN_INDEXES)
-    assert serving_index(RUNS, {**mine, "status": "error"}, RUN_INDEXES)
+    # Run by run (GET /runs/{id}), the active ones, or those the history pages name.
+    assert serving_index(RUNS, {"_id": "run-1", **mine}, RUN_INDEXES) == "_id_1"
+    assert serving_index(RUNS, listing.active_runs({**mine, "status": "error"}),
+                         RUN_INDEXES) == "active_key_1"
+    assert serving_index(RUNS, listing.runs_by_id(["run-1"], mine), RUN_INDEXES) == "_id_1"
     assert visible_to(Principal("op", roles=frozenset({"operator"}))) == {}
 
 
 @pytest.mark.parametrize("query", [
     deliveries.claim_query(["d1", "d2"], NOW),
     deliveries.due_query(NOW),
+    deliveries.upcoming_query(NOW),
     {"status": "pending"},
-], ids=["claim", "due", "pending"])
+], ids=["claim", "due", "next retry", "pending"])
 def test_delivery_queries_seek(query: dict[str, object]) -> None:
     assert serving_index(deliveries.DELIVERIES, query, deliveries.INDEXES), query
 

@@ -135,7 +135,9 @@ def service(
         "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(mailbox.port),
         "BATON_SMTP_SENDER": "Baton <baton@baton.test>",
         "BATON_CHAT_WEBHOOK_URL": webhook.url, "BATON_OPERATORS": "ops=ops@example.com",
-        "BATON_RETRY_BASE_DELAY_SECONDS": "0.3", "BATON_RETRY_POLL_SECONDS": "0.2",
+        # Deliveries these tests store behind the service's back (as a crashed replica
+        # would leave them) are found within the retry sweep's longest sleep.
+        "BATON_RETRY_BASE_DELAY_SECONDS": "0.3", "BATON_DUE_MAX_SLEEP_SECONDS": "1",
         "BATON_MAX_ATTEMPTS": "4", "BATON_ADMIN_TOKEN": ADMIN_TOKEN,
         "BATON_CONSUMER_SESSION_TIMEOUT_MS": "2000", "BATON_LOG_FORMAT": "text",
     }

@@ -25,6 +25,8 @@ from services.stage_coordinator.core.events import EVENT_ADAPTER
 from services.stage_coordinator.core.evolve import replay
 from services.stage_coordinator.core.state import Run, RunStatus, StepStatus
 from services.stage_coordinator.core.transition import Rejection, Transition
+from services.stage_coordinator.history import event_of, in_revision_order, numbered
+from services.stage_coordinator.history import pages as history_pages
 from shared.definitions.migration import check_migration
 
 V1 = definition(
@@ -221,9 +223,19 @@ class Simulation:
         return "migration refused: " + "; ".join(map(str, issues)) if issues else None
 
     def check_stored_history_replays(self) -> None:
-        """The history as stored (plain dicts) replays to the run as stored."""
-        stored = [event.model_dump(mode="python") for event in self.story.history]
-        rebuilt = replay(EVENT_ADAPTER.validate_python(doc) for doc in stored)
+        """The history as stored replays to the run as stored.
+
+        As ``run_history`` holds it: plain dicts numbered by revision, in pages that may
+        come back in any order and repeat entries (a page written again after a stop).
+        """
+        entries = numbered(self.run.id, 0, [e.model_dump(mode="python")
+                                            for e in self.story.history])
+        other = numbered("another-run", 0, [{"kind": "RunCreated"}])
+        pages = [*history_pages([entries[: len(entries) // 2], other]),
+                 *history_pages([entries])]
+        read = in_revision_order(self.run.id, [e for p in reversed(pages) for e in p["entries"]])
+        assert [e["revision"] for e in read] == list(range(1, self.run.revision + 1))
+        rebuilt = replay(EVENT_ADAPTER.validate_python(event_of(doc)) for doc in read)
         run = Run.model_validate(self.run.model_dump(mode="python"))
         assert rebuilt.model_dump() == run.model_dump()
 
