@@ -44,9 +44,15 @@ WORK_ITEM_EVENTS = (
     "WorkItemEscalated", "WorkItemCommented", "WorkItemAssignmentFailed",
 )
 
+def upcast_work_item_requested_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """WorkItemRequested v1 did not say who started the run."""
+    return {**payload, "started_by": None}
+
+
 UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
     ("StartRun", 1): upcast_start_run_v1_v2,
     ("StepRequested", 1): upcast_step_requested_v1_v2,
+    ("WorkItemRequested", 1): upcast_work_item_requested_v1_v2,
     ("StepRequested", 2): upcast_step_requested_v2_v3,
     **{(type_, 1): upcast_work_item_event_v1_v2 for type_ in WORK_ITEM_EVENTS},
 }

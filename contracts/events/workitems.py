@@ -33,6 +33,7 @@ class WorkItemRequested(Payload):
     """Open a work item for an interactive or approval step."""
 
     TYPE = "WorkItemRequested"
+    VERSION = 2
     TOPIC = WORKITEMS_DISPATCH
 
     orchestration: str
@@ -50,6 +51,8 @@ class WorkItemRequested(Payload):
     reminders_before_due_seconds: list[float] = Field(default_factory=list)
     reminders_after_due_seconds: list[float] = Field(default_factory=list)
     escalation: Escalation | None = None
+    # Who started the run: told when the item is done (unless they did it themselves).
+    started_by: str | None = Field(default=None, max_length=200)
 
 
 class WorkItemCancelRequested(Payload):
@@ -241,3 +244,26 @@ class WorkItemAssignmentFailedV1(WorkItemEventV1):
     TYPE = "WorkItemAssignmentFailed"
 
     error: str = ""
+
+
+class WorkItemRequestedV1(Payload):
+    """The first WorkItemRequested, without the run's starter.  Upcast to v2 at the edge."""
+
+    TYPE = "WorkItemRequested"
+    TOPIC = WORKITEMS_DISPATCH
+
+    orchestration: str
+    version: int
+    stage: str
+    step: str
+    attempt: int = Field(ge=1)
+    kind: Literal["interactive", "approval"]
+    title: str
+    assignee: AssigneeSpec
+    form: dict[str, Any] | None = None
+    record: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    due_at: AwareDatetime | None = None
+    reminders_before_due_seconds: list[float] = Field(default_factory=list)
+    reminders_after_due_seconds: list[float] = Field(default_factory=list)
+    escalation: Escalation | None = None

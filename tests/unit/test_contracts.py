@@ -12,6 +12,7 @@ import pytest
 from contracts import ContractError, Envelope, encode, generate, parse
 from contracts.events.commands import StartRun
 from contracts.events.steps import StepRequested
+from contracts.events.workitems import WorkItemRequested
 from contracts.registry import LATEST, MAX_MESSAGE_BYTES, REGISTRY
 
 ENTRIES = sorted(REGISTRY)
@@ -95,6 +96,13 @@ def test_step_requested_v2_upcasts_without_a_record() -> None:
     assert isinstance(payload, StepRequested)
     assert payload.operation_key == data["payload"]["operation_key"]
     assert payload.record_key is None
+
+
+def test_work_item_requested_v1_upcasts_without_a_starter() -> None:
+    envelope = parse(raw(load_sample("WorkItemRequested", 1)))
+    assert envelope.schema_version == 2
+    assert isinstance(envelope.payload, WorkItemRequested)
+    assert envelope.payload.started_by is None
 
 
 # --- generated schemas -----------------------------------------------------------------

@@ -71,7 +71,11 @@ def _finish(
     claimed: tuple[Event, ...] = ()
     if item.is_pooled and item.claimed_by is None:
         claimed = (WorkItemClaimed(**about(item, actor)),)
-    completed = WorkItemCompleted(**about(item, actor), decision=decision, comment=comment)
+    # The run's starter hears that the item is done, as its holders do (notification
+    # leaves out whoever did it, and anyone the directory cannot reach).
+    heard = [*item.audience(), *([item.started_by] if item.started_by else [])]
+    completed = WorkItemCompleted(**about(item, actor, recipients=list(dict.fromkeys(heard))),
+                                  decision=decision, comment=comment)
     step_completed = StepCompleted(
         step=item.step,
         attempt=item.attempt,

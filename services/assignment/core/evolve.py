@@ -84,6 +84,7 @@ def _opened(event: WorkItemOpened, at: datetime) -> WorkItem:
         kind=request.kind,
         title=request.title,
         delegated_from=event.delegated_from,
+        started_by=request.started_by,
         requested_assignee=request.assignee,
         status=Status.WAITING if event.waiting_reason else Status.OPEN,
         waiting_reason=event.waiting_reason,

@@ -132,6 +132,7 @@ class WorkItem(BaseModel):
     claimed_by: str | None = None
     delegated_to: str | None = None
     delegated_from: str | None = Field(default=None, description="out-of-office original")
+    started_by: str | None = Field(default=None, description="who started the run")
     form: dict[str, Any] | None = None
     record: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)

@@ -97,6 +97,7 @@ def _work_item_request(
         record=run.record,
         context={"vars": run.vars, "inputs": render(step.inputs, context)},
         due_at=due_at,
+        started_by=run.started_by,
         reminders_before_due_seconds=[d.total_seconds() for d in step.reminders_before_due],
         reminders_after_due_seconds=[d.total_seconds() for d in step.reminders_after_due],
         escalation=escalation,

@@ -271,3 +271,18 @@ def test_the_verdict_outputs_are_the_approvals_own() -> None:
 
     assert isinstance(step, StepCompleted)
     assert step.outputs["decision"] == "approved"
+
+
+def test_the_runs_starter_hears_that_the_item_is_done() -> None:
+    """Whoever started the run is told, with how to reach them; notification leaves out the
+    one who did it, so a starter completing their own item hears nothing."""
+    item = given(request("user", "ann", form=FORM).model_copy(update={"started_by": "carol"}))
+
+    completed = accepted(item, Complete("ann", VALID_VALUES)).events[0]
+
+    assert isinstance(completed, WorkItemCompleted)
+    assert completed.actor == "ann" and completed.recipients == ["ann", "carol"]
+    assert [(c.user, c.email) for c in completed.contacts if c.user == "carol"] == [
+        ("carol", "carol@example.com")]
+    unstarted = given(request("user", "ann", form=FORM))
+    assert accepted(unstarted, Complete("ann", VALID_VALUES)).events[0].recipients == ["ann"]

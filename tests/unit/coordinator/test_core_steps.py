@@ -199,3 +199,10 @@ def test_a_step_request_carries_the_record_the_run_is_about() -> None:
     unrelated = Story(PARALLEL)
     unrelated.when(start())
     assert [r.record_key for r in unrelated.sent(StepRequested)] == [None]
+
+
+def test_a_work_item_request_names_who_started_the_run() -> None:
+    """The starter is told when their run's work is done (assignment adds them)."""
+    story = Story(PARALLEL)
+    story.when(start())
+    assert {m.started_by for m in story.sent(WorkItemRequested)} == {"ann"}
