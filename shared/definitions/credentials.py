@@ -38,7 +38,7 @@ def check_secret_references(definition: Definition) -> list[Issue]:
             places += [(f"{at}.inputs.{k}", v) for k, v in step.inputs.items()]
             for path, value in places:
                 field = path.rsplit(".inputs.", 1)[-1] if ".inputs." in path else ""
-                for where, text in _strings(value, path):
+                for where, text in strings_in(value, path):
                     issues += _references(where, text, field in allowed, allowed)
     return issues
 
@@ -99,12 +99,13 @@ def _has_password(url: str) -> bool:
         return False
 
 
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+def strings_in(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON-like value, with its path (``a.b[0]``)."""
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _strings(item, f"{path}.{key}")
+            yield from strings_in(item, f"{path}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _strings(item, f"{path}[{index}]")
+            yield from strings_in(item, f"{path}[{index}]")

@@ -16,7 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from shared.definitions import model
-from shared.definitions.credentials import check_secret_references, credential_warnings
+from shared.definitions.credentials import (
+    check_secret_references,
+    credential_warnings,
+    strings_in,
+)
 from shared.definitions.inputs import check_input_specs
 from shared.definitions.issues import DefinitionError, Issue, stage_path, step_path
 from shared.definitions.limits import BudgetSpent, check_timeouts, within_budget
@@ -135,7 +139,7 @@ def _expressions(definition: Definition) -> Iterator[tuple[str, str, Scope, bool
             if step.when is not None:
                 yield f"{at_step}.when", step.when, scope, True
             templated = {"title": step.title or "", "inputs": step.inputs}
-            for subpath, text in _strings(templated, at_step):
+            for subpath, text in strings_in(templated, at_step):
                 for source in template_expressions(text):
                     yield subpath, source, scope, False
         for k, decision in enumerate(stage.decisions):
@@ -154,17 +158,6 @@ def _trigger_scope(scope: Scope) -> Scope:
     return Scope(
         roots=TRIGGER_ROOTS, steps={}, variables=frozenset(), record_fields=scope.record_fields
     )
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _strings(item, f"{path}[{index}]")
 
 
 def _from_pydantic(error: Mapping[str, Any], data: Any) -> Issue:
