@@ -60,6 +60,12 @@ class ServiceMetrics:
             ["service", "command"],
             registry=registry,
         )
+        self.mongo_documents = Counter(
+            "baton_mongodb_documents_written_total",
+            "Documents MongoDB was asked to insert, update or delete, by collection",
+            ["service", "collection"],
+            registry=registry,
+        )
         self.broker_resets = Counter(
             "baton_broker_resets_total",
             "Times this service reconciled after the broker lost its topics",

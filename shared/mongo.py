@@ -26,14 +26,34 @@ def make_client(
     )
 
 
-class CommandCounter(monitoring.CommandListener):
-    """Counts the commands (round trips) a client sends, by command name."""
+WRITE_LISTS = {"insert": "documents", "update": "updates", "delete": "deletes"}
 
-    def __init__(self, count: Callable[[str], None]) -> None:
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands (round trips) a client sends, by command name, and the
+    documents each write command carries, by collection.
+
+    A write's documents are its statements (an insert's documents, an update's or delete's
+    statements; one for findAndModify): what the server must plan and apply one by one, which
+    is what costs the embedded server (docs/benchmarks.md).  A multi-document update counts
+    once, so the figure is a floor for those.
+    """
+
+    def __init__(
+        self, count: Callable[[str], None], written: Callable[[str, int], None] | None = None
+    ) -> None:
         self.count = count
+        self.written = written
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.count(event.command_name)
+        if self.written is None:
+            return
+        name, command = event.command_name, event.command
+        if name in WRITE_LISTS:
+            self.written(str(command.get(name, "?")), len(command.get(WRITE_LISTS[name], ())))
+        elif name == "findAndModify":
+            self.written(str(command.get(name, "?")), 1)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

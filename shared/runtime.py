@@ -44,7 +44,11 @@ class Runtime:
         self.broker = make_broker(settings, self.metrics)
         self.publisher = Publisher(self.broker, self.metrics)
         commands = self.metrics.mongo_commands
-        counter = CommandCounter(lambda name: commands.labels(self.name, name).inc())
+        documents = self.metrics.mongo_documents
+        counter = CommandCounter(
+            lambda name: commands.labels(self.name, name).inc(),
+            lambda collection, n: documents.labels(self.name, collection).inc(n),
+        )
         self.mongo = make_client(settings.mongodb_uri, app_name=self.name, listeners=[counter])
         self.db = self.mongo[settings.mongodb_database]
         self.indexes: list[Index] = []

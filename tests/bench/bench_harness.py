@@ -57,6 +57,7 @@ WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatc
 
 
 WARMUP_RUNS = 20
+WRITTEN = "baton_mongodb_documents_written_total"
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,19 @@ async def metric_sum(client: httpx.AsyncClient, url: str, name: str) -> float:
     return total
 
 
+async def metric_by(client: httpx.AsyncClient, url: str, name: str, label: str
+                    ) -> dict[str, float]:
+    """One counter's values summed by one of its labels."""
+    text = (await client.get(f"{url}/metrics")).text
+    found: dict[str, float] = defaultdict(float)
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels = line[len(name) + 1:line.rindex("}")]
+            value = dict(part.split("=", 1) for part in labels.split(",")).get(label, '""')
+            found[value.strip('"')] += float(line.rsplit(" ", 1)[1])
+    return dict(found)
+
+
 class _Discard:
     """An SMTP server's handler that accepts every message and keeps none."""
 
@@ -128,6 +142,7 @@ class Bench:
         self.stack: ServiceStack | None = None
         self.observed = Observed()
         self.tokens: dict[str, dict[str, str]] = {}
+        self.written: dict[str, float] = {}
 
     async def __aenter__(self) -> Bench:
         self.servers = EmbeddedServers(self.workdir / "servers").start()
@@ -288,6 +303,8 @@ class Bench:
             urls = {key: self.stack.url(key) for key in procs}
             mongo_before = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
                             for k, u in urls.items()}
+            written_before = {k: await metric_by(client, u, WRITTEN, "collection")
+                              for k, u in urls.items()}
             published_before = {k: await metric_sum(client, u, "baton_messages_published_total")
                                 for k, u in urls.items()}
             transitions_before = sum([await metric_sum(client, u, "baton_run_transitions_total")
@@ -308,12 +325,17 @@ class Bench:
                            for k, pid in servers.items()}
             mongo_after = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
                            for k, u in urls.items()}
+            written_after = {k: await metric_by(client, u, WRITTEN, "collection")
+                             for k, u in urls.items()}
             published_after = {k: await metric_sum(client, u, "baton_messages_published_total")
                                for k, u in urls.items()}
             transitions = sum([await metric_sum(client, u, "baton_run_transitions_total")
                                for k, u in urls.items() if k.startswith("stage-")]
                               ) - transitions_before
         peak = {k: proc_peak_mib(pid) for k, pid in procs.items()}
+        self.written = {f"{k}:{c}": n - written_before[k].get(c, 0.0)
+                        for k in procs for c, n in written_after[k].items()
+                        if n - written_before[k].get(c, 0.0) > 0}
         return self.figures(began, ended, transitions,
                             {k: mongo_after[k] - mongo_before[k] for k in procs},
                             {k: published_after[k] - published_before[k] for k in procs},
@@ -381,7 +403,14 @@ class Bench:
             "round_trips_per_run_by_service": {
                 k: round(v / max(len(done), 1), 2) for k, v in mongo.items()},
             "messages_per_transition": round(sum(published.values()) / max(transitions, 1), 2),
+            "messages_per_run": round(sum(published.values()) / max(len(done), 1), 2),
+            "cpu_ms_per_run_every_process": round(
+                (sum(cpu.values()) + sum(servers_cpu.values())) * 1000 / max(len(done), 1), 1),
             "cpu_s_per_run": round(sum(cpu.values()) / max(len(done), 1), 4),
+            "documents_written_per_run": round(
+                sum(self.written.values()) / max(len(done), 1), 2),
+            "documents_written_per_run_by_service_and_collection": {
+                k: round(v / max(len(done), 1), 2) for k, v in sorted(self.written.items())},
             "cpu_s_by_service": {k: round(v, 1) for k, v in cpu.items()},
             "peak_mib_by_service": {k: round(v) for k, v in peak.items()},
             "cpu_s_by_server": {k: round(v, 1) for k, v in servers_cpu.items()},
@@ -437,7 +466,10 @@ TABLE_ROWS = [
     ("MongoDB round trips/transition (coordinator)", "coordinator_round_trips_per_transition"),
     ("MongoDB round trips/run (all)", "round_trips_per_run"),
     ("Kafka messages/transition", "messages_per_transition"),
+    ("Kafka messages/run", "messages_per_run"),
+    ("MongoDB documents written/run", "documents_written_per_run"),
     ("CPU s/run (services)", "cpu_s_per_run"),
+    ("CPU ms/run (every process)", "cpu_ms_per_run_every_process"),
     ("peak MiB (largest service)", lambda r: max(r["peak_mib_by_service"].values())),
 ]
 
