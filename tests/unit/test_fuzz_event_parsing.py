@@ -144,15 +144,21 @@ def mutate(sample: dict[str, Any], data: st.DataObject) -> dict[str, Any]:
         if action == "drop":
             del parent[last]
         elif action == "add" and isinstance(parent, dict):
-            parent[data.draw(st.text(min_size=1, max_size=20))] = data.draw(WRONG_VALUES)
+            parent[data.draw(st.text(min_size=1, max_size=20))] = drawn(data)
         elif action == "huge":
             parent[last] = "A" * data.draw(st.integers(min_value=1, max_value=MAX_MESSAGE_BYTES))
         elif action == "deep":
             parent[last] = nested(data.draw(st.integers(min_value=MAX_DEPTH - 5,
                                                         max_value=MAX_DEPTH + 200)))
         else:
-            parent[last] = data.draw(WRONG_VALUES)
+            parent[last] = drawn(data)
     return doc
+
+
+def drawn(data: st.DataObject) -> Any:
+    """A wrong value of its own: the sampled ones are shared, and a later mutation of this
+    document may write into it (hypothesis then sees its strategy change under it)."""
+    return copy.deepcopy(data.draw(WRONG_VALUES))
 
 
 @FUZZ
