@@ -58,6 +58,7 @@ WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatc
 
 WARMUP_RUNS = 20
 WRITTEN = "baton_mongodb_documents_written_total"
+PUBLISHED = "baton_messages_published_total"
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ class Bench:
                             for k, u in urls.items()}
             written_before = {k: await metric_by(client, u, WRITTEN, "collection")
                               for k, u in urls.items()}
-            published_before = {k: await metric_sum(client, u, "baton_messages_published_total")
+            published_before = {k: await metric_by(client, u, PUBLISHED, "topic")
                                 for k, u in urls.items()}
             transitions_before = sum([await metric_sum(client, u, "baton_run_transitions_total")
                                       for k, u in urls.items() if k.startswith("stage-")])
@@ -327,7 +328,7 @@ class Bench:
                            for k, u in urls.items()}
             written_after = {k: await metric_by(client, u, WRITTEN, "collection")
                              for k, u in urls.items()}
-            published_after = {k: await metric_sum(client, u, "baton_messages_published_total")
+            published_after = {k: await metric_by(client, u, PUBLISHED, "topic")
                                for k, u in urls.items()}
             transitions = sum([await metric_sum(client, u, "baton_run_transitions_total")
                                for k, u in urls.items() if k.startswith("stage-")]
@@ -338,7 +339,9 @@ class Bench:
                         if n - written_before[k].get(c, 0.0) > 0}
         return self.figures(began, ended, transitions,
                             {k: mongo_after[k] - mongo_before[k] for k in procs},
-                            {k: published_after[k] - published_before[k] for k in procs},
+                            {f"{k}:{t}": n - published_before[k].get(t, 0.0)
+                             for k in procs for t, n in published_after[k].items()
+                             if n - published_before[k].get(t, 0.0) > 0},
                             {k: cpu_after[k] - cpu_before[k] for k in procs}, peak,
                             servers_cpu)
 
@@ -404,6 +407,8 @@ class Bench:
                 k: round(v / max(len(done), 1), 2) for k, v in mongo.items()},
             "messages_per_transition": round(sum(published.values()) / max(transitions, 1), 2),
             "messages_per_run": round(sum(published.values()) / max(len(done), 1), 2),
+            "messages_per_run_by_service_and_topic": {
+                k: round(v / max(len(done), 1), 2) for k, v in sorted(published.items())},
             "cpu_ms_per_run_every_process": round(
                 (sum(cpu.values()) + sum(servers_cpu.values())) * 1000 / max(len(done), 1), 1),
             "cpu_s_per_run": round(sum(cpu.values()) / max(len(done), 1), 4),
