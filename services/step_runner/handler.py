@@ -12,7 +12,13 @@ Guarantees (docs/decisions/0013-step-runner-concurrency.md):
   dispatch whose outcome is not stored is delivered again and runs again, with the same
   idempotency key (which the action hands to the systems it calls).
 
-Costs: one read per consumed batch (which attempts are stored).  Outcomes that finish
+An action that declares itself replayable (no side effects; the same outcome every time,
+with event ids derived from the dispatch: ``noop``, ``set_variables``...) has no stored
+outcome at all: a redelivered dispatch runs it again and the run drops the repeated outcome
+by its event id.  Such steps cost the store nothing.
+
+Costs: one read per consumed batch (which attempts are stored) when it has steps that are
+not replayable.  Outcomes that finish
 while a write is in flight are stored together by the next one (one bulk write, then one
 publish), so a burst costs a round trip per group of steps, not per step.  At most
 ``concurrency`` attempts run or wait to be stored at once; beyond that, accepting a batch
@@ -30,14 +36,15 @@ from prometheus_client import CollectorRegistry, Counter
 
 from contracts import Envelope, parse_dict
 from contracts.events.steps import StepRequested
-from services.step_runner.actions import Action
+from services.step_runner.actions import Action, replayable
 from services.step_runner.attempt import AttemptRunner
 from services.step_runner.attempts import AttemptStore
 from services.step_runner.secrets import SecretStore
 from shared.messaging import Publisher
 
 log = logging.getLogger("baton.step_runner")
-Finished = tuple[dict[str, Any], list[Envelope], "asyncio.Future[None]"]
+# An attempt that ran: its document, its messages, its answer, whether it is stored.
+Finished = tuple[dict[str, Any], list[Envelope], "asyncio.Future[None]", bool]
 LONGEST_RETRY_WAIT = 5.0
 
 
@@ -78,7 +85,8 @@ class StepHandler:
         for key, envelope in zip(keys, envelopes, strict=True):
             if key is not None and key not in futures:
                 new.setdefault(key, envelope)
-        stored = await self.attempts.stored(new)
+        stored = await self.attempts.stored(
+            key for key, envelope in new.items() if self._durable(envelope))
         if stored:
             self.replayed.inc(len(stored))
             await self.publisher.publish(
@@ -115,7 +123,7 @@ class StepHandler:
             log.exception("step %s could not be run", key)
             future.set_exception(exc)
             return
-        self.finished.append((document, outgoing, future))
+        self.finished.append((document, outgoing, future, self._durable(envelope)))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.create_task(self._write())
 
@@ -125,7 +133,8 @@ class StepHandler:
         while self.finished:
             batch, self.finished = self.finished, []
             try:
-                stored = await self.attempts.save([document for document, _, _ in batch])
+                stored = await self.attempts.save(
+                    [document for document, _, _, durable in batch if durable])
                 await self.publisher.publish(_outgoing(batch, stored))
             except Exception:
                 # MongoDB or Kafka is away: keep the outcomes (their offsets stay
@@ -137,11 +146,16 @@ class StepHandler:
                 wait = min(wait * 2, LONGEST_RETRY_WAIT)
                 continue
             wait = 0.05
-            for document, _, future in batch:
+            for document, _, future, _ in batch:
                 self.running.pop(document["_id"], None)
                 self.slots.release()
                 if not future.done():
                     future.set_result(None)
+
+    def _durable(self, envelope: Envelope) -> bool:
+        """Whether the attempt's outcome is stored (its action is not replayable)."""
+        request: StepRequested = envelope.payload  # type: ignore[assignment]
+        return not replayable(self.run_attempt.actions.get(request.action))
 
     async def stop(self) -> None:
         """Abandon the attempts still running: nothing of theirs is stored or answered."""
@@ -154,9 +168,11 @@ class StepHandler:
 
 
 def _outgoing(batch: list[Finished], stored: list[dict[str, Any]]) -> list[Envelope]:
-    """The messages of each stored outcome: this run's, or an earlier delivery's that won."""
+    """The messages of each outcome: this run's, or an earlier delivery's that was stored first."""
     messages: list[Envelope] = []
-    for (document, outgoing, _), kept in zip(batch, stored, strict=True):
+    kept_of = iter(stored)
+    for document, outgoing, _, durable in batch:
+        kept = next(kept_of) if durable else document
         if kept is document:
             messages.extend(outgoing)
         else:

@@ -9,6 +9,7 @@ An action is a class with ``async def run(self, inputs, context) -> ActionResult
 raises :class:`RetryableError` for failures worth another attempt (timeouts, 5xx) and
 :class:`FatalError` for those that are not (bad input, 4xx).  ``context.idempotency_key``
 is the same for every delivery of one attempt: pass it to systems that deduplicate.
+An action without side effects says ``replayable = True`` (see :func:`replayable`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ class ActionResult:
 
 class Action(Protocol):
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult: ...
+
+
+def replayable(action: object) -> bool:
+    """Whether running an attempt again gives the same outcome and touches nothing outside.
+
+    An action says so with a class attribute ``replayable = True``: its result depends
+    only on its inputs and context, and any messages it returns get event ids derived from
+    the dispatch, so a second run publishes what consumers drop as repeats.  The step-runner
+    stores no outcome for such an attempt: a redelivered dispatch simply runs it again.
+    """
+    return getattr(action, "replayable", False) is True
 
 
 # What a test stack sets in BATON_EXTRA_ACTIONS (never registered as entry points).

@@ -9,12 +9,16 @@ from services.step_runner.actions import ActionContext, ActionResult, FatalError
 
 
 class Noop:
+    replayable = True
+
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
         return ActionResult(outputs=dict(inputs))
 
 
 class SetVariables:
     """Its inputs (templated by the coordinator) become run variables."""
+
+    replayable = True
 
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
         return ActionResult(outputs=dict(inputs))
@@ -25,8 +29,10 @@ class PublishRecordUpdate:
 
     inputs: ``fields`` (a map), and ``object_type`` / ``record_id``, which default to the
     record the run is about (as in ``fields: {status: Approved}``), which its dispatch
-    carries.
+    carries.  Replayable: a second run publishes the same request with the same event id.
     """
+
+    replayable = True
 
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
         object_type, record_id = inputs.get("object_type"), inputs.get("record_id")
@@ -53,6 +59,8 @@ class PublishRecordUpdate:
 
 class Wait:
     """Waits are timers kept by the coordinator; a dispatched wait is a definition error."""
+
+    replayable = True
 
     async def run(self, inputs: dict[str, Any], context: ActionContext) -> ActionResult:
         raise FatalError("wait steps are handled by the stage-coordinator's timers")

@@ -195,4 +195,40 @@ async def test_the_record_of_the_run_comes_with_the_dispatch() -> None:
     (update,) = [e.payload for e in published.envelopes
                  if isinstance(e.payload, RecordUpdateRequested)]
     assert (update.object_type, update.record_id) == ("Employee", "E-1")
-    assert store.reads == 1 and store.writes == 1
+    assert store.reads == 0 and store.writes == 0  # replayable: nothing stored
+
+
+@dataclass
+class Replayable(Counting):
+    replayable = True
+
+
+async def test_a_replayable_step_stores_nothing_and_a_redelivery_sends_the_same_outcome() -> None:
+    """Steps without side effects (noop, set_variables, ...) cost the store nothing: a
+    redelivered dispatch runs again and its outcome has the same event id, which the run
+    drops as a repeat."""
+    pure, effect = Replayable(), Counting()
+    store, published = MemoryAttempts(), Published()
+    handler = runner(store, published, pure=pure, effect=effect)
+
+    batch = [dispatch("r1", "pure"), dispatch("r2", "effect")]
+    await handler(batch)
+    first = published.outcomes()
+    await handler(batch)  # both redelivered
+
+    assert set(store.documents) == {"r2:call:1"}  # only the step with an effect
+    assert (pure.runs, effect.runs) == (2, 1)  # the pure one ran again, the other did not
+    again = published.outcomes()
+    assert again["r1"].event_id == first["r1"].event_id
+    assert again["r1"].payload == first["r1"].payload
+    assert again["r2"] == first["r2"]  # the stored outcome, re-published
+
+
+def test_the_built_in_actions_without_side_effects_are_replayable() -> None:
+    from services.step_runner.actions import load_actions, replayable
+    from services.step_runner.actions.http import HttpAction
+
+    actions = load_actions()
+    assert {name for name, action in actions.items() if replayable(action)} >= {
+        "noop", "set_variables", "publish_record_update"}
+    assert not replayable(actions["http"]) and isinstance(actions["http"], HttpAction)
