@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -214,4 +220,27 @@ class Runtime:
             access_log=False,
             lifespan="on",
         )
-        uvicorn.Server(config).run()
+        if self.settings.profile_dir is None:
+            uvicorn.Server(config).run()
+            return
+        with profiled(self.settings.profile_dir / f"{self.name}-{os.getpid()}.prof"):
+            uvicorn.Server(config).run()
+
+
+@contextlib.contextmanager
+def profiled(path: Path) -> Iterator[None]:
+    """Run the body under cProfile (timing CPU) and write its statistics to ``path`` at the end.
+
+    uvicorn re-raises the SIGTERM it stopped on once it has shut down; a handler that
+    exits (instead of the default, which ends the process at once) lets the statistics
+    be written.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    profile = cProfile.Profile(time.process_time)  # CPU, not waits or being descheduled
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile.dump_stats(path)

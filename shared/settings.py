@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks the service default")
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|text)$")
+    # Where to write a cProfile of the whole process when it stops (for `make bench`'s
+    # profile tops); unset in production: profiling slows a service down.
+    profile_dir: Path | None = None
     # A replica that stops heartbeating loses its partitions after the session timeout; a
     # third of it between heartbeats is Kafka's rule, and no more keeps an idle group quiet.
     consumer_session_timeout_ms: int = 6000

@@ -12,8 +12,10 @@ services' /metrics; CPU and memory from /proc.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import pstats
 import statistics
 import time
 import uuid
@@ -59,6 +61,9 @@ WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatc
 WARMUP_RUNS = 20
 WRITTEN = "baton_mongodb_documents_written_total"
 PUBLISHED = "baton_messages_published_total"
+# BATON_BENCH_PROFILE=1: run the services under cProfile and print each one's top functions
+# (their CPU figures are then inflated by the profiler: take those from a run without it).
+PROFILE_DIR = os.environ.get("BATON_BENCH_PROFILE", "") not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,16 @@ def proc_peak_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def profile_tops(folder: Path, top: int = 25) -> str:
+    """Each service's functions by their own CPU time (cProfile's tottime), biggest first."""
+    out = io.StringIO()
+    for path in sorted(folder.glob("*.prof")):
+        out.write(f"\n==== {path.stem} ====\n")
+        stats = pstats.Stats(str(path), stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
 
 
 async def metric_sum(client: httpx.AsyncClient, url: str, name: str) -> float:
@@ -157,6 +172,8 @@ class Bench:
                "BATON_ADMIN_TOKEN": ADMIN_TOKEN, "BATON_LOG_LEVEL": "WARNING",
                "BATON_LOG_FORMAT": "json", "BATON_SMTP_HOST": "127.0.0.1",
                "BATON_SMTP_PORT": str(self.smtp_port)}
+        if PROFILE_DIR:  # each service writes a cProfile when it stops (profile_tops)
+            env["BATON_PROFILE_DIR"] = str(self.workdir / "profiles")
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.stack = ServiceStack(env=env, log_dir=self.workdir / "logs")
         self.stack.start(timeout=120)
@@ -179,6 +196,8 @@ class Bench:
     async def __aexit__(self, *_: Any) -> None:
         if self.stack:
             self.stack.stop()
+            if PROFILE_DIR:
+                print(profile_tops(self.workdir / "profiles"))
         self.smtp.stop()
         if self.servers:
             self.servers.stop()
