@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
 
 from contracts import Envelope, parse_dict
 from contracts.envelope import derived_id, new_event
@@ -14,8 +13,6 @@ from contracts.events import runs as run_events
 from contracts.events.workitems import WorkItemEvent
 from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.decide import Context, decide
-from services.stage_coordinator.core.events import RunCreated, RunEvent
-from services.stage_coordinator.core.evolve import create, evolve
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.history import numbered
@@ -154,7 +151,7 @@ class CoordinatorHandler:
         history = numbered(run.id, before.revision if before else 0, [
             {**event.model_dump(mode="python"), "cause": cause.type, "cause_id": cause.event_id,
              "changes": changes}
-            for event, changes in zip(t.events, audit(before, t.events), strict=True)
+            for event, changes in zip(t.events, t.changes, strict=True)
         ])
         return StoredRun(
             run=run,
@@ -177,43 +174,6 @@ class CoordinatorHandler:
             parse_dict(message) for stored in with_outbox for message in stored.outbox
         )
         self.store.defer_clear(with_outbox)
-
-
-def audit(before: Run | None, events: list[RunEvent]) -> list[list[dict[str, Any]]]:
-    """For each event, the audited fields it changed: ``{field, old, new}`` each.
-
-    Replays the events on a copy of the run as it was, so every history entry says what
-    the run, its stages and steps were before and after (who and when are on the event).
-    """
-    run = before.model_copy(deep=True) if before is not None else None
-    changes = []
-    for event in events:
-        old = _audited(run)
-        run = create(event) if isinstance(event, RunCreated) else evolve(run, event)  # type: ignore[arg-type]
-        new = _audited(run)
-        changes.append([
-            {"field": key, "old": old.get(key), "new": new.get(key)}
-            for key in {**old, **new}
-            if old.get(key) != new.get(key)
-        ])
-    return changes
-
-
-def _audited(run: Run | None) -> dict[str, Any]:
-    if run is None:
-        return {}
-    fields: dict[str, Any] = {"status": run.status.value, "stage": run.stage,
-                              "version": run.version, "error": run.error}
-    for name, stage in run.stages.items():
-        fields[f"stages.{name}.status"] = stage.status.value
-    for name, step in run.steps.items():
-        fields[f"steps.{name}.status"] = step.status.value
-        fields[f"steps.{name}.attempt"] = step.attempt
-        fields[f"steps.{name}.error"] = step.error
-    for name, value in run.vars.items():
-        fields[f"vars.{name}"] = value
-    fields["timers"] = sorted(timer.id for timer in run.timers)
-    return fields
 
 
 class ParticipantsFeed:

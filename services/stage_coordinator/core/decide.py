@@ -53,7 +53,7 @@ def decide(run: Run | None, message: Payload, context: Context) -> Transition | 
         return Rejection(f"the coordinator does not handle {message.TYPE}")
     if run is None and not isinstance(message, cmd.StartRun):
         return Rejection(f"{message.TYPE} for unknown run {context.run_id}")
-    working = run.model_copy(deep=True) if run is not None else None
+    working = run.fork() if run is not None else None
     t = Transition(definition=context.definition, now=context.now, actor=context.actor, run=working)
     try:
         handler(t, message, context)

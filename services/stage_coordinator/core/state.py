@@ -156,6 +156,22 @@ class Run(Model):
     # rebuilds it, so a write conditional on it cannot lose an update.
     revision: int = 0
 
+    def fork(self) -> Run:
+        """A copy to change: its containers and nested states are its own.
+
+        The JSON values inside (record, inputs, vars, a step's outputs) are shared: evolve
+        replaces them and never changes one in place.  A deep copy of every run decided
+        cost the coordinator a fifth of its CPU.
+        """
+        return self.model_copy(update={
+            "record": dict(self.record), "inputs": dict(self.inputs), "vars": dict(self.vars),
+            "stages": {name: stage.model_copy() for name, stage in self.stages.items()},
+            "steps": {name: step.model_copy() for name, step in self.steps.items()},
+            "timers": [timer.model_copy() for timer in self.timers],
+            "participants": list(self.participants),
+            "retired_attempts": dict(self.retired_attempts),
+        })
+
     @property
     def active(self) -> bool:
         return self.status in RUN_ACTIVE

@@ -54,6 +54,10 @@ class Transition:
     run: Run | None = None
     events: list[ev.RunEvent] = field(default_factory=list)
     messages: list[Payload] = field(default_factory=list)
+    # For each event applied, the audited fields it changed ({field, old, new} each): the
+    # run history says what each event did without replaying it on a copy.
+    changes: list[list[dict[str, Any]]] = field(default_factory=list)
+    _audited: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def current(self) -> Run:
@@ -62,11 +66,15 @@ class Transition:
         return self.run
 
     def apply(self, event: ev.RunEvent) -> None:
+        old = self._audited if self._audited is not None else audited(self.run)
         if isinstance(event, ev.RunCreated):
             self.run = create(event)
         else:
             self.run = evolve(self.current, event)
         self.events.append(event)
+        self._audited = new = audited(self.run)
+        self.changes.append([{"field": key, "old": old.get(key), "new": new.get(key)}
+                             for key in {**old, **new} if old.get(key) != new.get(key)])
 
     def send(self, payload: Payload) -> None:
         self.messages.append(payload)
@@ -96,6 +104,24 @@ class Transition:
             "version": run.version,
             "record_key": run.record_key,
         }
+
+
+def audited(run: Run | None) -> dict[str, Any]:
+    """The fields of a run its history records changes of, flattened."""
+    if run is None:
+        return {}
+    fields: dict[str, Any] = {"status": run.status.value, "stage": run.stage,
+                              "version": run.version, "error": run.error}
+    for name, stage in run.stages.items():
+        fields[f"stages.{name}.status"] = stage.status.value
+    for name, step in run.steps.items():
+        fields[f"steps.{name}.status"] = step.status.value
+        fields[f"steps.{name}.attempt"] = step.attempt
+        fields[f"steps.{name}.error"] = step.error
+    for name, value in run.vars.items():
+        fields[f"vars.{name}"] = value
+    fields["timers"] = sorted(timer.id for timer in run.timers)
+    return fields
 
 
 def expression_context(run: Run) -> dict[str, Any]:

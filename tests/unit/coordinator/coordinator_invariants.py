@@ -45,7 +45,7 @@ from services.stage_coordinator.core.state import (
     StageStatus,
     StepStatus,
 )
-from services.stage_coordinator.core.transition import MAX_STAGE_ENTRIES, Transition
+from services.stage_coordinator.core.transition import MAX_STAGE_ENTRIES, Transition, audited
 from shared.definitions import Definition, StepKind
 
 STAGE_EVENTS = (ev.StageEntered, ev.StageSkipped, ev.StageFinished)
@@ -119,6 +119,7 @@ def check_moves(before: Run | None, events: Sequence[ev.RunEvent]) -> Run:
 def check_transition(before: Run | None, t: Transition, versions: Mapping[int, Definition]) -> None:
     """An accepted message: allowed moves only, a bigger revision, requests match starts."""
     assert t.events, "an accepted message changes the run"
+    assert t.changes == replayed_changes(before, t.events), "the audit differs from a replay"
     rebuilt = check_moves(before, t.events)
     assert rebuilt.model_dump() == t.current.model_dump(), "events do not rebuild the run"
     if before is not None:
@@ -145,6 +146,20 @@ def check_transition(before: Run | None, t: Transition, versions: Mapping[int, D
         if isinstance(e, ev.StepCanceled) and t.current.steps[e.step].kind != "background"
     }
     assert withdrawn == canceled, f"canceled {canceled} but withdrew {withdrawn}"
+
+
+def replayed_changes(before: Run | None, events: Sequence[ev.RunEvent]
+                     ) -> list[list[dict[str, object]]]:
+    """What each event changed, by replaying the events on a deep copy of the run."""
+    run = before.model_copy(deep=True) if before is not None else None
+    changes = []
+    for event in events:
+        old = audited(run)
+        run = create(event) if isinstance(event, ev.RunCreated) else evolve(run, event)  # type: ignore[arg-type]
+        new = audited(run)
+        changes.append([{"field": key, "old": old.get(key), "new": new.get(key)}
+                        for key in {**old, **new} if old.get(key) != new.get(key)])
+    return changes
 
 
 def _is_wait(run: Run, step: str, versions: Mapping[int, Definition]) -> bool:
