@@ -85,6 +85,8 @@ class Observed:
         default_factory=lambda: defaultdict(list))  # run -> (type, step, record ts in s)
     completed: dict[str, float] = field(default_factory=dict)
     run_started: dict[str, float] = field(default_factory=dict)
+    # The Work Guide's answers to the people's completions, by status (or client error).
+    answers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,9 +229,11 @@ class Bench:
                             answer = await client.post(f"{guide}/work/{item_id}/complete",
                                                        headers=self.tokens[user],
                                                        json={"values": {"ok": True}})
-                        except httpx.HTTPError:
+                        except httpx.HTTPError as exc:
+                            self.observed.answers[type(exc).__name__] += 1
                             await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
                             continue
+                        self.observed.answers[str(answer.status_code)] += 1
                         if answer.status_code in (200, 409):
                             break
                         await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
@@ -435,6 +439,7 @@ class Bench:
                 sum(self.written.values()) / max(len(done), 1), 2),
             "documents_written_per_run_by_service_and_collection": {
                 k: round(v / max(len(done), 1), 2) for k, v in sorted(self.written.items())},
+            "work_guide_answers": dict(sorted(o.answers.items())),
             "cpu_s_by_service": {k: round(v, 1) for k, v in cpu.items()},
             "peak_mib_by_service": {k: round(v) for k, v in peak.items()},
             "cpu_s_by_server": {k: round(v, 1) for k, v in servers_cpu.items()},
