@@ -116,9 +116,9 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(deliveries_router(store, authenticator))
-    chat = channels.get("chat")
-    if isinstance(chat, WebhookChannel):
-        _on_shutdown(rt.http, chat.aclose)
+    for channel in channels.values():
+        if isinstance(channel, WebhookChannel | SmtpChannel):
+            _on_shutdown(rt.http, channel.aclose)  # idle connections and sessions
     return rt
 
 
