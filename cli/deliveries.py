@@ -25,7 +25,7 @@ def list_(
     status: Annotated[DeliveryStatus | None, typer.Option(
         "--status", "-s", help="Only deliveries in this status.")] = None,
     recipient: Annotated[str | None, typer.Option(
-        "--recipient", "-r", help="Only this user's deliveries ('*' is the Kafka fan-out).")
+        "--recipient", "-r", help="Only this user's deliveries.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500,
                                        help="At most this many deliveries.")] = 50,

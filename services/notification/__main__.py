@@ -1,20 +1,22 @@
 """The notification process: python -m services.notification
 
-Consumes workitems.events and runs.events; stores one delivery per (event, recipient,
-channel) in ``deliveries`` and sends it by email (SMTP), chat (webhook) or as a
-NotificationSent on the notifications topic.
+Consumes workitems.events and runs.events; sends one delivery per (event, recipient,
+channel) by email (SMTP) or chat (webhook) and stores it once, with its outcome, in
+``deliveries``; publishes one NotificationSent per notice that reaches someone on the
+notifications topic, storing nothing for it (decision 15).
 
 Delivery guarantees:
-- A redelivered event never notifies twice: delivery ids derive from the event, and the
-  insert ignores ids already stored, so only deliveries that were new get sent.
-- Two replicas never send one delivery at once: a send needs a lease of ``lease_seconds``
-  on the pending delivery at its current attempt count (a new delivery is inserted with
-  its inserter's lease; a retry claims one) and is followed by a conditional update of the
-  outcome (sent, retry at ``next_attempt_at``, or failed), one bulk write per batch.
-- Crash safety: nothing is sent before it is stored. A delivery claimed but never recorded
-  (the process killed mid-send) becomes due again when its lease expires and is sent once
-  more. That rare resend is recognisable downstream: the email's Message-ID, the webhook's
-  Idempotency-Key and the NotificationSent event_id all equal the delivery id.
+- A redelivered event never notifies a person twice: delivery ids derive from the event,
+  and a batch sends only the deliveries not stored yet.  Its NotificationSent is published
+  again, with the same event id (derived from the source event): consumers drop repeats.
+- A failed send is stored pending with ``next_attempt_at``; the retry sweep claims it with
+  a lease of ``lease_seconds`` at its attempt count (so two replicas never retry one
+  delivery at once) and stores the outcome by a conditional update, one bulk write a batch.
+- Crash safety: nothing is lost, a send may be repeated.  A crash between a send and the
+  insert of its outcome stores nothing, so the uncommitted event is consumed again and the
+  send repeated; a retry claimed but never recorded becomes due again when its lease
+  expires.  That rare resend is recognisable downstream: the email's Message-ID and the
+  webhook's Idempotency-Key equal the delivery id.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from services.notification.channels.email import SmtpChannel
 from services.notification.core.plan import contact_from
 from services.notification.core.retry import RetryPolicy
 from services.notification.dispatch import Dispatcher
-from services.notification.fanout import KafkaChannel
+from services.notification.fanout import FanOut, KafkaChannel
 from services.notification.handler import NotificationHandler
 from services.notification.jobs import RetrySweeper
 from services.notification.metrics import NotificationMetrics
@@ -107,16 +109,16 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     dispatcher = Dispatcher(store, channels, policy, metrics,
                             concurrency=settings.send_concurrency)
     operators = [contact_from(operator, set(channels)) for operator in settings.operators]
-    handler = NotificationHandler(store, dispatcher, metrics,
+    handler = NotificationHandler(store, dispatcher, FanOut(rt.publisher), metrics,
                                   operators=operators, enabled=set(channels))
     rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
     rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.http.include_router(deliveries_router(store, authenticator))
-    chat = channels.get("chat")
-    if isinstance(chat, WebhookChannel):
-        _on_shutdown(rt.http, chat.aclose)
+    for channel in channels.values():
+        if isinstance(channel, WebhookChannel | SmtpChannel):
+            _on_shutdown(rt.http, channel.aclose)  # idle connections and sessions
     return rt
 
 
@@ -126,7 +128,7 @@ def _channels(settings: NotificationSettings, rt: Runtime) -> dict[str, Channel]
         SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender,
                     settings.smtp_timeout_seconds, starttls=settings.smtp_starttls,
                     username=settings.smtp_username, password=password),
-        KafkaChannel(rt.publisher),
+        KafkaChannel(rt.publisher),  # fan-outs an earlier version stored, still pending
     ]
     if settings.chat_webhook_url:
         channels.append(WebhookChannel(settings.chat_webhook_url, settings.chat_timeout_seconds))

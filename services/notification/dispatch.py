@@ -1,8 +1,9 @@
-"""Send claimed deliveries through their channels and record each outcome.
+"""Send deliveries through their channels and store each outcome, one write per batch.
 
-Every send needs a lease (taken at insert, or by a claim, see
-:mod:`services.notification.store`) and is followed by a conditional update through the
-retry core (one bulk write for a batch), so two replicas never send the same delivery at
+A first attempt (a delivery not stored yet) is stored once, with its outcome: one insert for
+the batch.  A retry needs a lease, taken by the retry sweep's claim (see
+:mod:`services.notification.store`), and is followed by a conditional update through the
+retry core (one bulk write for a batch), so two replicas never retry the same delivery at
 the same time and a late outcome never overwrites a newer one.
 """
 
@@ -50,13 +51,32 @@ class Dispatcher:
         """
         if not claimed:
             return 0
-        attempts = await asyncio.gather(*(self._attempt(d) for d in claimed))
-        outcomes = [pair for pair in attempts if pair is not None]
+        outcomes = await self._attempts(claimed)
         stored = await self.store.record(outcomes)
         if stored < len(outcomes):
             log.warning("%d of %d deliveries were re-claimed before their outcome was stored",
                         len(outcomes) - stored, len(outcomes))
         return len(claimed)
+
+    async def send_new(self, deliveries: list[Delivery]) -> int:
+        """First attempts of deliveries not stored yet; stores them with their outcomes.
+
+        A crash before the insert leaves nothing stored: the source event is consumed again
+        and the sends are repeated, with the same ids (decision 7).  Returns how many were
+        sent or scheduled.
+        """
+        if not deliveries:
+            return 0
+        outcomes = await self._attempts(deliveries)
+        inserted = await self.store.insert_outcomes([updated for _, updated in outcomes])
+        if inserted < len(outcomes):
+            log.warning("%d of %d deliveries were stored by another replica first",
+                        len(outcomes) - inserted, len(outcomes))
+        return len(outcomes)
+
+    async def _attempts(self, deliveries: list[Delivery]) -> list[tuple[Delivery, Delivery]]:
+        attempts = await asyncio.gather(*(self._attempt(d) for d in deliveries))
+        return [pair for pair in attempts if pair is not None]
 
     async def _attempt(self, delivery: Delivery) -> tuple[Delivery, Delivery] | None:
         async with self._slots:

@@ -1,12 +1,16 @@
-"""Turns a batch of work-item and run events into stored deliveries, then sends the new ones.
+"""Turns a batch of work-item and run events into sent, stored deliveries and fan-outs.
 
-Per batch: one ``insert_many`` of the planned deliveries (born leased to this replica), then
-the deliveries that were new are sent right away (bounded concurrency) and their outcomes
-stored in one bulk write.  Whom to reach, and where, comes with the events (work-item
-events carry their recipients' contacts) or from the settings (the operators): no lookup.
-A delivery id derives from (event, recipient, channel), so a redelivered event inserts
-nothing and sends nothing: the insert is the dedupe. Sends happen only after the insert, so
-a crash in between leaves pending deliveries that the retry sweep picks up.
+Per batch (decision 15): one find of which planned deliveries are stored already, the new
+ones sent right away (bounded concurrency), one ``insert_many`` of them with their outcomes
+(sent, pending with the time of a retry, or failed), then one publish of the fan-outs.
+Whom to reach, and where, comes with the events (work-item events carry their recipients'
+contacts) or from the settings (the operators): no lookup.
+
+A delivery id derives from (event, recipient, channel), so a redelivered event finds its
+deliveries stored and sends nothing again.  A crash after a send and before the insert
+stores nothing: the event is consumed again and that send repeated, with the same id.
+The fan-out is published for every notice someone receives, redelivered or not; its event
+id derives from the source event, and consumers of ``notifications`` drop repeats by it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from datetime import UTC, datetime
 
 from contracts import Envelope
 from services.notification.core.model import UserContact
-from services.notification.core.plan import contact_book, plan_deliveries
+from services.notification.core.plan import Notice, contact_book, plan_notice
 from services.notification.core.templates import template_name
 from services.notification.dispatch import Dispatcher
+from services.notification.fanout import FanOut
 from services.notification.metrics import NotificationMetrics
 from services.notification.store import DeliveryStore
 
@@ -28,6 +33,7 @@ class NotificationHandler:
         self,
         store: DeliveryStore,
         dispatcher: Dispatcher,
+        fanout: FanOut,
         metrics: NotificationMetrics,
         *,
         operators: Sequence[UserContact],
@@ -35,6 +41,7 @@ class NotificationHandler:
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        self.fanout = fanout
         self.metrics = metrics
         self.operators = tuple(operators)
         self.operator_ids = tuple(operator.id for operator in operators)
@@ -45,15 +52,14 @@ class NotificationHandler:
         if not notable:
             return  # claims, releases, stage events...: nothing to tell anyone
         now = datetime.now(UTC)
-        planned = [
-            delivery
-            for envelope in notable
-            for delivery in plan_deliveries(
-                envelope, contact_book(envelope, self.operators, self.enabled), now,
-                self.operator_ids)
-        ]
-        new = await self.store.insert_new(planned, now)
-        duplicates = len({d.id for d in planned}) - len(new)
-        if duplicates:
-            self.metrics.duplicates.inc(duplicates)
-        await self.dispatcher.send(new)
+        notices = [n for envelope in notable if (n := self._plan(envelope, now)) is not None]
+        planned = {d.id: d for notice in notices for d in notice.deliveries}
+        stored = await self.store.stored_ids(planned)
+        if stored:
+            self.metrics.duplicates.inc(len(stored))
+        await self.dispatcher.send_new([d for d in planned.values() if d.id not in stored])
+        await self.fanout.publish(notices, now)
+
+    def _plan(self, envelope: Envelope, now: datetime) -> Notice | None:
+        book = contact_book(envelope, self.operators, self.enabled)
+        return plan_notice(envelope, book, now, self.operator_ids)

@@ -1,7 +1,8 @@
 """The retry sweep any replica may run: send the pending deliveries that are due again.
 
-Due means ``next_attempt_at`` has passed (a back-off ended, or the handler stored it but
-crashed before sending) and no live lease is held (a lease outlives a crashed sender).
+Due means ``next_attempt_at`` has passed (the back-off after a failed send ended) and no
+live lease is held (a lease outlives a sweep that crashed while sending).  First attempts
+never come here: the handler sends them before it stores them (decision 15).
 """
 
 from __future__ import annotations

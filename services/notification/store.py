@@ -1,7 +1,9 @@
 """The ``deliveries`` collection: dedupe by delivery id, leases, outcomes, the admin query.
 
 A delivery document is the :class:`Delivery` fields with ``_id`` = the delivery id, plus
-``lease_until`` / ``lease_token`` while a replica is sending it.
+``lease_until`` / ``lease_token`` while the retry sweep of a replica is sending it.  A first
+attempt is stored once, with its outcome (:meth:`DeliveryStore.insert_outcomes`); only a
+retry claims, leases and updates.
 """
 
 from __future__ import annotations
@@ -62,18 +64,26 @@ class DeliveryStore:
         self.lease = lease
         self.retries = retries or Alarm()  # rung when an outcome stores a retry due sooner
 
-    async def insert_new(self, deliveries: Sequence[Delivery], now: datetime) -> list[Delivery]:
-        """Store the deliveries, leased to this caller; returns those that were new.
+    async def stored_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these delivery ids are stored already (one find on ``_id``)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return set()
+        cursor = self.deliveries.find({"_id": {"$in": wanted}}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
 
-        A duplicate id (a redelivered event) is skipped.  A new delivery is born leased, so
-        the caller sends it without a claim and no other replica's retry sweep takes it
-        before the lease runs out (then a crashed sender's delivery is retried).
+    async def insert_outcomes(self, deliveries: Sequence[Delivery]) -> int:
+        """Store first attempts with their outcome, one document each, in one insert.
+
+        A delivery is written once: sent, failed, or pending with its ``next_attempt_at``
+        (then the retry sweep claims it when due; it carries no lease).  An id stored
+        meanwhile (another replica handled the same event during a rebalance) keeps what
+        that replica stored.  Returns how many were inserted.
         """
-        unique = {d.id: d for d in deliveries}
-        if not unique:
-            return []
-        lease = {"lease_until": now + self.lease, "lease_token": uuid.uuid4().hex}
-        docs = [{**to_document(d), **lease} for d in unique.values()]
+        if not deliveries:
+            return 0
+        docs = [to_document(d) for d in deliveries]
+        inserted = len(docs)
         try:
             await self.deliveries.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
@@ -82,9 +92,10 @@ class DeliveryStore:
                 "writeConcernErrors"
             ):
                 raise
-            existing = {e["index"] for e in errors}
-            return [d for i, d in enumerate(unique.values()) if i not in existing]
-        return list(unique.values())
+            inserted -= len(errors)
+        retries = [d.next_attempt_at for d in deliveries if d.status == "pending"]
+        self.retries.due(min(retries, default=None))
+        return inserted
 
     async def claim(self, ids: Iterable[str], now: datetime) -> list[Delivery]:
         """Lease the pending ones nobody else holds; returns those this call now owns.

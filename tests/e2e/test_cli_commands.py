@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e.conftest import ADMIN_TOKEN, ROOT
+from receivers import MailSink, smtp_sink
 from typer.testing import CliRunner, Result
 
 from cli.main import app
@@ -117,6 +118,19 @@ def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what} (last: {result!r})")
         time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[tuple[MailSink, int]]:
+    with smtp_sink() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack_env(mail: tuple[MailSink, int]) -> dict[str, str]:
+    """An operator who hears about run events, by email to a local SMTP server."""
+    return {"BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(mail[1]),
+            "BATON_OPERATORS": "ops=ops@example.com"}
 
 
 @pytest.fixture(scope="module")
@@ -330,11 +344,11 @@ def test_deliveries_list_shows_the_run_notifications(
         found = baton.json("deliveries", "list", "--limit", "500")
         return [d for d in found if d["run_id"] == hello_run["id"]]
     mine = wait_until(delivered, what="a delivery for the hello run")
-    assert {d["source_type"] for d in mine} == {"RunCompleted"}
-    table = baton("deliveries", "list").stdout.splitlines()
+    assert {(d["source_type"], d["recipient"]) for d in mine} == {("RunCompleted", "ops")}
+    table = baton("deliveries", "list", "--recipient", "ops").stdout.splitlines()
     assert table[0].split()[:5] == ["CREATED", "RECIPIENT", "CHANNEL", "EVENT", "STATUS"]
     row = next(line for line in table if hello_run["id"] in line)
-    assert "RunCompleted" in row and "kafka" in row
+    assert "RunCompleted" in row and "email" in row
     assert all(d["status"] == "failed" for d in baton.json("deliveries", "list", "-s", "failed"))
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+import threading
+import time
+from collections.abc import Callable
+from email import headerregistry, policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -12,11 +16,36 @@ from services.notification.channels.base import ChannelError
 from services.notification.core.model import EMAIL, Delivery, UserContact
 
 
+class _HeaderClasses(headerregistry.HeaderRegistry):
+    """The email package makes a new class for every header it sets (most of composing a
+    mail's CPU: 1.1 ms of it); the classes are the same each time, so make each one once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[headerregistry.BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[headerregistry.BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+POLICY = policy.default.clone(header_factory=_HeaderClasses())
+
+
 class SmtpChannel:
-    """Sends a delivery as a plain-text email; one SMTP session per message.
+    """Sends a delivery as a plain-text email over SMTP sessions it keeps open.
 
     The Message-ID derives from the delivery id, so a resend after a lost acknowledgement
     carries the same id and mail systems that dedupe on it show the message once.
+
+    A session carries many messages: connecting, the greeting, EHLO, STARTTLS and a login
+    cost more CPU than a message (about 0.8 against 0.4 ms on the bench's local server).
+    Concurrent sends each hold their own session, so there are at most as many as sends at
+    once; one left idle longer than ``idle_seconds`` is closed instead of reused, and a
+    reused one the server closed meanwhile is replaced once (nothing was accepted on it).
     """
 
     name = EMAIL
@@ -31,6 +60,9 @@ class SmtpChannel:
         starttls: bool = False,
         username: str | None = None,
         password: str | None = None,
+        idle_seconds: float = 30.0,
+        max_idle: int = 16,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.port = port
@@ -39,6 +71,11 @@ class SmtpChannel:
         self.starttls = starttls
         self.username = username
         self.password = password
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self.clock = clock
+        self._idle: list[tuple[float, smtplib.SMTP]] = []  # (since, session), newest last
+        self._lock = threading.Lock()  # sends run in worker threads
 
     async def send(self, delivery: Delivery, contact: UserContact | None) -> None:
         if contact is None or not contact.email:
@@ -53,7 +90,7 @@ class SmtpChannel:
             raise _classify(exc) from exc
 
     def compose(self, delivery: Delivery, to: str) -> EmailMessage:
-        message = EmailMessage()
+        message = EmailMessage(policy=POLICY)
         message["From"] = self.sender
         message["To"] = to
         message["Subject"] = delivery.subject
@@ -65,13 +102,66 @@ class SmtpChannel:
         message.set_content(delivery.body)
         return message
 
+    async def aclose(self) -> None:
+        """Say QUIT on the idle sessions (at shutdown)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, session in idle:
+            await asyncio.to_thread(_quit, session)
+
     def _transmit(self, message: EmailMessage, to: str) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+        session, reused = self._take()
+        try:
+            try:
+                session.send_message(message, from_addr=self.sender, to_addrs=[to])
+            except smtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise
+                _quit(session)  # the server closed it while it was idle: one fresh try
+                session = self._open()
+                session.send_message(message, from_addr=self.sender, to_addrs=[to])
+        except BaseException:
+            _quit(session)  # after an error its state is not worth knowing
+            raise
+        self._give_back(session)
+
+    def _take(self) -> tuple[smtplib.SMTP, bool]:
+        """The newest idle session still fresh enough, else a new one; and whether reused."""
+        now = self.clock()
+        with self._lock:
+            stale = [s for since, s in self._idle if now - since > self.idle_seconds]
+            self._idle = [(since, s) for since, s in self._idle
+                          if now - since <= self.idle_seconds]
+            taken = self._idle.pop()[1] if self._idle else None
+        for session in stale:
+            _quit(session)
+        return (taken, True) if taken is not None else (self._open(), False)
+
+    def _give_back(self, session: smtplib.SMTP) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append((self.clock(), session))
+                return
+        _quit(session)
+
+    def _open(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
             if self.starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if self.username is not None:
                 smtp.login(self.username, self.password or "")
-            smtp.send_message(message, from_addr=self.sender, to_addrs=[to])
+        except BaseException:
+            _quit(smtp)
+            raise
+        return smtp
+
+
+def _quit(session: smtplib.SMTP) -> None:
+    try:
+        session.quit()
+    except (OSError, smtplib.SMTPException):
+        session.close()
 
 
 def _domain_of(address: str) -> str:

@@ -60,6 +60,11 @@ def delivery_id(source_event_id: str, recipient: str, channel: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def fanout_id(source_event_id: str) -> str:
+    """The event id of a notice's NotificationSent: the same on every redelivery of its source."""
+    return delivery_id(source_event_id, BROADCAST_RECIPIENT, KAFKA)
+
+
 def contact_for(delivery: Delivery) -> UserContact | None:
     """The recipient as the delivery's channel reaches them; None for the Kafka fan-out."""
     if delivery.recipient == BROADCAST_RECIPIENT:

@@ -1,12 +1,13 @@
 """Plan deliveries: which event goes to whom, on which channel, saying what.
 
 Planning is pure and deterministic: the same envelope always gives the same deliveries with
-the same ids, so a redelivered event inserts nothing new (the store ignores duplicate ids).
+the same ids, so a redelivered event finds its deliveries stored already and sends nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -14,10 +15,8 @@ from contracts.envelope import Envelope
 from contracts.events.runs import RunEvent
 from contracts.events.workitems import Contact, WorkItemEvent
 from services.notification.core.model import (
-    BROADCAST_RECIPIENT,
     CHAT,
     EMAIL,
-    KAFKA,
     Delivery,
     UserContact,
     delivery_id,
@@ -101,29 +100,52 @@ def channels_for(contact: UserContact) -> list[str]:
     return usable or ([EMAIL] if contact.email else [])
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What one notable event tells: its rendered text and the people it reaches."""
+
+    envelope: Envelope
+    rendered: Rendered
+    deliveries: tuple[Delivery, ...]
+
+    @property
+    def reaches_someone(self) -> bool:
+        """Only a notice someone receives is fanned out on the notifications topic."""
+        return bool(self.deliveries)
+
+
+def plan_notice(
+    envelope: Envelope,
+    contacts: ContactLookup,
+    now: datetime,
+    operators: Sequence[str] = (),
+) -> Notice | None:
+    """One delivery per reachable recipient and channel; None for an event without a template.
+
+    Recipients without a contact are skipped (the directory may have lost them since
+    assignment resolved them): that must not block the others.
+    """
+    rendered = render(envelope)
+    if rendered is None:
+        return None
+    deliveries = tuple(
+        _delivery(envelope, rendered, user_id, channel, now, _address(contact, channel))
+        for user_id in recipients_of(envelope, operators)
+        if (contact := contacts.user(user_id)) is not None
+        for channel in channels_for(contact)
+    )
+    return Notice(envelope, rendered, deliveries)
+
+
 def plan_deliveries(
     envelope: Envelope,
     contacts: ContactLookup,
     now: datetime,
     operators: Sequence[str] = (),
 ) -> list[Delivery]:
-    """One delivery per reachable recipient and channel, plus one Kafka fan-out delivery.
-
-    Events without a template plan nothing. Recipients without a contact are skipped (the
-    directory may have lost them since assignment resolved them): that must not block the
-    others.
-    """
-    rendered = render(envelope)
-    if rendered is None:
-        return []
-    deliveries = [
-        _delivery(envelope, rendered, user_id, channel, now, _address(contact, channel))
-        for user_id in recipients_of(envelope, operators)
-        if (contact := contacts.user(user_id)) is not None
-        for channel in channels_for(contact)
-    ]
-    deliveries.append(_delivery(envelope, rendered, BROADCAST_RECIPIENT, KAFKA, now))
-    return deliveries
+    """The person deliveries of :func:`plan_notice` (none for an event without a template)."""
+    notice = plan_notice(envelope, contacts, now, operators)
+    return list(notice.deliveries) if notice else []
 
 
 def _address(contact: UserContact, channel: str) -> str | None:
@@ -132,7 +154,7 @@ def _address(contact: UserContact, channel: str) -> str | None:
 
 def _delivery(
     envelope: Envelope, rendered: Rendered, recipient: str, channel: str, now: datetime,
-    address: str | None = None,
+    address: str | None,
 ) -> Delivery:
     return Delivery(
         id=delivery_id(envelope.event_id, recipient, channel),

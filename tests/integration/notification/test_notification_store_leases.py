@@ -1,5 +1,6 @@
-"""The deliveries store on the real MongoDB: new deliveries are born leased, outcomes are
-stored in one guarded bulk write, and the polls see only what is free and due."""
+"""The deliveries store on the real MongoDB: first attempts are stored once with their
+outcome, retries are leased and their outcomes stored in one guarded bulk write, and the
+polls see only what is free and due."""
 
 from __future__ import annotations
 
@@ -34,25 +35,36 @@ def delivery(now: datetime, **extra: Any) -> Delivery:
                     created_at=now, **extra)
 
 
-async def test_new_deliveries_are_born_leased_and_inserted_once(store: DeliveryStore) -> None:
+async def test_first_attempts_are_stored_once_and_a_pending_one_is_due_for_the_sweep(
+    store: DeliveryStore,
+) -> None:
     now = datetime.now(UTC)
-    first, second = delivery(now), delivery(now)
-    new = await store.insert_new([first, second, first], now)
-    assert {d.id for d in new} == {first.id, second.id}
-    assert await store.insert_new([first], now) == []  # a redelivered event: nothing new
-    due = await store.due_ids(now, 100)
-    assert first.id not in due and second.id not in due  # their inserter holds them
-    assert await store.claim([first.id], now) == []  # so does no other replica
+    sent = on_success(delivery(now), now)
+    retry = dataclasses.replace(delivery(now), attempts=1, next_attempt_at=now + LEASE)
+    assert isinstance(sent, Delivery)
+    assert await store.stored_ids([sent.id, retry.id]) == set()
+
+    assert await store.insert_outcomes([sent, retry]) == 2
+    assert await store.stored_ids([sent.id, retry.id, "never-planned"]) == {sent.id, retry.id}
+    # Another replica (the same event during a rebalance) stores the same ids after: the
+    # first outcomes stand, nothing is raised.
+    assert await store.insert_outcomes([dataclasses.replace(sent, status="failed"), retry]) == 0
+    assert (await store.deliveries.find_one({"_id": sent.id}))["status"] == "sent"
+
+    assert retry.id not in await store.due_ids(now, 1000)  # its back-off is not over
     later = now + LEASE + timedelta(seconds=1)
-    assert {first.id, second.id} <= set(await store.due_ids(later, 1000))
-    taken = await store.claim([first.id], later)
-    assert [d.id for d in taken] == [first.id]
+    assert retry.id in await store.due_ids(later, 1000) and sent.id not in await store.due_ids(
+        later, 1000)
+    taken = await store.claim([retry.id, sent.id], later)
+    assert [d.id for d in taken] == [retry.id]
+    assert await store.claim([retry.id], later) == []  # leased now: no other replica takes it
 
 
 async def test_outcomes_are_stored_once_under_the_claimed_attempt(store: DeliveryStore) -> None:
     now = datetime.now(UTC)
     mine, theirs = delivery(now), delivery(now)
-    await store.insert_new([mine, theirs], now)
+    await store.insert_outcomes([mine, theirs])
+    assert len(await store.claim([mine.id, theirs.id], now)) == 2
     # Another replica re-claimed `theirs` and recorded an attempt meanwhile.
     stolen = dataclasses.replace(theirs, attempts=1, last_error="timeout")
     await store.deliveries.update_one({"_id": theirs.id}, {"$set": {"attempts": 1}})

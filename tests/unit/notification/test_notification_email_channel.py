@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from receivers import MailSink, free_port
 
 from services.notification.channels.base import Channel, ChannelError
@@ -97,3 +101,74 @@ async def test_no_usable_address_is_a_permanent_error(contact: UserContact | Non
         await channel(free_port()).send(DELIVERY, contact)
 
     assert not caught.value.retryable
+
+
+class PeerSink(MailSink):
+    """Also keeps the client address of each message: one per SMTP connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[object] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        self.peers.append(session.peer)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def peer_sink() -> Iterator[tuple[PeerSink, int]]:
+    sink, port = PeerSink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+async def test_one_session_carries_many_mails_and_is_quit_at_shutdown(
+    peer_sink: tuple[PeerSink, int],
+) -> None:
+    sink, port = peer_sink
+    sender = channel(port)
+
+    for _ in range(3):
+        await sender.send(DELIVERY, ADA)
+    await sender.aclose()
+    await sender.send(DELIVERY, ADA)  # after a close, a new session
+
+    assert len(sink.messages) == 4
+    assert sink.peers[0] == sink.peers[1] == sink.peers[2] != sink.peers[3]
+
+
+async def test_a_session_idle_too_long_is_not_reused(peer_sink: tuple[PeerSink, int]) -> None:
+    sink, port = peer_sink
+    now = [0.0]
+    sender = SmtpChannel("127.0.0.1", port, "baton@notify.example.com", timeout=5,
+                         idle_seconds=30, clock=lambda: now[0])
+
+    await sender.send(DELIVERY, ADA)
+    now[0] = 29.0
+    await sender.send(DELIVERY, ADA)
+    now[0] = 60.0
+    await sender.send(DELIVERY, ADA)
+
+    assert sink.peers[0] == sink.peers[1] != sink.peers[2]
+
+
+async def test_a_session_the_server_dropped_is_replaced_and_the_mail_sent_once() -> None:
+    port = free_port()
+    first, second = PeerSink(), PeerSink()
+    server = Controller(first, hostname="127.0.0.1", port=port)
+    server.start()
+    sender = channel(port)
+    await sender.send(DELIVERY, ADA)
+    server.stop()  # the server goes away with the idle session; another one takes the port
+    server = Controller(second, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        await sender.send(DELIVERY, ADA)
+    finally:
+        server.stop()
+
+    assert len(first.messages) == 1 and len(second.messages) == 1

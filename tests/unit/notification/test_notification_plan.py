@@ -14,12 +14,19 @@ from contracts.events.workitems import (
     WorkItemClaimed,
     WorkItemCompleted,
 )
-from services.notification.core.model import Delivery, UserContact, contact_for, delivery_id
+from services.notification.core.model import (
+    Delivery,
+    UserContact,
+    contact_for,
+    delivery_id,
+    fanout_id,
+)
 from services.notification.core.plan import (
     ContactBook,
     channels_for,
     contact_book,
     plan_deliveries,
+    plan_notice,
     recipients_of,
 )
 
@@ -45,7 +52,7 @@ def routes(deliveries: list[Delivery]) -> list[tuple[str, str]]:
     return [(d.recipient, d.channel) for d in deliveries]
 
 
-def test_each_preferred_reachable_channel_plus_kafka_fan_out(
+def test_each_preferred_reachable_channel_of_each_recipient(
     make_event: EventFactory, now: datetime
 ) -> None:
     deliveries = plan_deliveries(make_event(assigned("u-ada", "u-bob")), DIRECTORY, now)
@@ -54,7 +61,6 @@ def test_each_preferred_reachable_channel_plus_kafka_fan_out(
         ("u-ada", "email"),
         ("u-ada", "chat"),
         ("u-bob", "chat"),
-        ("*", "kafka"),
     ]
     assert all(d.status == "pending" and d.attempts == 0 for d in deliveries)
     assert all(d.next_attempt_at == now and d.last_error is None for d in deliveries)
@@ -63,9 +69,10 @@ def test_each_preferred_reachable_channel_plus_kafka_fan_out(
 
 
 def test_a_channel_without_an_address_is_skipped(make_event: EventFactory, now: datetime) -> None:
-    deliveries = plan_deliveries(make_event(assigned("u-cy")), DIRECTORY, now)
+    notice = plan_notice(make_event(assigned("u-cy")), DIRECTORY, now)
 
-    assert routes(deliveries) == [("*", "kafka")]
+    assert notice is not None and routes(list(notice.deliveries)) == []
+    assert not notice.reaches_someone  # so it is not fanned out either
 
 
 def test_unknown_recipients_and_duplicates_are_skipped(
@@ -73,7 +80,7 @@ def test_unknown_recipients_and_duplicates_are_skipped(
 ) -> None:
     envelope = make_event(assigned("u-ghost", "u-bob", "u-bob", ""))
 
-    assert routes(plan_deliveries(envelope, DIRECTORY, now)) == [("u-bob", "chat"), ("*", "kafka")]
+    assert routes(plan_deliveries(envelope, DIRECTORY, now)) == [("u-bob", "chat")]
 
 
 def test_unknown_and_repeated_channel_preferences_are_ignored() -> None:
@@ -124,7 +131,7 @@ def test_run_events_go_to_the_operators(make_event: EventFactory, now: datetime)
 
     deliveries = plan_deliveries(envelope, DIRECTORY, now, operators=["u-bob"])
 
-    assert routes(deliveries) == [("u-bob", "chat"), ("*", "kafka")]
+    assert routes(deliveries) == [("u-bob", "chat")]
     assert recipients_of(envelope) == []
 
 
@@ -133,17 +140,18 @@ def test_completion_notifies_only_listed_recipients(
 ) -> None:
     completed = WorkItemCompleted(work_item_id="wi-1", step="s", title="Review")
 
-    deliveries = plan_deliveries(make_event(completed), DIRECTORY, now, operators=["u-bob"])
+    notice = plan_notice(make_event(completed), DIRECTORY, now, operators=["u-bob"])
 
-    assert routes(deliveries) == [("*", "kafka")]
+    assert notice is not None and not notice.reaches_someone
 
 
 def test_events_without_a_template_plan_nothing(make_event: EventFactory, now: datetime) -> None:
     claimed = WorkItemClaimed(work_item_id="wi-1", step="s", recipients=["u-ada"])
     started = RunStarted(orchestration="o", version=1)
 
+    assert plan_notice(make_event(claimed), DIRECTORY, now) is None
+    assert plan_notice(make_event(started), DIRECTORY, now, operators=["u-ada"]) is None
     assert plan_deliveries(make_event(claimed), DIRECTORY, now) == []
-    assert plan_deliveries(make_event(started), DIRECTORY, now, operators=["u-ada"]) == []
 
 
 def test_email_stands_in_when_no_preferred_channel_is_reachable() -> None:
@@ -160,9 +168,10 @@ def test_nobody_is_told_about_their_own_action(make_event: EventFactory, now: da
     by_delegate = WorkItemCompleted(work_item_id="wi-1", step="s", title="Review",
                                     actor="u-bob", recipients=["u-ada", "u-bob"])
 
-    assert routes(plan_deliveries(make_event(by_ada), DIRECTORY, now)) == [("*", "kafka")]
+    to_nobody = plan_notice(make_event(by_ada), DIRECTORY, now)
+    assert to_nobody is not None and not to_nobody.reaches_someone
     assert routes(plan_deliveries(make_event(by_delegate), DIRECTORY, now)) == [
-        ("u-ada", "email"), ("u-ada", "chat"), ("*", "kafka")]
+        ("u-ada", "email"), ("u-ada", "chat")]
 
 
 def test_a_work_item_event_reaches_its_recipients_by_the_contacts_it_carries(
@@ -181,10 +190,8 @@ def test_a_work_item_event_reaches_its_recipients_by_the_contacts_it_carries(
     deliveries = plan_deliveries(envelope, book, now)
 
     assert [(d.recipient, d.channel, d.address) for d in deliveries] == [
-        ("u-ada", "email", "ada@example.com"), ("u-bob", "email", "bob@example.com"),
-        ("*", "kafka", None)]
+        ("u-ada", "email", "ada@example.com"), ("u-bob", "email", "bob@example.com")]
     assert contact_for(deliveries[0]) == UserContact("u-ada", email="ada@example.com")
-    assert contact_for(deliveries[-1]) is None
 
 
 def test_run_events_reach_the_operators_by_their_configured_contacts(
@@ -197,5 +204,11 @@ def test_run_events_reach_the_operators_by_their_configured_contacts(
     deliveries = plan_deliveries(envelope, contact_book(envelope, [ops], {"email"}), now,
                                  operators=["ops"])
 
-    assert [(d.recipient, d.address) for d in deliveries] == [
-        ("ops", "ops@example.com"), ("*", None)]
+    assert [(d.recipient, d.address) for d in deliveries] == [("ops", "ops@example.com")]
+
+
+def test_the_fan_out_id_derives_from_the_source_event_as_the_stored_one_did() -> None:
+    """Consumers of ``notifications`` saw ``delivery_id(event, "*", "kafka")`` as the event
+    id before the fan-out stopped being stored: the id, and so their dedupe, is unchanged."""
+    assert fanout_id("e-9") == delivery_id("e-9", "*", "kafka")
+    assert fanout_id("e-9") != fanout_id("e-10")
