@@ -219,6 +219,8 @@ class Runtime:
             log_config=None,
             access_log=False,
             lifespan="on",
+            loop=self.settings.event_loop,
+            http=self.settings.http_parser,
         )
         if self.settings.profile_dir is None:
             uvicorn.Server(config).run()
