@@ -15,7 +15,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -109,8 +109,13 @@ class BatchConsumer:
         metrics: ServiceMetrics,
         settings: ServiceSettings,
         accepts: Callable[[Envelope], bool] | None = None,
+        types: Collection[str] | None = None,
     ) -> None:
         self.topics = tuple(topics)
+        # Only these message types are parsed and handled; others are passed over by their
+        # ``type`` header, unparsed (their own consumer checks them and dead-letters what is
+        # malformed).  A record without the header is parsed, so nothing escapes the checks.
+        self.types = frozenset(types) if types is not None else None
         self.topic = "+".join(self.topics)
         self.group_id = group_id
         self.handler = handler
@@ -189,6 +194,8 @@ class BatchConsumer:
 
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
+        if self.types is not None:
+            records = [r for r in records if _wanted(r, self.types)]
         envelopes = [e for e in [await self.accepted(record) for record in records] if e]
         if envelopes:
             await self._handle(envelopes)
@@ -286,6 +293,14 @@ def _long_poll(
         return tuple(record for records in batches.values() for record in records)
 
     return get_msg
+
+
+def _wanted(record: ConsumerRecord[Any, Any], types: frozenset[str]) -> bool:
+    """Whether a record is of one of ``types`` by its header, or has no type header."""
+    for key, value in record.headers or ():
+        if key == "type":
+            return (value or b"").decode(errors="replace") in types
+    return True
 
 
 def _kept(reason: str, value: bytes) -> str:

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -81,9 +81,10 @@ class Runtime:
         *,
         group_id: str | None = None,
         accepts: Callable[[Envelope], bool] | None = None,
+        types: Collection[str] | None = None,
     ) -> BatchConsumer:
         return self.add_consumer(BatchConsumer(**self.consumer_arguments(
-            topics, handler, group_id=group_id, accepts=accepts)))
+            topics, handler, group_id=group_id, accepts=accepts, types=types)))
 
     def consumer_arguments(
         self,
@@ -92,12 +93,13 @@ class Runtime:
         *,
         group_id: str | None = None,
         accepts: Callable[[Envelope], bool] | None = None,
+        types: Collection[str] | None = None,
     ) -> dict[str, Any]:
         """What a consumer of this service is built with (for a BatchConsumer subclass)."""
         return {"topics": (topics,) if isinstance(topics, str) else topics,
                 "group_id": group_id or self.name, "handler": handler,
                 "publisher": self.publisher, "metrics": self.metrics,
-                "settings": self.settings, "accepts": accepts}
+                "settings": self.settings, "accepts": accepts, "types": types}
 
     def add_consumer(self, consumer: BatchConsumer) -> BatchConsumer:
         consumer.register(self.broker)

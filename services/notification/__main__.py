@@ -39,6 +39,7 @@ from services.notification.channels.chat import WebhookChannel
 from services.notification.channels.email import SmtpChannel
 from services.notification.core.plan import contact_from
 from services.notification.core.retry import RetryPolicy
+from services.notification.core.templates import NOTABLE_TYPES
 from services.notification.dispatch import Dispatcher
 from services.notification.fanout import FanOut, KafkaChannel
 from services.notification.handler import NotificationHandler
@@ -111,7 +112,7 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     operators = [contact_from(operator, set(channels)) for operator in settings.operators]
     handler = NotificationHandler(store, dispatcher, FanOut(rt.publisher), metrics,
                                   operators=operators, enabled=set(channels))
-    rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
+    rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler, types=NOTABLE_TYPES)
     rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
     rt.add_indexes([*INDEXES, *auth.INDEXES])
     authenticator = auth.authenticator_for(rt.db, settings)

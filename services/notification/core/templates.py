@@ -137,6 +137,10 @@ _TEMPLATE_BY_TYPE = {
 }
 
 
+# The event types that may notify someone: the consumer parses no others.
+NOTABLE_TYPES = frozenset({*_TEMPLATE_BY_TYPE, "WorkItemReminderDue"})
+
+
 def template_name(envelope: Envelope) -> str | None:
     """The template for this event, or None: an event without one notifies nobody."""
     if isinstance(envelope.payload, WorkItemReminderDue):
