@@ -47,6 +47,11 @@ def due_query(until: datetime) -> dict[str, Any]:
     return {"next_timer_at": {"$lte": until}}
 
 
+def stamped_query(writer: str, after: datetime, until: datetime) -> dict[str, Any]:
+    """The outboxes ``writer`` stamped in (after, until]: the ``(outbox_by, outbox_at)`` index."""
+    return {"outbox_by": writer, "outbox_at": {"$gt": after, "$lte": until}}
+
+
 class MongoAggregateStore(StoreBase):
     def __init__(
         self,
@@ -107,8 +112,8 @@ class MongoAggregateStore(StoreBase):
                                      {"$unset": {f"writers.{writer}": ""}})
 
     async def _stamped(self, writer: str, after: datetime, until: datetime) -> list[Document]:
-        query = {"outbox_by": writer, "outbox_at": {"$gt": after, "$lte": until}}
-        return await self.collection.find(query, OUTBOX_FIELDS).to_list(None)
+        return await self.collection.find(stamped_query(writer, after, until),
+                                          OUTBOX_FIELDS).to_list(None)
 
     async def _stamped_at(self, writer: str, stamps: Sequence[datetime]) -> list[Document]:
         query = {"outbox_by": writer, "outbox_at": {"$in": list(stamps)}}
