@@ -224,18 +224,21 @@ class StoreBase:
     async def write_mark(self, *, again: bool = False) -> bool:
         """Write this writer's mark if it moved (or ``again``: to say it is still here)."""
         async with self._marking:
-            through = self.ledger.through
-            if through == self._marked and not again:
+            if self.ledger.through == self._marked and not again:
                 return False
-            started = time.monotonic()
-            await self._write_mark(self.ledger.writer, through, self.clock())
-            self._marked, self._marked_at = through, started
+            await self._mark_now()
             return True
 
     async def _refresh_mark(self) -> None:
         """Before stamping: a mark written within REFRESH, so no sweep retires this writer."""
-        if time.monotonic() - self._marked_at >= REFRESH.total_seconds() / 2:
-            await self.write_mark(again=True)
+        async with self._marking:  # concurrent first saves: one of them writes it
+            if time.monotonic() - self._marked_at >= REFRESH.total_seconds() / 2:
+                await self._mark_now()
+
+    async def _mark_now(self) -> None:
+        through, started = self.ledger.through, time.monotonic()
+        await self._write_mark(self.ledger.writer, through, self.clock())
+        self._marked, self._marked_at = through, started
 
     # -- the sweep ---------------------------------------------------------------------------
     async def sweep(self, older_than: timedelta = timedelta(seconds=5)) -> int:

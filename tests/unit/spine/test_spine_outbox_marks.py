@@ -171,3 +171,9 @@ async def test_another_writers_outbox_beyond_its_mark_is_carried_along() -> None
     await store.save([change(key)])  # its mark was written before, not after
     loaded = (await other.load([key]))[key]
     assert len(loaded.outbox) == 1
+
+
+async def test_concurrent_first_saves_write_the_writers_mark_once() -> None:
+    _, (store,) = stores(1)
+    await asyncio.gather(*(store.save([change(uuid.uuid4().hex)]) for _ in range(3)))
+    assert store.round_trips == {"mark": 1, "write": 3}
