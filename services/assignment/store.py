@@ -29,7 +29,7 @@ from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
-from shared.spine.mongo_store import MongoAggregateStore, due_query, spine_indexes
+from shared.spine.mongo_store import SYSTEM, MongoAggregateStore, due_query, spine_indexes
 
 WORK_ITEMS = "work_items"
 ACTIVE = ("waiting", "open", "claimed")  # not finished: waiting for an assignee, or with one
@@ -143,7 +143,8 @@ class WorkItemStore:
         *, mark_delay: float = 1.0,
     ) -> None:
         self.items = db[WORK_ITEMS]
-        self.spine = MongoAggregateStore(self.items, publisher, metrics, mark_delay=mark_delay)
+        self.spine = MongoAggregateStore(self.items, publisher, metrics, system=db[SYSTEM],
+                                         mark_delay=mark_delay)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = await self.items.find_one({"_id": item_id})

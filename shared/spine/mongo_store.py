@@ -59,11 +59,12 @@ class MongoAggregateStore(StoreBase):
         publisher: Publisher,
         metrics: ServiceMetrics,
         *,
+        system: AsyncCollection[Document],
         mark_delay: float = 1.0,
     ) -> None:
         super().__init__(mark_delay=mark_delay)
         self.collection = collection
-        self.system = collection.database[SYSTEM]
+        self.system = system  # the service's ``system`` collection: the marks live there
         self.marks_id = f"outbox-marks:{collection.name}"
         self.publisher = publisher
         self.metrics = metrics
