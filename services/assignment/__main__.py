@@ -28,6 +28,9 @@ class AssignmentSettings(ServiceSettings):
     # The timer loop sleeps until the soonest timer it knows of; timers another replica
     # planned (one that stopped before firing them) are found within this long.
     timer_max_sleep_seconds: float = Field(default=30.0, gt=0)
+    # A published outbox costs no write: how far they went out is written per process
+    # (its mark), at most this often (docs/decisions/0016-outbox-watermarks.md).
+    outbox_mark_seconds: float = Field(default=1.0, gt=0)
 
 
 def build(settings: AssignmentSettings | None = None) -> Runtime:
@@ -35,14 +38,14 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     rt = Runtime(settings, title="Baton Work Guide (assignment)", default_port=DEFAULT_PORT)
     directory = DirectoryStore(rt.db)
     store = WorkItemStore(rt.db, rt.publisher, rt.metrics,
-                          clear_delay=settings.outbox_clear_seconds)
+                          mark_delay=settings.outbox_mark_seconds)
     guide = WorkGuide(store, directory, timer_max_sleep=settings.timer_max_sleep_seconds)
     authenticator = auth.authenticator_for(rt.db, settings)
     rt.consume(WORKITEMS_DISPATCH, DispatchHandler(store, directory),
                accepts=lambda e: e.type in ("WorkItemRequested", "WorkItemCancelRequested"))
     # Each of these sleeps until it has something to do (a timer due, an outbox published).
     rt.every(0, guide.timers.run_once, "work item timers")
-    rt.every(0, store.spine.clear_when_published, "outbox clears")
+    rt.every(0, store.spine.mark_when_published, "outbox marks")
     rt.every(settings.timer_poll_seconds, guide.assign_waiting, "waiting work items")
     rt.every(settings.outbox_sweep_seconds, store.spine.sweep, "outbox sweep")
     rt.on_broker_reset.append(lambda: store.spine.sweep(timedelta(0)))

@@ -7,7 +7,7 @@ outbox, in one bulk write per batch or per group of concurrent commands.  This m
 the only code that touches the ``work_items`` collection.
 
 Besides the work item's own fields (:class:`WorkItem`), a document holds the spine's
-shell fields (``revision``, ``applied``, ``outbox``/``outbox_at``, ``timers`` with the
+shell fields (``revision``, ``applied``, ``outbox``/``outbox_at``/``outbox_by``, ``timers`` with the
 epoch each was planned under, ``next_timer_at``) and ``correlation_id`` (of the run,
 carried into every event about the item).
 """
@@ -29,7 +29,7 @@ from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
-from shared.spine.mongo_store import MongoAggregateStore, due_query, spine_indexes
+from shared.spine.mongo_store import SYSTEM, MongoAggregateStore, due_query, spine_indexes
 
 WORK_ITEMS = "work_items"
 ACTIVE = ("waiting", "open", "claimed")  # not finished: waiting for an assignee, or with one
@@ -140,10 +140,11 @@ def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str,
 class WorkItemStore:
     def __init__(
         self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics,
-        *, clear_delay: float = 0.2,
+        *, mark_delay: float = 1.0,
     ) -> None:
         self.items = db[WORK_ITEMS]
-        self.spine = MongoAggregateStore(self.items, publisher, metrics, clear_delay=clear_delay)
+        self.spine = MongoAggregateStore(self.items, publisher, metrics, system=db[SYSTEM],
+                                         mark_delay=mark_delay)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = await self.items.find_one({"_id": item_id})

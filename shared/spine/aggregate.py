@@ -3,8 +3,9 @@
 An aggregate is one document: the service's own fields (``state``) beside the spine's
 shell fields: ``revision`` (every write is conditional on the one read), ``applied``
 (the ids of the messages already applied: the inbox), ``outbox`` (messages written with
-the change, published after it), ``timers`` (pending timers, each a dict with at least a
-``due_at``) and ``next_timer_at`` (the soonest, indexed by the store).
+the change, published after it), ``outbox_at``/``outbox_by`` (the stamp and the writer of
+the outbox, see :mod:`shared.spine.ledger`), ``timers`` (pending timers, each a dict with
+at least a ``due_at``) and ``next_timer_at`` (the soonest, indexed by the store).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from contracts import Envelope
 
-SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "timers",
+SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "outbox_by", "timers",
                 "next_timer_at", "timer_lease")
 APPLIED_KEPT = 200  # the newest message ids an aggregate remembers (its inbox)
 
@@ -105,14 +106,18 @@ def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
     )
 
 
-def document_of(aggregate: Aggregate, now: datetime) -> dict[str, Any]:
-    """The document to write for a changed aggregate, at the next revision."""
+def document_of(aggregate: Aggregate, stamp: datetime | None,
+                writer: str | None = None) -> dict[str, Any]:
+    """The document to write for a changed aggregate, at the next revision; its outbox
+    (if any) stamped ``stamp`` by ``writer``."""
     doc: dict[str, Any] = {**(aggregate.state or {}), "_id": aggregate.key,
                            "revision": aggregate.revision + 1,
                            "applied": list(aggregate.applied),
                            "outbox": list(aggregate.outbox)}
     if aggregate.outbox:
-        doc["outbox_at"] = now
+        doc["outbox_at"] = stamp
+        if writer is not None:
+            doc["outbox_by"] = writer
     timers = sorted(aggregate.timers, key=lambda t: aware(t["due_at"]))
     doc["timers"] = [dict(t) for t in timers]
     if timers:

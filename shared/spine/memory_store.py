@@ -1,8 +1,10 @@
 """The aggregate store in memory, for handler tests: the MongoDB store's behaviour, no server.
 
-Revision conflicts, deferred clears, timer claims and leases behave as in
+Revision conflicts, outbox marks and sweeps, timer claims and leases behave as in
 :mod:`shared.spine.mongo_store`; ``round_trips`` counts what MongoDB would be sent
-(``find``, ``write``, ``clear``, ``claim``), so a test can bound a path's cost in counts.
+(``find``, ``write``, ``mark``, ``claim``), so a test can bound a path's cost in counts.
+A store made ``sharing`` another is a second writer on the same documents (another
+replica, or the process after a restart).
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from typing import Any
 
 from contracts import Envelope
 from shared.spine.aggregate import aware
-from shared.spine.store import Document, Due, StoreBase
+from shared.spine.store import Document, Due, Marks, StoreBase, utc_now
 
 
 class MemoryAggregateStore(StoreBase):
-    def __init__(self, *, clear_delay: float = 0.0) -> None:
-        super().__init__(clear_delay=clear_delay)
-        self.documents: dict[str, Document] = {}
+    def __init__(self, *, sharing: MemoryAggregateStore | None = None, mark_delay: float = 0.0,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        super().__init__(mark_delay=mark_delay, clock=clock)
+        self.documents: dict[str, Document] = sharing.documents if sharing else {}
+        self.writers: dict[str, dict[str, Any]] = sharing.writers if sharing else {}
         self.published: list[Envelope] = []
+        self.broken = False  # publishing fails (a broker away, or a crash before it)
         self.round_trips: Counter[str] = Counter()
         # Runs just before a write lands (a test's way to slip another writer in first).
         self.before_write: Callable[[], Awaitable[None]] | None = None
@@ -47,15 +52,35 @@ class MemoryAggregateStore(StoreBase):
         return lost
 
     async def _send(self, envelopes: Sequence[Envelope]) -> None:
+        if self.broken:
+            raise ConnectionError("the broker is away")
         self.published.extend(envelopes)
 
-    async def _clear(self, published: Mapping[str, int]) -> None:
-        self.round_trips["clear"] += 1
-        for key, revision in published.items():
-            doc = self.documents.get(key)
-            if doc is not None and doc.get("revision") == revision:
-                doc["outbox"] = []
-                doc.pop("outbox_at", None)
+    async def _read_marks(self) -> Marks:
+        self.round_trips["find"] += 1
+        return {writer: dict(mark) for writer, mark in self.writers.items()}
+
+    async def _write_mark(self, writer: str, through: datetime, at: datetime | None) -> None:
+        self.round_trips["mark"] += 1
+        mark = self.writers.setdefault(writer, {})
+        mark["through"] = max(through, mark.get("through", through))
+        if at is not None:
+            mark["at"] = at
+
+    async def _retire(self, writer: str, at: datetime | None) -> None:
+        self.round_trips["mark"] += 1
+        if writer in self.writers and self.writers[writer].get("at") == at:
+            del self.writers[writer]
+
+    async def _stamped(self, writer: str, after: datetime, until: datetime) -> list[Document]:
+        self.round_trips["find"] += 1
+        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
+                and after < aware(d["outbox_at"]) <= until]
+
+    async def _stamped_at(self, writer: str, stamps: Sequence[datetime]) -> list[Document]:
+        self.round_trips["find"] += 1
+        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
+                and aware(d["outbox_at"]) in stamps]
 
     async def due(self, until: datetime, limit: int) -> list[Due]:
         self.round_trips["find"] += 1

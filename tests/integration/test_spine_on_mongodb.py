@@ -49,6 +49,7 @@ async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
     directory = DirectoryStore(db)
     await directory.load(DIRECTORY)
     store = WorkItemStore(db, Publisher(broker, metrics), metrics)
+    await store.spine.write_mark(again=True)  # once per process, before its first outbox
     yield {"store": store, "guide": WorkGuide(store, directory), "commands": commands,
            "handler": DispatchHandler(store, directory), "directory": directory}
     await broker.stop()
@@ -136,3 +137,59 @@ async def test_a_timer_is_leased_to_one_claimer(parts: dict[str, Any]) -> None:
     assert await spine.claim(due, lease) == [key]
     assert await spine.claim(due, lease) == []  # a second claimer finds it leased
     assert [e for e in await spine.due(now, 500) if e[0] == key] == []
+
+
+class Recorder:
+    """A publisher that keeps what it is given (or fails, like a process dying first)."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.sent: list[Any] = []
+        self.broken = broken
+
+    async def publish(self, envelopes: Any) -> None:
+        if self.broken:
+            raise ConnectionError("the process died before publishing")
+        self.sent.extend(envelopes)
+
+
+async def test_items_opened_and_completed_write_two_documents_each_and_nothing_again(
+        parts: dict[str, Any], servers: Any, database: str) -> None:
+    """No clear write per published outbox: the writer's mark, once per save burst."""
+    written: Counter[str] = Counter()
+    client = make_client(servers.mongodb_uri, app_name="spine-written", listeners=[
+        CommandCounter(lambda name: None, lambda coll, n: written.update({coll: n}))])
+    try:
+        db, metrics = client[database], parts["store"].spine.metrics
+        store = WorkItemStore(db, parts["store"].spine.publisher, metrics)
+        guide, directory = WorkGuide(store, parts["directory"]), parts["directory"]
+        runs = [uuid.uuid4().hex for _ in range(10)]
+        await DispatchHandler(store, directory)([dispatch(run) for run in runs])
+        current = await directory.current()
+        outcomes = await asyncio.gather(*(
+            guide.act(f"{run}:do:1", cmd.Complete("ann", {}), current) for run in runs))
+        assert all(o.rejection is None for o in outcomes)
+        assert await store.spine.write_mark()
+        assert written == {"work_items": 20, "system": 2}  # 2 per item; 2 marks in all
+        other = Recorder()
+        sweeper = WorkItemStore(db, other, metrics)  # type: ignore[arg-type]
+        await sweeper.spine.sweep(timedelta(0))
+        assert [e for e in other.sent if e.run_id in runs] == []
+    finally:
+        await client.close()
+
+
+async def test_an_outbox_a_crash_left_unpublished_is_sent_once_by_another_store(
+        parts: dict[str, Any]) -> None:
+    db, metrics = parts["store"].items.database, parts["store"].spine.metrics
+    crashed = WorkItemStore(db, Recorder(broken=True), metrics)  # type: ignore[arg-type]
+    run_id = uuid.uuid4().hex
+    with pytest.raises(ConnectionError):
+        await DispatchHandler(crashed, parts["directory"])([dispatch(run_id)])
+    stored = await parts["store"].items.find_one({"_id": f"{run_id}:do:1"})
+    assert stored is not None and stored["outbox_by"] == crashed.spine.ledger.writer
+    await asyncio.sleep(0.01)  # the stamp is in the past now (it may lead the clock by 1 ms)
+    restarted = Recorder()
+    sweeper = WorkItemStore(db, restarted, metrics)  # type: ignore[arg-type]
+    await sweeper.spine.sweep(timedelta(0))
+    await sweeper.spine.sweep(timedelta(0))
+    assert [e.type for e in restarted.sent if e.run_id == run_id] == ["WorkItemAssigned"]

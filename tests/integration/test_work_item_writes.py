@@ -177,31 +177,6 @@ async def test_find_any_merges_clauses_once_each_in_mongodb_order(parts: dict[st
         await store.find_any({"tag": tag}, [{"tag": "x"}], {}, [("due_at", 1)], 1)
 
 
-async def test_published_outboxes_are_cleared_later_in_one_write(parts: dict[str, Any]) -> None:
-    """The Work Guide publishes at once and clears on the next tick; a read in between
-    does not see the published outbox again."""
-    store = parts["guides"][0].store
-    tag = uuid.uuid4().hex
-    outbox = [new_event(request("s", AssigneeSpec(kind="user", value="ann")), producer="test",
-                        run_id=tag).model_dump(mode="json")]
-    docs = [{"_id": f"{tag}-{i}", "run_id": tag, "revision": 1, "outbox": outbox,
-             "outbox_at": datetime.now(UTC)} for i in range(3)]
-    await store.items.insert_many(docs)
-    assert await store.spine.publish_outboxes(docs) == 3
-    stored = await store.items.find({"run_id": tag}).to_list(None)
-    assert all(d["outbox"] for d in stored)  # not cleared yet...
-    assert all(d["outbox"] == [] for d in await store.of_runs([tag]))  # ...but read as sent
-    # A newer revision written meanwhile keeps its own outbox.
-    await store.items.update_one({"_id": f"{tag}-0"}, {"$set": {"revision": 2}})
-    assert (await store.get(f"{tag}-0") or {})["outbox"] == outbox
-    assert await store.spine.clear_published() >= 3
-    after = {d["_id"]: d for d in await store.items.find({"run_id": tag}).to_list(None)}
-    assert after[f"{tag}-0"]["outbox"] == outbox
-    assert after[f"{tag}-1"]["outbox"] == after[f"{tag}-2"]["outbox"] == []
-    assert "outbox_at" not in after[f"{tag}-1"]
-    assert await store.spine.clear_published() == 0
-
-
 async def test_an_assignee_another_replica_just_added_is_found(parts: dict[str, Any]) -> None:
     """Found by make chaos (2 replicas): a replica whose cached directory predates a load
     failed every item for the new queue for up to two seconds."""

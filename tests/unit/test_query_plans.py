@@ -30,6 +30,7 @@ from services.trigger.starts import INDEXES as START_INDEXES
 from services.trigger.starts import STARTS
 from shared.auth import Principal
 from shared.mongo import Index, free_lease, serving_index
+from shared.spine.mongo_store import stamped_query
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 DIRECTORY = Directory.from_document({
@@ -128,6 +129,8 @@ def test_work_item_queries_seek() -> None:
     assert list(assignment_guide.due_timers(NOW)) == ["next_timer_at"]
     assert serving_index(WORK_ITEMS, Dispatches(DIRECTORY).select([]), indexes)
     assert serving_index(WORK_ITEMS, assignment_guide.waiting_items(), indexes)
+    swept = stamped_query("writer", NOW - timedelta(minutes=1), NOW)
+    assert serving_index(WORK_ITEMS, swept, indexes) == "outbox_by_1_outbox_at_1"
 
 
 def test_start_log_queries_seek() -> None:
