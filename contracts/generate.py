@@ -340,6 +340,11 @@ SAMPLE_PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {
         "stage-coordinator",
         {**_RUN_BASE, "inputs": {"employee_id": "E-1042", "start_date": "2025-03-17"}},
     ),
+    ("RunStarted", 2): (
+        "stage-coordinator",
+        {**_RUN_BASE, "inputs": {"employee_id": "E-1042", "start_date": "2025-03-17"},
+         "stage": "hr_intake"},
+    ),
     ("RunStartRejected", 1): (
         "stage-coordinator",
         {**_RUN_BASE, "reason": "a run is already active for employee:E-1042"},
@@ -349,6 +354,11 @@ SAMPLE_PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {
     ("StageCompleted", 1): (
         "stage-coordinator",
         {**_RUN_BASE, "stage": "hr_intake", "duration_seconds": 5412.5},
+    ),
+    ("StageCompleted", 2): (
+        "stage-coordinator",
+        {**_RUN_BASE, "stage": "hr_intake", "duration_seconds": 5412.5,
+         "next_stage": "provisioning"},
     ),
     ("StepStatusChanged", 1): (
         "stage-coordinator",
@@ -362,6 +372,11 @@ SAMPLE_PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {
         },
     ),
     ("RunCompleted", 1): ("stage-coordinator", {**_RUN_BASE, "duration_seconds": 259200.0}),
+    ("RunCompleted", 2): (
+        "stage-coordinator",
+        {**_RUN_BASE, "duration_seconds": 259200.0, "stage": "first_day",
+         "stage_duration_seconds": 28800.0},
+    ),
     ("RunErrored", 1): (
         "stage-coordinator",
         {

@@ -44,6 +44,21 @@ WORK_ITEM_EVENTS = (
     "WorkItemEscalated", "WorkItemCommented", "WorkItemAssignmentFailed",
 )
 
+def upcast_run_started_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """RunStarted v1 did not name the first stage: a StageStarted followed it."""
+    return {**payload, "stage": None}
+
+
+def upcast_stage_completed_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """StageCompleted v1 did not name the next stage: a StageStarted or RunCompleted followed."""
+    return {**payload, "next_stage": None}
+
+
+def upcast_run_completed_v1_v2(payload: PayloadDict) -> PayloadDict:
+    """RunCompleted v1 did not name the last stage: a StageCompleted came before it."""
+    return {**payload, "stage": None, "stage_duration_seconds": 0.0}
+
+
 def upcast_work_item_requested_v1_v2(payload: PayloadDict) -> PayloadDict:
     """WorkItemRequested v1 did not say who started the run."""
     return {**payload, "started_by": None}
@@ -54,5 +69,8 @@ UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
     ("StepRequested", 1): upcast_step_requested_v1_v2,
     ("WorkItemRequested", 1): upcast_work_item_requested_v1_v2,
     ("StepRequested", 2): upcast_step_requested_v2_v3,
+    ("RunStarted", 1): upcast_run_started_v1_v2,
+    ("StageCompleted", 1): upcast_stage_completed_v1_v2,
+    ("RunCompleted", 1): upcast_run_completed_v1_v2,
     **{(type_, 1): upcast_work_item_event_v1_v2 for type_ in WORK_ITEM_EVENTS},
 }

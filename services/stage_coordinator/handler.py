@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -37,8 +38,16 @@ class CoordinatorHandler:
         self.definitions = definitions
         self.publisher = publisher
         self.metrics = metrics
+        # Two consumers (commands and outcomes; the participants feed) share the run cache:
+        # one batch at a time, or one could load a run another has saved and not yet
+        # published, and publish its outbox again.
+        self.one_batch = asyncio.Lock()
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
+        async with self.one_batch:
+            await self._batch(envelopes)
+
+    async def _batch(self, envelopes: list[Envelope]) -> None:
         by_run: dict[str, list[Envelope]] = defaultdict(list)
         for envelope in envelopes:
             if envelope.run_id:

@@ -93,8 +93,18 @@ class RunStore:
         if missing:
             self.round_trips += 1
             async for doc in self.runs.find({"_id": {"$in": missing}}, {"history": 0}):
-                found[doc["_id"]] = from_document(doc)
+                found[doc["_id"]] = self._forget_published(from_document(doc))
         return found
+
+    def _forget_published(self, stored: StoredRun) -> StoredRun:
+        """A run read back (a finished one left the cache) whose outbox this process
+        published and has not cleared yet: not a stop's leftover, so not published again."""
+        revision, paged = self.unclear.get(stored.run.id, (None, False))
+        if stored.outbox and revision == stored.run.revision:
+            stored.outbox = []
+            if paged:
+                stored.unpaged_history = []
+        return stored
 
     async def save(self, changed: list[StoredRun], now: datetime) -> set[str]:
         """Write every changed run in one round trip; each update guarded by its revision.
@@ -146,6 +156,9 @@ class RunStore:
         for stored in changed:
             if stored.run.id in duplicates:
                 continue
+            # This write replaced the run's outbox (and pending history): a clear still
+            # waiting for an older revision would match nothing, and is not sent.
+            self.unclear.pop(stored.run.id, None)
             stored.is_new = False
             stored.stored_revision = stored.run.revision
             stored.timer_due = min((t.due_at for t in stored.run.timers), default=None)
@@ -188,7 +201,13 @@ class RunStore:
             stored.outbox = []
 
     async def flush_clears(self) -> int:
-        """One bulk write for every outbox published since the last flush."""
+        """One bulk write for every outbox published since the last flush and not replaced
+        by a later save of its run.
+
+        The one place outboxes are cleared (a per-writer watermark may replace it: decision
+        17): in a burst, where a run's next input comes seconds later, it costs a write per
+        outbox; the last one of each run always.
+        """
         if not self.unclear:
             return 0
         pending, self.unclear = self.unclear, {}

@@ -190,10 +190,14 @@ stages:
     # the exit condition ended the stage, not the 30s wait: it was canceled, never done
     assert entries(run, "StepSucceeded", step="slow") == []
     assert entries(run, "StepCanceled", step="slow")[0]["reason"] == "the stage finished"
-    lifecycle = [m["type"] for m in await read_topic(servers.kafka_bootstrap, "runs.events",
-                                                      run_id=run_id)]
-    assert lifecycle[0] == "RunStarted" and lifecycle[-1] == "RunCompleted"
-    assert lifecycle.count("StageStarted") == 5 and lifecycle.count("StageCompleted") == 5
+    # One runs.events message per move, naming the stages it left and entered (decision 17).
+    lifecycle = [(m["type"], m["payload"].get("stage"), m["payload"].get("next_stage"))
+                 for m in await read_topic(servers.kafka_bootstrap, "runs.events",
+                                           run_id=run_id)]
+    assert lifecycle == [
+        ("RunStarted", "count", None), ("StageCompleted", "count", "count"),
+        ("StageCompleted", "count", "count"), ("StageCompleted", "count", "race"),
+        ("StageCompleted", "race", "finish"), ("RunCompleted", "finish", None)]
 
 
 async def test_failing_step_takes_the_stage_fault_path(stack, admin, mongo) -> None:

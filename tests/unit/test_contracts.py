@@ -11,6 +11,7 @@ import pytest
 
 from contracts import ContractError, Envelope, encode, generate, parse
 from contracts.events.commands import StartRun
+from contracts.events.runs import RunCompleted, RunStarted, StageCompleted
 from contracts.events.steps import StepRequested
 from contracts.events.workitems import WorkItemRequested
 from contracts.registry import LATEST, MAX_MESSAGE_BYTES, REGISTRY
@@ -103,6 +104,21 @@ def test_work_item_requested_v1_upcasts_without_a_starter() -> None:
     assert envelope.schema_version == 2
     assert isinstance(envelope.payload, WorkItemRequested)
     assert envelope.payload.started_by is None
+
+
+def test_lifecycle_v1_upcasts_naming_no_stage_a_separate_message_named() -> None:
+    """Decision 17: v2 names the stage a move entered or ended; v1 said it in a StageStarted
+    or StageCompleted of its own, so an upcast v1 message names none."""
+    started = parse(raw(load_sample("RunStarted", 1)))
+    assert isinstance(started.payload, RunStarted) and started.schema_version == 2
+    assert started.payload.stage is None
+    assert started.payload.inputs == load_sample("RunStarted", 1)["payload"]["inputs"]
+    completed = parse(raw(load_sample("StageCompleted", 1)))
+    assert isinstance(completed.payload, StageCompleted)
+    assert (completed.payload.stage, completed.payload.next_stage) == ("hr_intake", None)
+    ended = parse(raw(load_sample("RunCompleted", 1)))
+    assert isinstance(ended.payload, RunCompleted)
+    assert (ended.payload.stage, ended.payload.duration_seconds) == (None, 259200.0)
 
 
 # --- generated schemas -----------------------------------------------------------------

@@ -38,6 +38,14 @@ _DEPENDENCY_LOST = frozenset({StepStatus.FAILED, StepStatus.CANCELED})
 
 
 @dataclass(frozen=True)
+class Finished:
+    """The stage a move completed, for the message that says the move."""
+
+    stage: str
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
 class Route:
     """Where a run goes next: past the ``skipped`` stages into ``enter``, or to its end."""
 
@@ -198,7 +206,12 @@ def _check_entries(t: Transition, route: Route) -> None:
         raise Halt(f"the run entered stages {MAX_STAGE_ENTRIES} times; is it looping?")
 
 
-def _take(t: Transition, route: Route) -> None:
+def _take(t: Transition, route: Route, finished: Finished | None = None) -> None:
+    """Move the run along ``route``, after ``finished`` (the stage it completed), if any.
+
+    One runs.events message says the move (decision 17): it names what ended and what
+    began, so no StageStarted follows a RunStarted or a StageCompleted.
+    """
     _check_entries(t, route)
     for stage in route.skipped:
         t.check_stage(stage.name, StageStatus.SKIPPED)
@@ -206,11 +219,20 @@ def _take(t: Transition, route: Route) -> None:
         t.send(run_events.StageSkipped(stage=stage.name, **t.run_event_fields()))
     if route.enter is not None:
         _enter(t, route.enter)
+        if finished is not None:
+            t.send(run_events.StageCompleted(
+                stage=finished.stage, duration_seconds=finished.duration_seconds,
+                next_stage=route.enter.name, **t.run_event_fields()))
+        elif not t.starting:  # a start's RunStarted names the stage (core/decide.py)
+            t.send(run_events.StageStarted(stage=route.enter.name, **t.run_event_fields()))
         return
     run = t.current
     t.move_run(RunStatus.COMPLETED)
-    duration = (t.now - run.created_at).total_seconds()
-    t.send(run_events.RunCompleted(duration_seconds=duration, **t.run_event_fields()))
+    t.send(run_events.RunCompleted(
+        duration_seconds=(t.now - run.created_at).total_seconds(),
+        stage=finished.stage if finished else None,
+        stage_duration_seconds=finished.duration_seconds if finished else 0.0,
+        **t.run_event_fields()))
 
 
 def _enter(t: Transition, stage: Stage) -> None:
@@ -220,7 +242,6 @@ def _enter(t: Transition, stage: Stage) -> None:
             t.check_step(step.name, StepStatus.PENDING)
             t.apply(ev.StepReset(at=t.now, actor=t.actor, step=step.name))
     t.apply(ev.StageEntered(at=t.now, actor=t.actor, stage=stage.name))
-    t.send(run_events.StageStarted(stage=stage.name, **t.run_event_fields()))
 
 
 def _finish_stage(t: Transition, stage: Stage) -> None:
@@ -231,12 +252,7 @@ def _finish_stage(t: Transition, stage: Stage) -> None:
     t.check_stage(stage.name, StageStatus.COMPLETED)
     t.apply(ev.StageFinished(at=t.now, actor=t.actor, stage=stage.name, status="completed"))
     duration = (t.now - state.started_at).total_seconds() if state.started_at else 0.0
-    t.send(
-        run_events.StageCompleted(
-            stage=stage.name, duration_seconds=duration, **t.run_event_fields()
-        )
-    )
-    _take(t, route)
+    _take(t, route, Finished(stage.name, duration))
 
 
 def _fault(t: Transition, stage: Stage, step: StepState) -> None:

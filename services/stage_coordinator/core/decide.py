@@ -90,8 +90,12 @@ def _start(t: Transition, message: cmd.StartRun, context: Context) -> None:
             steps=[(s.name, st.name, st.kind.value) for s in definition.stages for st in s.steps],
         )
     )
-    t.send(run_events.RunStarted(inputs=inputs, **t.run_event_fields()))
     advance(t)
+    # First on runs.events, naming the stage the run entered (decision 17): advancing
+    # decided which, or that it entered none.
+    entered = next((e.stage for e in t.events if isinstance(e, ev.StageEntered)), None)
+    t.messages.insert(0, run_events.RunStarted(inputs=inputs, stage=entered,
+                                               **t.run_event_fields()))
 
 
 def _completed(t: Transition, message: StepCompleted, context: Context) -> None:

@@ -79,6 +79,11 @@ class Transition:
     def send(self, payload: Payload) -> None:
         self.messages.append(payload)
 
+    @property
+    def starting(self) -> bool:
+        """Whether this transition creates the run (its RunStarted names the first stage)."""
+        return bool(self.events) and isinstance(self.events[0], ev.RunCreated)
+
     # Every status change goes through the tables below.
 
     def move_run(self, status: RunStatus, reason: str = "") -> None:

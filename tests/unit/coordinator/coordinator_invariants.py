@@ -23,13 +23,17 @@ They follow from the transition tables in ``state.py`` and from the rules of the
   replaying the history rebuilds the run;
 - a step's attempts only grow, so idempotency keys and timer ids never repeat;
 - a step is dispatched (step request or work item) exactly when it starts, except a
-  wait step, which sets a timer instead.
+  wait step, which sets a timer instead;
+- runs.events says each move once (decision 17): every stage entered is named by one
+  RunStarted, StageCompleted (``next_stage``) or StageStarted, every stage completed by
+  one StageCompleted or RunCompleted, and a start's RunStarted comes first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from contracts.events import runs as run_events
 from contracts.events.steps import StepRequested
 from contracts.events.workitems import WorkItemCancelRequested, WorkItemRequested
 from services.stage_coordinator.core import events as ev
@@ -146,6 +150,31 @@ def check_transition(before: Run | None, t: Transition, versions: Mapping[int, D
         if isinstance(e, ev.StepCanceled) and t.current.steps[e.step].kind != "background"
     }
     assert withdrawn == canceled, f"canceled {canceled} but withdrew {withdrawn}"
+    check_lifecycle(t)
+
+
+def check_lifecycle(t: Transition) -> None:
+    """One runs.events message per move: the one that says what ended names what began."""
+    lifecycle = [m for m in t.messages if isinstance(m, run_events.RunEvent)]
+    starts = [m for m in lifecycle if isinstance(m, run_events.RunStarted)]
+    if t.starting:
+        assert starts and t.messages[0] is starts[0], "a start says so first"
+        assert not any(isinstance(m, run_events.StageStarted) for m in lifecycle)
+    assert len(starts) == int(t.starting), f"{len(starts)} RunStarted"
+    entered = [e.stage for e in t.events if isinstance(e, ev.StageEntered)]
+    named = []
+    for m in lifecycle:
+        if isinstance(m, run_events.RunStarted | run_events.StageStarted) and m.stage:
+            named.append(m.stage)
+        elif isinstance(m, run_events.StageCompleted):
+            assert m.next_stage, f"StageCompleted {m.stage} names no next stage"
+            named.append(m.next_stage)
+    assert named == entered, f"entered {entered} but runs.events names {named}"
+    completed = [e.stage for e in t.events
+                 if isinstance(e, ev.StageFinished) and e.status == "completed"]
+    said = [m.stage for m in lifecycle
+            if isinstance(m, run_events.StageCompleted | run_events.RunCompleted) and m.stage]
+    assert said == completed, f"completed {completed} but runs.events says {said}"
 
 
 def replayed_changes(before: Run | None, events: Sequence[ev.RunEvent]

@@ -40,6 +40,9 @@ def test_a_step_that_fails_after_its_retries_sends_the_stage_to_its_fault_path()
     assert story.state.stage == "rescue"
     assert story.dispatched() == [("fix", 1)]
     assert story.state.status is RunStatus.RUNNING
+    # No stage completed: the stage entered has a message of its own (decision 17).
+    assert [m.stage for m in story.sent(run_events.StageStarted)] == ["rescue"]
+    assert not story.sent(run_events.StageCompleted)
 
 
 def test_a_fatal_error_skips_the_retries() -> None:

@@ -23,6 +23,13 @@ stages:
 )
 
 
+def lifecycle(story: Story) -> list[tuple[str, dict[str, object]]]:
+    """The runs.events messages of the last transition: type and stage fields."""
+    assert story.last is not None
+    return [(type(m).__name__, m.model_dump(include={"stage", "next_stage"}))
+            for m in story.last.messages if isinstance(m, run_events.RunEvent)]
+
+
 def test_stages_run_one_at_a_time_in_order_then_the_run_completes() -> None:
     story = Story(THREE)
     story.when(start())
@@ -30,20 +37,26 @@ def test_stages_run_one_at_a_time_in_order_then_the_run_completes() -> None:
     assert [s.status for s in story.state.stages.values()] == [
         StageStatus.IN_PROGRESS, StageStatus.PENDING, StageStatus.PENDING,
     ]  # fmt: skip
+    # One message per move (decision 17): the start names the stage it entered...
+    assert lifecycle(story) == [("RunStarted", {"stage": "first"})]
 
-    story.when(done("a"))
+    story.when(done("a"), after=30)
     assert story.dispatched() == [("b", 1)]
     assert story.stage("first").status is StageStatus.COMPLETED
     assert story.state.stage == "second"
-    assert [m.stage for m in story.sent(run_events.StageCompleted)] == ["first"]
-    assert [m.stage for m in story.sent(run_events.StageStarted)] == ["second"]
+    # ... a completed stage names the next one...
+    assert lifecycle(story) == [("StageCompleted", {"stage": "first", "next_stage": "second"})]
+    assert story.sent(run_events.StageCompleted)[0].duration_seconds == 30
 
     story.when(done("b"))
     story.when(done("c"), after=60)
     assert story.state.status is RunStatus.COMPLETED
     assert story.state.finished_at == story.now
+    # ... and the run's completion ends the last stage.
+    assert lifecycle(story) == [("RunCompleted", {"stage": "third"})]
     [completed] = story.sent(run_events.RunCompleted)
-    assert completed.duration_seconds == 60
+    assert completed.duration_seconds == 90
+    assert completed.stage_duration_seconds == 60
 
 
 ENTRY = definition(
@@ -69,7 +82,10 @@ def test_a_stage_whose_entry_condition_is_false_is_skipped_with_its_decisions() 
     story.when(done("a"))
     assert story.stage("review").status is StageStatus.SKIPPED
     assert story.step("check").status is StepStatus.PENDING  # its steps never ran
-    assert [m.stage for m in story.sent(run_events.StageSkipped)] == ["review"]
+    assert lifecycle(story) == [
+        ("StageSkipped", {"stage": "review"}),
+        ("StageCompleted", {"stage": "intake", "next_stage": "book"}),
+    ]
     assert story.dispatched() == [("b", 1)]  # and its `end` decision was not looked at
     story.when(done("b"))
     assert story.state.status is RunStatus.COMPLETED
@@ -97,6 +113,9 @@ stages:
     assert story.state.status is RunStatus.COMPLETED
     assert story.state.stage is None
     assert story.stage("only").status is StageStatus.SKIPPED
+    assert lifecycle(story) == [("RunStarted", {"stage": None}),
+                                ("StageSkipped", {"stage": "only"}),
+                                ("RunCompleted", {"stage": None})]
 
 
 EXIT = definition(
