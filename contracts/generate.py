@@ -490,6 +490,13 @@ SAMPLE_PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {
         "assignment",
         {**_WI_BASE, "actor": "jane@example.com", "decision": None, "comment": "done"},
     ),
+    ("WorkItemCompleted", 3): (
+        "assignment",
+        {**_WI_BASE, "actor": "jane@example.com", "decision": None, "comment": "done",
+         "contacts": [{"user": "hr-team@example.com", "email": "hr-team@example.com",
+                       "chat_handle": "@hr-team", "channels": ["chat", "email"]}],
+         "attempt": 1, "outputs": {"start_date": "2025-04-01", "laptop": "macbook"}},
+    ),
     ("WorkItemCanceled", 1): ("assignment", {**_WI_BASE, "reason": "run canceled"}),
     ("WorkItemReminderDue", 1): ("assignment", {**_WI_BASE, "overdue": True}),
     ("WorkItemEscalated", 1): (

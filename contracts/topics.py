@@ -55,7 +55,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic(STEPS_OUTCOMES, DEFAULT_PARTITIONS, "step completed / failed, back to the coordinator",
           producers=(STEP_RUNNER, ASSIGNMENT), consumers=(COORDINATOR,)),
     Topic(WORKITEMS_EVENTS, DEFAULT_PARTITIONS,
-          "work item lifecycle, for notification, audit and who takes part in a run",
+          "work item lifecycle, for notification, audit, who takes part in a run, and the"
+          " interactive steps' outcomes (a completion)",
           producers=(ASSIGNMENT,), consumers=(NOTIFICATION, COORDINATOR)),
     Topic(RUNS_EVENTS, DEFAULT_PARTITIONS, "run and stage lifecycle, for listeners",
           producers=(COORDINATOR,), consumers=(NOTIFICATION, UPSTREAM)),

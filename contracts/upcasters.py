@@ -59,6 +59,11 @@ def upcast_run_completed_v1_v2(payload: PayloadDict) -> PayloadDict:
     return {**payload, "stage": None, "stage_duration_seconds": 0.0}
 
 
+def upcast_work_item_completed_v2_v3(payload: PayloadDict) -> PayloadDict:
+    """WorkItemCompleted v2 was not the step's outcome (a StepCompleted followed it)."""
+    return {**payload, "attempt": 0, "outputs": {}}
+
+
 def upcast_work_item_requested_v1_v2(payload: PayloadDict) -> PayloadDict:
     """WorkItemRequested v1 did not say who started the run."""
     return {**payload, "started_by": None}
@@ -72,5 +77,6 @@ UPCASTERS: dict[tuple[str, int], Callable[[PayloadDict], PayloadDict]] = {
     ("RunStarted", 1): upcast_run_started_v1_v2,
     ("StageCompleted", 1): upcast_stage_completed_v1_v2,
     ("RunCompleted", 1): upcast_run_completed_v1_v2,
+    ("WorkItemCompleted", 2): upcast_work_item_completed_v2_v3,
     **{(type_, 1): upcast_work_item_event_v1_v2 for type_ in WORK_ITEM_EVENTS},
 }

@@ -127,7 +127,26 @@ class WorkItemDelegated(WorkItemEvent):
 
 
 class WorkItemCompleted(WorkItemEvent):
+    """The item is done, and with it its step: the coordinator applies it as the step's
+    outcome (``attempt``, ``outputs``), so no StepCompleted follows (decision 17).
+
+    ``attempt`` 0 marks a version 2 event, which a StepCompleted on steps.outcomes followed.
+    """
+
     TYPE = "WorkItemCompleted"
+    VERSION = 3
+
+    decision: Literal["approved", "rejected"] | None = None
+    comment: str = ""
+    attempt: int = Field(default=0, ge=0)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkItemCompletedV2(WorkItemEvent):
+    """Before decision 17: the step's outcome went to steps.outcomes as a StepCompleted."""
+
+    TYPE = "WorkItemCompleted"
+    VERSION = 2
 
     decision: Literal["approved", "rejected"] | None = None
     comment: str = ""

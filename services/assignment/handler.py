@@ -16,14 +16,15 @@ from typing import Any
 
 from contracts import Envelope
 from contracts.envelope import derived_id, new_event
-from contracts.events.steps import StepCompleted
 from contracts.events.workitems import (
     WorkItemAssignmentFailed,
     WorkItemCancelRequested,
+    WorkItemCompleted,
     WorkItemRequested,
 )
 from services.assignment.core.commands import Cancel, Command, OpenWorkItem
 from services.assignment.core.decide import handle
+from services.assignment.core.decision import about
 from services.assignment.core.directory import Directory
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
@@ -128,8 +129,10 @@ def _outcome_again(item: WorkItem | None, request: Envelope) -> Envelope | None:
     if item is None or item.status != "completed" or not isinstance(
             request.payload, WorkItemRequested):
         return None
-    outcome = StepCompleted(step=item.step, attempt=item.attempt, outputs=item.outputs,
-                            completed_by=item.completed_by or "system", decision=item.decision,
-                            comment=item.comment)
+    # The outcome again, for a run that asks again (a re-sent dispatch): it names no
+    # recipients, so nobody is told a second time that the item is done.
+    outcome = WorkItemCompleted(**about(item, item.completed_by or "system", recipients=[]),
+                                attempt=item.attempt, outputs=item.outputs,
+                                decision=item.decision, comment=item.comment or "")
     return new_event(outcome, producer=PRODUCER, run_id=item.run_id, cause=request,
                      event_id=derived_id(item.id, "outcome"))

@@ -6,9 +6,8 @@ from datetime import timedelta
 
 from contracts.topics import COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS
 from services.stage_coordinator.api import runs_router
-from services.stage_coordinator.core import participants
 from services.stage_coordinator.gauges import RunGauges, StuckPolicy
-from services.stage_coordinator.handler import CoordinatorHandler, ParticipantsFeed
+from services.stage_coordinator.handler import WORK_ITEM_TYPES, CoordinatorHandler, WorkItemFeed
 from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
 from services.stage_coordinator.jobs import OutboxSweep, Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
@@ -39,9 +38,10 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
         store, DefinitionStore(rt.db), rt.publisher, CoordinatorMetrics(rt.registry)
     )
     rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
-    # Who holds the run's work items, for who may see the run (core/participants.py).
-    rt.consume(WORKITEMS_EVENTS, ParticipantsFeed(handler), group_id=f"{rt.name}-participants",
-               types={event.TYPE for event in participants.HOLDER_EVENTS})
+    # The interactive steps' outcomes, and who holds the run's work items (who may see the
+    # run: core/participants.py).
+    rt.consume(WORKITEMS_EVENTS, WorkItemFeed(handler), group_id=f"{rt.name}-participants",
+               types=WORK_ITEM_TYPES)
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES, *auth.INDEXES])
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")

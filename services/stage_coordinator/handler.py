@@ -11,7 +11,8 @@ from contracts import Envelope, parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events import commands as cmd
 from contracts.events import runs as run_events
-from contracts.events.workitems import WorkItemEvent
+from contracts.events.steps import StepCompleted
+from contracts.events.workitems import WorkItemCompleted, WorkItemEvent
 from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.decide import Context, decide
 from services.stage_coordinator.core.state import Run
@@ -185,18 +186,48 @@ class CoordinatorHandler:
         self.store.defer_clear(with_outbox)
 
 
-class ParticipantsFeed:
-    """workitems.events into the coordinator: only the events that give an item to someone.
+class WorkItemFeed:
+    """workitems.events into the coordinator: what the run needs of its work items.
 
-    The rest (completions, comments, reminders) change nothing the run records, so they
-    are dropped here, before a run is loaded for them.
+    - A WorkItemCompleted is the interactive step's outcome (decision 17): it becomes the
+      StepCompleted it stands for, with the same event id, so a repeat is dropped as one.
+    - The events that give an item to someone say who takes part in the run.
+    The rest (claims, comments, reminders) change nothing the run records; the consumer
+    does not even parse them (``WORK_ITEM_TYPES``).  Its group is still named for the
+    participants, which it fed alone before.
     """
 
     def __init__(self, handler: CoordinatorHandler) -> None:
         self.handler = handler
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
-        wanted = [e for e in envelopes
-                  if e.run_id and isinstance(e.payload, participants.HOLDER_EVENTS)]
+        wanted: list[Envelope] = []
+        for envelope in envelopes:
+            if not envelope.run_id or not isinstance(envelope.payload, WORK_ITEM_EVENTS):
+                continue
+            if isinstance(envelope.payload, WorkItemCompleted):
+                outcome = as_outcome(envelope)
+                if outcome is not None:
+                    wanted.append(outcome)
+            else:
+                wanted.append(envelope)
         if wanted:
             await self.handler(wanted)
+
+
+WORK_ITEM_EVENTS: tuple[type[WorkItemEvent], ...] = (WorkItemCompleted,
+                                                     *participants.HOLDER_EVENTS)
+WORK_ITEM_TYPES = frozenset(event.TYPE for event in WORK_ITEM_EVENTS)
+
+
+def as_outcome(envelope: Envelope) -> Envelope | None:
+    """The StepCompleted a WorkItemCompleted stands for; None for a version 2 one (its own
+    StepCompleted came on steps.outcomes)."""
+    done = envelope.payload
+    assert isinstance(done, WorkItemCompleted)
+    if done.attempt < 1:
+        return None
+    outcome = StepCompleted(step=done.step, attempt=done.attempt, outputs=done.outputs,
+                            completed_by=done.actor, decision=done.decision, comment=done.comment)
+    return envelope.model_copy(update={"type": outcome.TYPE, "schema_version": outcome.VERSION,
+                                       "payload": outcome})

@@ -25,7 +25,7 @@ from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemAssigned
-from services.stage_coordinator.handler import CoordinatorHandler, ParticipantsFeed
+from services.stage_coordinator.handler import CoordinatorHandler, WorkItemFeed
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import RUNS, RunStore
 from shared.definitions.loading import load_definition
@@ -60,7 +60,7 @@ class RecordingPublisher:
 @dataclass
 class Coordinator:
     handler: CoordinatorHandler
-    feed: ParticipantsFeed
+    feed: WorkItemFeed
     publisher: RecordingPublisher
     written: Counter[str]
 
@@ -81,7 +81,7 @@ async def coordinator(servers: Any, database: str) -> AsyncIterator[Coordinator]
     handler = CoordinatorHandler(RunStore(db), definitions, publisher,  # type: ignore[arg-type]
                                  CoordinatorMetrics(CollectorRegistry()))
     written.clear()  # what publishing the definition wrote is not the run's
-    yield Coordinator(handler, ParticipantsFeed(handler), publisher, written)
+    yield Coordinator(handler, WorkItemFeed(handler), publisher, written)
     await client.close()
 
 

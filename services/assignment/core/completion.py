@@ -1,14 +1,13 @@
 """Completing a work item: a validated form, or an approval's decision.
 
-Both end the step: the item's events go to workitems.events and a StepCompleted to
-steps.outcomes, where the coordinator applies the outputs to the run.
+Both end the step: the WorkItemCompleted on workitems.events carries the step's attempt and
+outputs, and the coordinator applies it to the run as the step's outcome (decision 17).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemClaimed, WorkItemCompleted
 from services.assignment.core.commands import Approve, Complete, Reject
 from services.assignment.core.decision import Decision, about, check, check_text
@@ -75,13 +74,6 @@ def _finish(
     # leaves out whoever did it, and anyone the directory cannot reach).
     heard = [*item.audience(), *([item.started_by] if item.started_by else [])]
     completed = WorkItemCompleted(**about(item, actor, recipients=list(dict.fromkeys(heard))),
-                                  decision=decision, comment=comment)
-    step_completed = StepCompleted(
-        step=item.step,
-        attempt=item.attempt,
-        outputs=outputs,
-        completed_by=actor,
-        decision=decision,
-        comment=comment,
-    )
-    return (*claimed, completed, step_completed)
+                                  decision=decision, comment=comment, attempt=item.attempt,
+                                  outputs=outputs)
+    return (*claimed, completed)

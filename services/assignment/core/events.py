@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.envelope import Payload
-from contracts.events.steps import StepCompleted, StepFailed
+from contracts.events.steps import StepFailed
 from contracts.events.workitems import WorkItemEvent, WorkItemRequested
 
 
@@ -25,7 +25,7 @@ class WorkItemOpened:
     waiting_reason: str = ""  # set: no assignee resolved yet, the item waits
 
 
-Event = WorkItemOpened | WorkItemEvent | StepCompleted | StepFailed
+Event = WorkItemOpened | WorkItemEvent | StepFailed
 
 
 def is_published(event: Event) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from contracts.events.steps import StepCompleted, StepFailed
+from contracts.events.steps import StepFailed
 from contracts.events.workitems import (
     WorkItemAssigned,
     WorkItemAssignmentFailed,
@@ -56,7 +56,7 @@ def evolve(item: WorkItem | None, event: Event, at: datetime) -> WorkItem | None
         raise InvalidEvent(f"no applier for {type(event).__name__}")
     action, changes = applier(item, event)
     status = item.status if action is None else _move(item, action)
-    actor = event.completed_by if isinstance(event, StepCompleted) else event.actor
+    actor = event.actor
     changed = item.model_copy(update={**changes, "status": status, "updated_at": at})
     note = event.comment if isinstance(event, WorkItemCommented) else None
     entries = _audit(item, changed, at, actor, action or "output", note)
@@ -198,13 +198,9 @@ def _completed(item: WorkItem, event: WorkItemCompleted) -> Changes:
     action: Action = "complete"
     if event.decision is not None:
         action = "approve" if event.decision == "approved" else "reject"
-    changes = {"completed_by": event.actor, "decision": event.decision, "comment": event.comment}
+    changes = {"completed_by": event.actor, "decision": event.decision, "comment": event.comment,
+               "outputs": dict(event.outputs)}
     return action, changes
-
-
-@_applies(StepCompleted)
-def _step_completed(item: WorkItem, event: StepCompleted) -> Changes:
-    return None, {"outputs": dict(event.outputs)}
 
 
 @_applies(WorkItemCanceled)

@@ -14,7 +14,6 @@ from assignment_builders import (
     types_of,
 )
 
-from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemCanceled, WorkItemCompleted
 from services.assignment.core import (
     Approve,
@@ -34,11 +33,10 @@ def test_the_assignee_completes_the_form_and_the_step_completes_with_its_values(
 
     decision = accepted(item, Complete("ann", VALID_VALUES))
 
-    assert types_of(decision) == ["WorkItemCompleted", "StepCompleted"]
-    completed, step = decision.events
-    assert isinstance(completed, WorkItemCompleted) and completed.actor == "ann"
-    assert isinstance(step, StepCompleted)
-    assert (step.step, step.attempt, step.outputs, step.completed_by) == (
+    assert types_of(decision) == ["WorkItemCompleted"]  # it is the step's outcome too
+    (completed,) = decision.events
+    assert isinstance(completed, WorkItemCompleted)
+    assert (completed.step, completed.attempt, completed.outputs, completed.actor) == (
         "collect",
         1,
         VALID_VALUES,
@@ -69,9 +67,10 @@ def test_without_a_form_any_object_is_accepted() -> None:
 
     decision = accepted(item, Complete("ann", {"anything": [1, 2]}))
 
-    assert decision.events[-1] == StepCompleted(
-        step="collect", attempt=1, outputs={"anything": [1, 2]}, completed_by="ann"
-    )
+    done = decision.events[-1]
+    assert isinstance(done, WorkItemCompleted)
+    assert (done.step, done.attempt, done.outputs, done.actor) == (
+        "collect", 1, {"anything": [1, 2]}, "ann")
 
 
 def test_a_member_completing_an_unclaimed_group_item_claims_it_in_passing() -> None:
@@ -79,7 +78,7 @@ def test_a_member_completing_an_unclaimed_group_item_claims_it_in_passing() -> N
 
     decision = accepted(item, Complete("bob", {}))
 
-    assert types_of(decision) == ["WorkItemClaimed", "WorkItemCompleted", "StepCompleted"]
+    assert types_of(decision) == ["WorkItemClaimed", "WorkItemCompleted"]
     after = then(item, decision)
     assert (after.status, after.claimed_by, after.completed_by) == (Status.COMPLETED, "bob", "bob")
 
@@ -87,7 +86,7 @@ def test_a_member_completing_an_unclaimed_group_item_claims_it_in_passing() -> N
 def test_the_claimer_completes_a_claimed_group_item() -> None:
     item = given(request("group", "hr"), Claim("ann"))
 
-    assert types_of(accepted(item, Complete("ann", {}))) == ["WorkItemCompleted", "StepCompleted"]
+    assert types_of(accepted(item, Complete("ann", {}))) == ["WorkItemCompleted"]
 
 
 def test_another_member_cannot_complete_an_item_claimed_by_someone_else() -> None:
@@ -164,12 +163,10 @@ def test_approving_completes_with_the_decision_as_outputs() -> None:
 
     decision = accepted(item, Approve("carol", "fine by me"))
 
-    completed, step = decision.events
+    (completed,) = decision.events
     assert isinstance(completed, WorkItemCompleted)
     assert (completed.decision, completed.comment) == ("approved", "fine by me")
-    assert isinstance(step, StepCompleted)
-    assert step.outputs == {"decision": "approved", "comment": "fine by me"}
-    assert (step.decision, step.comment) == ("approved", "fine by me")
+    assert completed.outputs == {"decision": "approved", "comment": "fine by me"}
     after = then(item, decision)
     assert (after.status, after.decision, after.comment) == (
         Status.COMPLETED,
@@ -184,7 +181,7 @@ def test_rejecting_completes_with_a_rejected_decision() -> None:
     decision = accepted(item, Reject("carol", "budget"))
 
     step = decision.events[-1]
-    assert isinstance(step, StepCompleted)
+    assert isinstance(step, WorkItemCompleted)
     assert step.outputs == {"decision": "rejected", "comment": "budget"}
     assert then(item, decision).decision == "rejected"
 
@@ -234,7 +231,7 @@ def test_an_approval_form_is_checked_and_its_values_reach_the_outputs_and_histor
 
     assert (missing.code, missing.errors) == ("invalid", (FieldError("po_number", "is required"),))
     step = decision.events[-1]
-    assert isinstance(step, StepCompleted)
+    assert isinstance(step, WorkItemCompleted)
     assert step.outputs == {"po_number": "PO-7", "seats": 3, "decision": "approved",
                             "comment": "ok"}
     after = then(item, decision)
@@ -252,7 +249,7 @@ def test_rejecting_requires_only_the_fields_the_form_names_for_a_rejection() -> 
     assert missing.errors == (FieldError("redlines", "is required"),)
     assert [e.field for e in mistyped.errors] == ["seats"]
     step = decision.events[-1]
-    assert isinstance(step, StepCompleted)
+    assert isinstance(step, WorkItemCompleted)
     assert step.outputs == {"redlines": "clause 7", "decision": "rejected", "comment": "no"}
 
 
@@ -269,7 +266,7 @@ def test_the_verdict_outputs_are_the_approvals_own() -> None:
 
     step = accepted(item, Approve("carol", "yes", {"decision": "rejected"})).events[-1]
 
-    assert isinstance(step, StepCompleted)
+    assert isinstance(step, WorkItemCompleted)
     assert step.outputs["decision"] == "approved"
 
 

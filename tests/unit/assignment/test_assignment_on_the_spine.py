@@ -79,8 +79,9 @@ async def test_a_redelivery_is_dropped_and_a_done_items_outcome_answered_again()
     await handler([message, message])
     assert store.spine.documents[item_id]["revision"] == revision  # nothing written
     again = store.spine.published[before:]
-    assert [e.type for e in again] == ["StepCompleted"] * 2
+    assert [e.type for e in again] == ["WorkItemCompleted"] * 2  # the step's outcome again
     assert len({e.event_id for e in again}) == 1  # the same id: the coordinator drops it
+    assert again[0].payload.recipients == [] and again[0].payload.attempt == 1  # type: ignore[attr-defined]
 
 
 async def test_concurrent_completions_cost_one_find_and_one_write() -> None:
@@ -92,7 +93,8 @@ async def test_concurrent_completions_cost_one_find_and_one_write() -> None:
                                                 DIRECTORY) for run in runs))
     assert all(o.rejection is None for o in outcomes)
     assert store.spine.round_trips == {"find": 1, "write": 1}
-    assert published(store).count("StepCompleted") == 30
+    assert published(store).count("WorkItemCompleted") == 30
+    assert "StepCompleted" not in published(store)  # the completion is the step's outcome
 
 
 async def test_completing_one_item_costs_two_round_trips() -> None:
