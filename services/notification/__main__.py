@@ -43,7 +43,7 @@ from services.notification.handler import NotificationHandler
 from services.notification.jobs import RetrySweeper
 from services.notification.metrics import NotificationMetrics
 from services.notification.store import INDEXES, DeliveryStore
-from shared import auth
+from shared.access import follow_access
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -111,8 +111,8 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
                                   operators=operators, enabled=set(channels))
     rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler)
     rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
-    rt.add_indexes([*INDEXES, *auth.INDEXES])
-    authenticator = auth.authenticator_for(rt.db, settings)
+    rt.add_indexes(INDEXES)
+    authenticator = follow_access(rt)
     rt.http.include_router(deliveries_router(store, authenticator))
     chat = channels.get("chat")
     if isinstance(chat, WebhookChannel):
