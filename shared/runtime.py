@@ -25,6 +25,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from contracts import Envelope
+from contracts.topics import TOPICS
 from shared.broker_watch import BrokerWatch
 from shared.due import Alarm, DueJob, DueLoop
 from shared.http_guard import RequestGuard
@@ -111,7 +112,9 @@ class Runtime:
         """
         letters = BatchConsumer(**self.consumer_arguments(
             topic, _handles_nothing, group_id=f"{self.name}-projection"))
+        declared = next(t for t in TOPICS if t.name == topic)
         projection = TopicProjection(topic, apply, kafka_consumer(self.settings),
+                                     partitions=declared.partitions,
                                      dead_letter=letters.dead_letter)
         self.on_ready.append(projection.start)
         self.on_stop.append(projection.stop)

@@ -46,12 +46,6 @@ class FakeConsumer:
     async def stop(self) -> None:
         self.stopped = True
 
-    async def topics(self) -> set[str]:
-        return {TOPIC}
-
-    def partitions_for_topic(self, topic: str) -> set[int] | None:
-        return {0} if topic == TOPIC else None
-
     def assign(self, partitions: list[TopicPartition]) -> None:
         assert partitions == [TP]
 
