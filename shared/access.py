@@ -54,10 +54,11 @@ class AccessView:
 
     @_apply.register
     def _directory(self, payload: DirectoryPublished, at: datetime) -> None:
-        # Two replicas' publishes may land out of order: the newest revision wins.
-        if payload.revision >= self.revision:
-            self.revision = payload.revision
-            self.people = {person.id: person for person in payload.people}
+        # The last one written counts, as compaction keeps it: a restarted service must see
+        # what a running one sees.  (A directory restored from a backup has a lower
+        # revision and still counts; the owner publishes last what it stores last.)
+        self.revision = payload.revision
+        self.people = {person.id: person for person in payload.people}
 
     @_apply.register
     def _issued(self, payload: TokenIssued, at: datetime) -> None:

@@ -44,7 +44,10 @@ class DefinitionCatalog:
             raise TypeError(f"{envelope.type} does not belong on the definitions topic")
         key = (payload.name, payload.version)
         # Kept as published and checked when first asked for: a start-up reads them all.
+        # (The last one written counts, as compaction keeps it: versions are immutable,
+        # unless the owner's collection was lost and the version published anew.)
         self._raw[key] = payload.definition
+        self._checked.pop(key, None)
         self._latest[payload.name] = max(self._latest.get(payload.name, 0), payload.version)
 
     async def get(self, name: str, version: int | None = None) -> Definition:
