@@ -10,7 +10,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import Envelope, Payload
-from contracts.events import commands, dlq, notifications, records, runs, steps, workitems
+from contracts.events import (
+    access,
+    commands,
+    definitions,
+    dlq,
+    notifications,
+    records,
+    runs,
+    steps,
+    workitems,
+)
 from contracts.topics import (
     COMMANDS,
     RUNS_EVENTS,
@@ -37,7 +47,8 @@ class ContractError(ValueError):
 
 def _payload_models() -> list[type[Payload]]:
     models: list[type[Payload]] = []
-    for module in (commands, dlq, notifications, records, runs, steps, workitems):
+    for module in (access, commands, definitions, dlq, notifications, records, runs, steps,
+                   workitems):
         for value in vars(module).values():
             if (
                 isinstance(value, type)

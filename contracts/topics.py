@@ -28,6 +28,9 @@ class Topic:
     purpose: str
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
+    # Compacted: Kafka keeps the latest message of each key (a current state, re-readable
+    # from the beginning); the others keep everything for their retention time.
+    compacted: bool = False
 
 
 RECORDS_CHANGES = "records.changes"
@@ -40,6 +43,8 @@ RUNS_EVENTS = "runs.events"
 NOTIFICATIONS = "notifications"
 RECORDS_UPDATES = "records.updates"
 DLQ = "dlq"
+ACCESS = "access"
+DEFINITIONS = "definitions"
 
 DEFAULT_PARTITIONS = 4
 
@@ -65,6 +70,13 @@ TOPICS: tuple[Topic, ...] = (
           producers=(NOTIFICATION,), consumers=(UPSTREAM,)),
     Topic(RECORDS_UPDATES, DEFAULT_PARTITIONS, "record updates Baton publishes back upstream",
           producers=(STEP_RUNNER,), consumers=(UPSTREAM,)),
+    # Read whole by every consumer (no group, every partition), so one partition each:
+    # one order, and one end offset to catch up with.
+    Topic(ACCESS, 1, "the directory's roles, groups and queues and the token facts, for the"
+          " token checks of every service", producers=(ASSIGNMENT,),
+          consumers=(TRIGGER, COORDINATOR, ASSIGNMENT, NOTIFICATION), compacted=True),
+    Topic(DEFINITIONS, 1, "each published definition version, for the coordinator",
+          producers=(TRIGGER,), consumers=(COORDINATOR,), compacted=True),
     Topic(DLQ, 1, "messages that could not be parsed or handled, with the reason",
           producers=SERVICES, consumers=(OPERATORS,)),
 )

@@ -1,12 +1,16 @@
 """Who is calling: the one place every service checks a token (docs/security.md).
 
 Tokens are issued by the assignment service (``baton tokens issue``, and a session token
-for each sign-in to the /ui pages) and stored as SHA-256 hashes in the ``tokens``
-collection.  A token names a user and expires (``expires_at``); it carries no roles:
-roles, groups and queues are read from the directory's ``users`` collection when the
-token is checked, so a removed or demoted person loses access within
-:data:`CACHE_SECONDS`.  The ``BATON_ADMIN_TOKEN`` setting, when set, is a bootstrap
-admin token for operators: it is no person, never expires and is always an admin.
+for each sign-in to the /ui pages), which stores them as SHA-256 hashes in its ``tokens``
+collection and publishes each one's facts (user, kind, expiry; revoked) on the compacted
+``access`` topic, with the directory's people (their roles, groups and queues) whenever
+the directory changes.  Every service keeps that topic in memory (shared/access.py): a
+check reads no database, and a removed or demoted person loses access as soon as the
+change is read there (the propagation delay, milliseconds on a healthy broker).  A token
+unknown here makes the service catch up with the topic once before refusing it, so a
+token issued a moment ago on another replica is never refused.  The
+``BATON_ADMIN_TOKEN`` setting, when set, is a bootstrap admin token for operators: it is
+no person, never expires and is always an admin.
 
 The JSON APIs take the token from ``Authorization: Bearer`` only; the browser's session
 cookie counts for the /ui pages alone (:meth:`Authenticator.session`), whose form posts
@@ -20,20 +24,14 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 from fastapi import HTTPException, Request
-from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.mongo import Index
-from shared.times import when
-
-TOKENS = "tokens"
-USERS = "users"  # the directory's people (the assignment service loads them)
-INDEXES = [Index(TOKENS, [("user_id", 1)])]
-CACHE_SECONDS = 5.0
-CACHE_ENTRIES = 10_000
+UNKNOWN = "unknown or revoked token"
+MISS_SECONDS = 5.0
+MISS_ENTRIES = 10_000
 ADMIN, OPERATOR = "admin", "operator"
 BOOTSTRAP_ADMIN = "admin"
 TokenKind = Literal["api", "session"]
@@ -86,21 +84,24 @@ def refused(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class AccessFacts(Protocol):
+    """What a token stands for now (shared/access.py keeps it from the access topic)."""
+
+    async def resolve(self, digest: str, *, catch_up: bool = True
+                      ) -> tuple[datetime | None, Principal | str]:
+        """(expires_at, the principal) or (expires_at or None, why it is refused); an
+        unknown token is looked for once more after catching up, unless ``catch_up`` is
+        False."""
+        ...
+
+
 class Authenticator:
-    def __init__(
-        self,
-        db: AsyncDatabase[dict[str, Any]],
-        admin_token: str | None,
-        *,
-        token_lifetime: timedelta = timedelta(days=30),
-        session_lifetime: timedelta = timedelta(hours=12),
-    ) -> None:
-        self.tokens = db[TOKENS]
-        self.users = db[USERS]
+    def __init__(self, access: AccessFacts, admin_token: str | None) -> None:
+        self.access = access
         self.admin_token = admin_token
-        self.lifetimes: dict[TokenKind, timedelta] = {"api": token_lifetime,
-                                                      "session": session_lifetime}
-        self._cache: dict[str, tuple[float, datetime | None, Principal | str]] = {}
+        # Tokens found nowhere, even after catching up: a made-up token costs one catch-up
+        # per MISS_SECONDS, not one per request.
+        self._misses: dict[str, float] = {}
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -119,7 +120,9 @@ class Authenticator:
             return None
         try:
             return await self.check(token)
-        except HTTPException:
+        except HTTPException as exc:
+            if exc.status_code != 401:
+                raise
             return None
 
     async def admin(self, request: Request) -> Principal:
@@ -140,80 +143,29 @@ class Authenticator:
         if self.admin_token and hmac.compare_digest(token.encode(), self.admin_token.encode()):
             return Principal(BOOTSTRAP_ADMIN, frozenset({ADMIN}), bootstrap=True)
         digest = hash_token(token)
-        cached = self._cache.get(digest)
-        if cached is None or cached[0] <= time.monotonic():
-            cached = (time.monotonic() + CACHE_SECONDS, *await self._resolve(digest))
-            if len(self._cache) >= CACHE_ENTRIES:  # made-up tokens must not grow it forever
-                self._prune()
-            self._cache[digest] = cached
-        _, expires_at, found = cached
+        missed = self._misses.get(digest, 0.0) > time.monotonic()
+        try:
+            expires_at, found = await self.access.resolve(digest, catch_up=not missed)
+        except TimeoutError:
+            raise HTTPException(503, "tokens cannot be checked right now (the access topic "
+                                     "is out of reach); try again") from None
+        if found == UNKNOWN and not missed:
+            self._missed(digest)
         if isinstance(found, str):
             raise refused(found)
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise refused("the token has expired: sign in again or ask an admin for a new one")
         return found
 
-    async def _resolve(self, digest: str) -> tuple[datetime | None, Principal | str]:
-        doc = await self.tokens.find_one({"_id": digest})
-        if doc is None or doc.get("revoked"):
-            return None, "unknown or revoked token"
-        created = when(doc.get("created_at")) or datetime.now(UTC)
-        kind: TokenKind = "session" if doc.get("kind") == "session" else "api"
-        # Tokens issued before they expired get the lifetime of their kind from issue.
-        expires_at = when(doc.get("expires_at")) or created + self.lifetimes[kind]
-        user = await self.users.find_one({"_id": doc["user_id"]},
-                                         {"roles": 1, "groups": 1, "queues": 1, "removed": 1})
-        if user is None or user.get("removed"):  # removed: the directory's marker
-            return expires_at, f"user {doc['user_id']!r} is no longer in the directory"
-        return expires_at, Principal(
-            doc["user_id"],
-            frozenset(user.get("roles") or ()),
-            frozenset(user.get("groups") or ()),
-            frozenset(user.get("queues") or ()),
-        )
-
-    def _prune(self) -> None:
+    def _missed(self, digest: str) -> None:
         now = time.monotonic()
-        self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-        if len(self._cache) >= CACHE_ENTRIES:
-            self._cache.clear()
-
-    def forget(self) -> None:
-        """Drop cached lookups (after a revocation here; other processes wait out the cache)."""
-        self._cache.clear()
-
-    # -- issuing ----------------------------------------------------------------------------
-
-    async def issue(self, user_id: str, *, kind: TokenKind = "api", issued_by: str,
-                    note: str = "", roles: list[str] | None = None) -> IssuedToken:
-        """A new token for ``user_id``; ``roles`` are what the user held (shown in lists)."""
-        token = new_token()
-        digest = hash_token(token)
-        now = datetime.now(UTC)
-        expires_at = now + self.lifetimes[kind]
-        await self.tokens.insert_one({
-            "_id": digest, "id": digest[:12], "user_id": user_id, "kind": kind,
-            "roles": roles or [], "note": note, "issued_by": issued_by, "created_at": now,
-            "expires_at": expires_at, "revoked": False})
-        return IssuedToken(digest[:12], token, user_id, kind, expires_at)
-
-    async def revoke(self, token_id: str) -> bool:
-        """Revoke a token by its public id; False when there is none."""
-        result = await self.tokens.update_one({"id": token_id}, {"$set": {"revoked": True}})
-        self.forget()
-        return result.matched_count > 0
-
-    async def end_session(self, token: str) -> None:
-        """Sign-out: the session token stops working here now, elsewhere within the cache."""
-        await self.tokens.update_one({"_id": hash_token(token), "kind": "session"},
-                                     {"$set": {"revoked": True}})
-        self.forget()
+        if len(self._misses) >= MISS_ENTRIES:  # made-up tokens must not grow it forever
+            self._misses = {k: v for k, v in self._misses.items() if v > now}
+            if len(self._misses) >= MISS_ENTRIES:
+                self._misses.clear()
+        self._misses[digest] = now + MISS_SECONDS
 
 
-def authenticator_for(db: AsyncDatabase[dict[str, Any]], settings: Any) -> Authenticator:
+def authenticator_for(access: AccessFacts, settings: Any) -> Authenticator:
     """The authenticator a service builds from its settings (shared.settings)."""
-    return Authenticator(
-        db, settings.admin_token,
-        token_lifetime=timedelta(days=settings.token_days),
-        session_lifetime=timedelta(hours=settings.session_hours),
-    )
+    return Authenticator(access, settings.admin_token)

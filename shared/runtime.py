@@ -25,6 +25,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from contracts import Envelope
+from contracts.topics import TOPICS
 from shared.broker_watch import BrokerWatch
 from shared.due import Alarm, DueJob, DueLoop
 from shared.http_guard import RequestGuard
@@ -33,6 +34,7 @@ from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
 from shared.problems import install as answer_problems
+from shared.projection import Apply, TopicProjection, kafka_consumer
 from shared.settings import ServiceSettings
 from shared.topics import ensure_service_topics
 
@@ -61,6 +63,10 @@ class Runtime:
         self.jobs: list[tuple[float, Job, str]] = []
         self.consumers: list[BatchConsumer] = []
         self.on_start: list[Job] = []
+        # Run once the broker is started, before the service is ready: owners publish their
+        # state, projections read their topics to the end.
+        self.on_ready: list[Job] = []
+        self.on_stop: list[Job] = []
         self.broker_watch = BrokerWatch(settings, self.db, self.metrics)
         # What to re-send when the broker lost its data (see shared/broker_watch.py).
         self.on_broker_reset = self.broker_watch.hooks
@@ -100,6 +106,22 @@ class Runtime:
                 "group_id": group_id or self.name, "handler": handler,
                 "publisher": self.publisher, "metrics": self.metrics,
                 "settings": self.settings, "accepts": accepts, "types": types}
+
+    def follow(self, topic: str, apply: Apply) -> TopicProjection:
+        """Keep ``topic`` in memory (shared/projection.py), read to its end before ready.
+
+        What cannot be parsed or applied is dead-lettered, as any consumer's would be.
+        """
+        letters = BatchConsumer(**self.consumer_arguments(
+            topic, _handles_nothing, group_id=f"{self.name}-projection"))
+        declared = next(t for t in TOPICS if t.name == topic)
+        projection = TopicProjection(topic, apply, kafka_consumer(self.settings),
+                                     partitions=declared.partitions,
+                                     dead_letter=letters.dead_letter)
+        self.on_ready.append(projection.start)
+        self.on_stop.append(projection.stop)
+        self.on_broker_reset.append(projection.rewind)
+        return projection
 
     def add_consumer(self, consumer: BatchConsumer) -> BatchConsumer:
         consumer.register(self.broker)
@@ -171,6 +193,8 @@ class Runtime:
         for hook in self.on_start:
             await hook()
         await self.broker.start()
+        for hook in self.on_ready:
+            await hook()
         self._tasks = [
             asyncio.create_task(self._loop(seconds, job, name)) for seconds, job, name in self.jobs
         ]
@@ -185,6 +209,9 @@ class Runtime:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for hook in self.on_stop:
+                with contextlib.suppress(Exception):
+                    await hook()
             await self.broker.stop()
             await self.mongo.close()
 
@@ -229,6 +256,10 @@ class Runtime:
             return
         with profiled(self.settings.profile_dir / f"{self.name}-{os.getpid()}.prof"):
             uvicorn.Server(config).run()
+
+
+async def _handles_nothing(envelopes: list[Envelope]) -> None:
+    """The handler of a consumer that is only used to dead-letter (a projection's)."""
 
 
 @contextlib.contextmanager

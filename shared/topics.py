@@ -47,6 +47,8 @@ class TopicPolicy:
         partitions = self.partitions if self.partitions and topic.partitions > 1 else None
         configs = ({"min.insync.replicas": str(self.min_insync_replicas)}
                    if self.min_insync_replicas else {})
+        if topic.compacted:
+            configs["cleanup.policy"] = "compact"
         return NewTopic(topic.name, partitions or topic.partitions, self.replication_factor,
                         topic_configs=configs)
 

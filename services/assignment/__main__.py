@@ -6,15 +6,18 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from contracts.topics import WORKITEMS_DISPATCH
+from contracts.topics import ACCESS, WORKITEMS_DISPATCH
 from services.assignment.api import people_router, work_router
+from services.assignment.core.directory import Directory
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.gauges import WorkItemGauges
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
 from services.assignment.store import INDEXES, WorkItemStore
+from services.assignment.tokens import INDEXES as TOKEN_INDEXES
+from services.assignment.tokens import TokenDesk, directory_published
 from services.assignment.web import pages
-from shared import auth
+from shared.access import AccessView
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -40,7 +43,7 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     store = WorkItemStore(rt.db, rt.publisher, rt.metrics,
                           mark_delay=settings.outbox_mark_seconds)
     guide = WorkGuide(store, directory, timer_max_sleep=settings.timer_max_sleep_seconds)
-    authenticator = auth.authenticator_for(rt.db, settings)
+    authenticator = _token_desk(rt, settings, directory)
     rt.consume(WORKITEMS_DISPATCH, DispatchHandler(store, directory),
                accepts=lambda e: e.type in ("WorkItemRequested", "WorkItemCancelRequested"))
     # Each of these sleeps until it has something to do (a timer due, an outbox published).
@@ -53,10 +56,32 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     rt.http.include_router(people_router(directory, guide, authenticator))
     rt.http.include_router(pages.ui_router(guide, authenticator, settings.coordinator_url))
     rt.add_indexes(pages.INDEXES)
-    rt.add_indexes([*INDEXES, *auth.INDEXES])
+    rt.add_indexes([*INDEXES, *TOKEN_INDEXES])
     rt.every(settings.gauge_refresh_seconds, WorkItemGauges(store.items, rt.registry, rt.name),
              "work item gauges")
     return rt
+
+
+def _token_desk(rt: Runtime, settings: AssignmentSettings,
+                directory: DirectoryStore) -> TokenDesk:
+    """Tokens and the directory's people go out on the access topic, which this service
+    checks tokens against too (services/assignment/tokens.py)."""
+    view = AccessView()
+    view.projection = rt.follow(ACCESS, view.apply)
+    desk = TokenDesk(rt.db, view, rt.publisher, settings.admin_token,
+                     token_lifetime=timedelta(days=settings.token_days),
+                     session_lifetime=timedelta(hours=settings.session_hours))
+
+    async def announce(changed: Directory) -> None:
+        await rt.publisher.publish([directory_published(changed)])
+
+    async def announce_all() -> None:  # what a crash kept from the topic
+        await desk.announce_all(await directory.current(fresh=True))
+
+    directory.announce = announce
+    rt.on_ready.insert(0, announce_all)
+    rt.on_broker_reset.append(announce_all)
+    return desk
 
 
 if __name__ == "__main__":

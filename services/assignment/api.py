@@ -23,7 +23,8 @@ from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryConflict, DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.store import ACTIVE, item_of
-from shared.auth import TOKENS, Authenticator, Principal
+from services.assignment.tokens import TOKENS, TokenDesk
+from shared.auth import Authenticator, Principal
 
 STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 422}
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
@@ -216,7 +217,7 @@ def _mine(user_id: str, directory: Directory) -> list[dict[str, Any]]:
 
 
 def people_router(directory_store: DirectoryStore, guide: WorkGuide,
-                  auth: Authenticator) -> APIRouter:
+                  auth: TokenDesk) -> APIRouter:
     router = APIRouter(tags=["people"])
     Person = Annotated[Principal, Depends(auth.principal)]
     Admin = Annotated[Principal, Depends(auth.admin)]

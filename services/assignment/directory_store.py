@@ -12,8 +12,15 @@ Directories are small next to the work they route: read whole and cached briefly
 resolution sees one consistent picture.  Older versions stored the directory section by
 section (``users``, ``groups``, ``queues`` collections), which a crash or a race could
 leave inconsistent; such a directory is read, while no document exists, as far as it
-holds together.  The ``users`` collection stays a copy of each user's entry, for the
-notification service, which reads people's contacts there; it follows each change.
+holds together.  The ``users`` collection stays a copy of each user's entry (read by no
+other service any more); it follows each change.
+
+Every stored change is then published on the access topic (``announce``: the people's
+roles, groups and queues, which is what the other services' token checks read) before the
+change is answered.  Two replicas' publishes may reach the topic out of order, and the
+compacted topic keeps the last one written: so after publishing, the store reads the
+directory again and publishes it too when a newer revision was stored meanwhile, which
+leaves the newest revision last.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +66,7 @@ class DirectoryStore:
         self._reading: asyncio.Future[Directory] | None = None
         self._generation = 0  # bumped by every write: a read begun before it is not cached
         self._reported: int | None = None  # the revision whose problems were logged
+        self.announce: Callable[[Directory], Awaitable[None]] | None = None
 
     async def current(self, *, fresh: bool = False) -> Directory:
         """The directory, as cached for up to CACHE_SECONDS, or as stored now (``fresh``).
@@ -153,7 +161,18 @@ class DirectoryStore:
         self._generation += 1
         self._cached = None
         await self._copy_users(stored)
+        await self._announce(stored)
         return stored
+
+    async def _announce(self, directory: Directory) -> None:
+        if self.announce is None:
+            return
+        for _ in range(ATTEMPTS):
+            await self.announce(directory)
+            newest = await self._read()
+            if newest.revision <= directory.revision:
+                return
+            directory = newest  # stored by another writer while this one published
 
     async def _copy_users(self, directory: Directory) -> None:
         """Bring the users' copy to this revision; a newer revision's copy is left alone.

@@ -46,7 +46,7 @@ from services.notification.handler import NotificationHandler
 from services.notification.jobs import RetrySweeper
 from services.notification.metrics import NotificationMetrics
 from services.notification.store import INDEXES, DeliveryStore
-from shared import auth
+from shared.access import follow_access
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -114,8 +114,8 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
                                   operators=operators, enabled=set(channels))
     rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler, types=NOTABLE_TYPES)
     rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
-    rt.add_indexes([*INDEXES, *auth.INDEXES])
-    authenticator = auth.authenticator_for(rt.db, settings)
+    rt.add_indexes(INDEXES)
+    authenticator = follow_access(rt)
     rt.http.include_router(deliveries_router(store, authenticator))
     for channel in channels.values():
         if isinstance(channel, WebhookChannel | SmtpChannel):

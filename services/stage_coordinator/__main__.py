@@ -13,8 +13,8 @@ from services.stage_coordinator.jobs import OutboxSweep, Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.stats_api import stats_router
 from services.stage_coordinator.store import INDEXES, RunStore
-from shared import auth
-from shared.definitions.store import DefinitionStore
+from shared.access import follow_access
+from shared.definitions.catalog import follow_definitions
 from shared.due import Alarm
 from shared.outbox import Outbox
 from shared.runtime import Runtime
@@ -34,15 +34,16 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     settings = settings or CoordinatorSettings()
     rt = Runtime(settings, title="Baton stage-coordinator", default_port=DEFAULT_PORT)
     store = RunStore(rt.db, cache_size=settings.run_cache_size)
+    definitions = follow_definitions(rt)  # the trigger's definitions topic, in memory
     handler = CoordinatorHandler(
-        store, DefinitionStore(rt.db), rt.publisher, CoordinatorMetrics(rt.registry)
+        store, definitions, rt.publisher, CoordinatorMetrics(rt.registry)
     )
     rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
     # The interactive steps' outcomes, and who holds the run's work items (who may see the
     # run: core/participants.py).
     rt.consume(WORKITEMS_EVENTS, WorkItemFeed(handler), group_id=f"{rt.name}-participants",
                types=WORK_ITEM_TYPES)
-    rt.add_indexes([*INDEXES, *HISTORY_INDEXES, *auth.INDEXES])
+    rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics, store.timers))
@@ -50,12 +51,12 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     outboxes = Outbox(store.runs, rt.publisher, rt.metrics)
     sweep = OutboxSweep(outboxes, store.history, timedelta(seconds=settings.outbox_sweep_seconds))
     rt.when_due(sweep, Alarm(), "outbox")
-    authenticator = auth.authenticator_for(rt.db, settings)
+    authenticator = follow_access(rt)
     rt.http.include_router(runs_router(store.runs, store.history, rt.publisher, authenticator))
     rt.http.include_router(stats_router(store.runs, store.history, authenticator))
     policy = StuckPolicy(timedelta(seconds=settings.stuck_after_seconds),
                          timedelta(seconds=settings.stuck_human_after_seconds))
-    gauges = RunGauges(store.runs, DefinitionStore(rt.db), rt.registry, rt.name, policy)
+    gauges = RunGauges(store.runs, definitions, rt.registry, rt.name, policy)
     rt.every(settings.gauge_refresh_seconds, gauges, "run gauges")
     return rt
 

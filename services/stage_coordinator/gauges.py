@@ -29,8 +29,9 @@ from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.collection import AsyncCollection
 
 from services.stage_coordinator.store import ACTIVE_RUNS
+from shared.definitions.catalog import Definitions
 from shared.definitions.model import Step
-from shared.definitions.store import DefinitionStore, UnknownDefinition
+from shared.definitions.store import UnknownDefinition
 from shared.gauges import RefreshClock, SnapshotGauge
 
 log = logging.getLogger("baton.coordinator.gauges")
@@ -78,7 +79,7 @@ class RunGauges:
     def __init__(
         self,
         runs: AsyncCollection[dict[str, Any]],
-        definitions: DefinitionStore,
+        definitions: Definitions,
         registry: CollectorRegistry,
         service: str,
         policy: StuckPolicy | None = None,

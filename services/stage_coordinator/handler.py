@@ -20,7 +20,8 @@ from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.history import numbered
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import DISPATCHES, RunStore, StoredRun
-from shared.definitions.store import DefinitionStore, UnknownDefinition
+from shared.definitions.catalog import Definitions
+from shared.definitions.store import UnknownDefinition
 from shared.messaging import Publisher
 
 log = logging.getLogger("baton.coordinator")
@@ -31,7 +32,7 @@ class CoordinatorHandler:
     def __init__(
         self,
         store: RunStore,
-        definitions: DefinitionStore,
+        definitions: Definitions,
         publisher: Publisher,
         metrics: CoordinatorMetrics,
     ) -> None:

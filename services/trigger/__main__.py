@@ -10,11 +10,12 @@ from pydantic import Field
 
 from contracts.topics import RECORDS_CHANGES
 from services.trigger import starts as start_log
+from services.trigger.announce import AnnouncedDefinitions
 from services.trigger.api import definitions_router
 from services.trigger.handler import RecordChangeHandler
 from services.trigger.starts import StartLog
 from services.trigger.subscriptions import Subscriptions
-from shared import auth
+from shared.access import follow_access
 from shared.definitions import store as definition_store
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -42,15 +43,17 @@ def known_actions(extra: Iterable[str] = ()) -> frozenset[str]:
 def build(settings: TriggerSettings | None = None) -> Runtime:
     settings = settings or TriggerSettings()
     rt = Runtime(settings, title="Baton trigger", default_port=DEFAULT_PORT)
-    store = definition_store.DefinitionStore(rt.db)
+    store = AnnouncedDefinitions(rt.db, rt.publisher)
+    rt.on_ready.append(store.announce_all)  # what a crash kept from the topic
+    rt.on_broker_reset.append(store.announce_all)
     subscriptions = Subscriptions(store)
     starts = StartLog(rt.publisher, rt.db, timedelta(seconds=settings.start_resend_window_seconds))
     rt.consume(RECORDS_CHANGES, RecordChangeHandler(subscriptions, starts, rt.registry),
                accepts=lambda e: e.type == "RecordChanged")
-    rt.add_indexes([*definition_store.INDEXES, *auth.INDEXES, *start_log.INDEXES])
+    rt.add_indexes([*definition_store.INDEXES, *start_log.INDEXES])
     rt.on_broker_reset.append(starts.resend)
     rt.every(60.0, starts.prune, "prune kept starts")
-    authenticator = auth.authenticator_for(rt.db, settings)
+    authenticator = follow_access(rt)
     rt.http.include_router(
         definitions_router(store, subscriptions, starts, authenticator,
                            known_actions(settings.extra_actions),

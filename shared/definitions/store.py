@@ -1,10 +1,13 @@
 """Published definitions in MongoDB: immutable versions, cached forever once read.
 
-The trigger service owns (writes) this collection; the coordinator only reads it.
+The trigger service owns this collection and is the only one to read it; it publishes
+each version on the definitions topic, which is how the coordinator learns of them
+(shared/definitions/catalog.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -73,6 +76,11 @@ class DefinitionStore:
     async def list(self) -> list[dict[str, Any]]:
         cursor = self.collection.find({}, {"definition": 0}).sort([("name", 1), ("version", -1)])
         return [doc async for doc in cursor]
+
+    async def stored(self) -> AsyncIterator[dict[str, Any]]:
+        """Every published version, as stored (to publish them all again)."""
+        async for doc in self.collection.find({}).sort([("name", 1), ("version", 1)]):
+            yield doc
 
     async def raw(self, name: str, version: int | None = None) -> dict[str, Any] | None:
         query: dict[str, Any] = {"name": name}

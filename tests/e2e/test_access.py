@@ -223,3 +223,101 @@ async def test_a_demoted_admin_loses_the_role_and_a_removed_person_their_access(
         finally:
             restored = await client.put("/directory", json=directory(), headers=ADMIN)
             assert restored.status_code == 200, restored.text
+
+
+# --- the access and definitions topics: every service checks the same way ----------------
+
+async def test_a_token_is_known_at_once_everywhere_and_its_revocation_reaches_them_all(
+    stack: ServiceStack, guide: str, people: dict[str, dict[str, str]],
+) -> None:
+    """Issued: the next call to another service finds it (that service catches up with the
+    access topic on the miss).  Revoked: refused by the Work Guide at once, and by the other
+    services once they read the revocation (the propagation delay)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        minted = await client.post(f"{guide}/tokens", json={"user_id": "victor"},
+                                   headers=people["dana"])
+        assert minted.status_code == 201, minted.text
+        victor = bearer(minted.json()["token"])
+        elsewhere = {"trigger": "/definitions", "stage-coordinator": "/runs",
+                     "notification": "/deliveries"}
+        for service, path in elsewhere.items():
+            answer = await client.get(stack.url(service) + path, headers=victor)
+            # victor is an operator: notification's deliveries are for admins only.
+            assert answer.status_code == (403 if service == "notification" else 200), (
+                service, answer.text)
+        revoked = await client.delete(f"{guide}/tokens/{minted.json()['id']}",
+                                      headers=people["dana"])
+        assert revoked.status_code == 204
+        assert (await client.get(f"{guide}/me", headers=victor)).status_code == 401
+        for service, path in elsewhere.items():
+            async def refused(url: str = stack.url(service) + path) -> bool:
+                return (await client.get(url, headers=victor)).status_code == 401
+
+            assert await wait_for(refused, timeout=10), service
+
+
+async def test_a_demoted_admin_loses_the_role_in_the_other_services(
+    stack: ServiceStack, guide: str, people: dict[str, dict[str, str]],
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        deliveries = f"{stack.url('notification')}/deliveries"
+        validate = f"{stack.url('trigger')}/definitions/validate"
+        assert (await client.get(deliveries, headers=people["dana"])).status_code == 200
+        try:
+            loaded = await client.put(f"{guide}/directory", json=directory(dana=[]),
+                                      headers=ADMIN)
+            assert loaded.status_code == 200, loaded.text
+
+            async def demoted() -> bool:
+                answers = [await client.get(deliveries, headers=people["dana"]),
+                           await client.post(validate, headers=people["dana"],
+                                             content=DEFINITION.encode())]
+                return [a.status_code for a in answers] == [403, 403]
+
+            assert await wait_for(demoted, timeout=10)
+        finally:
+            restored = await client.put(f"{guide}/directory", json=directory(), headers=ADMIN)
+            assert restored.status_code == 200, restored.text
+
+
+async def test_a_run_of_a_version_published_a_moment_ago_starts(
+    stack: ServiceStack, people: dict[str, dict[str, str]],
+) -> None:
+    """The coordinator has not necessarily read the new version when the StartRun comes:
+    it catches up with the definitions topic before it would call the version unknown."""
+    trigger = stack.url("trigger")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(3):
+            published = await client.post(f"{trigger}/definitions", headers=ADMIN,
+                                          content=DEFINITION.encode())
+            assert published.status_code == 201, published.text
+            version = published.json()["version"]
+            started = await client.post(f"{trigger}/runs", headers=people["hana"], json={
+                "orchestration": "access", "version": version,
+                "record": {"object_type": "Employee", "record_id": "E-1",
+                           "fields": {"employee_id": "E-1"}}})
+            assert started.status_code == 202, started.text
+            run_url = f"{stack.url('stage-coordinator')}/runs/{started.json()['run_id']}"
+
+            async def running(url: str = run_url) -> dict[str, Any] | None:
+                answer = await client.get(url, headers=ADMIN)
+                return answer.json() if answer.status_code == 200 else None
+
+            run = await wait_for(running, timeout=30)
+            assert run["version"] == version
+
+
+async def test_a_restarted_service_rebuilds_what_it_knows_from_the_topics(
+    stack: ServiceStack, guide: str, people: dict[str, dict[str, str]],
+) -> None:
+    """The coordinator reads no other service's collection: after a restart, the tokens it
+    accepts and the definitions it runs come from the access and definitions topics."""
+    stack.stop_one("stage-coordinator")
+    stack.start_one("stage-coordinator")
+    stack.wait_healthy("stage-coordinator")
+    async with httpx.AsyncClient(timeout=10) as client:
+        listed = await client.get(f"{stack.url('stage-coordinator')}/runs",
+                                  headers=people["victor"])
+        assert listed.status_code == 200, listed.text
+    run_id = await start(stack, people["hana"], "E-restart")
+    assert (await item(guide, run_id, "intake"))["run_id"] == run_id

@@ -36,16 +36,9 @@ OWNERS = {
 # The broker epoch (shared/broker_watch.py): every service records what it saw and which
 # epoch it reconciled; it is the one collection meant to be shared.
 EVERYONE = {"system"}
-# Crossings still to remove (the spine issue), and why each is there today.
-STILL_SHARED = {
-    # Token checks read the tokens, and the roles of the directory's people at request time
-    # (a demoted admin must lose the role at once): one authenticator, in every service.
-    ("trigger", "tokens"), ("trigger", "users"),
-    ("stage-coordinator", "tokens"), ("stage-coordinator", "users"),
-    ("notification", "tokens"), ("notification", "users"),
-    # The coordinator reads the published definition a run is pinned to.
-    ("stage-coordinator", "definitions"),
-}
+# Crossings still to remove, and why each is there.  None are left: token checks read the
+# access topic and the coordinator the definitions topic (decision 0018).
+STILL_SHARED: set[tuple[str, str]] = set()
 
 
 class RecordingDatabase:

@@ -47,6 +47,7 @@ from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.guide import WorkGuide
 from services.assignment.store import ACTIVE, WORK_ITEMS, item_of
+from services.assignment.tokens import TokenDesk
 from services.assignment.web import forms, timeline
 from shared.auth import Authenticator, Principal
 from shared.mongo import Index
@@ -460,7 +461,7 @@ def _safe_next(target: str) -> str:
     return "/ui/work"
 
 
-def ui_router(guide: WorkGuide, auth: Authenticator, coordinator_url: str) -> APIRouter:
+def ui_router(guide: WorkGuide, auth: TokenDesk, coordinator_url: str) -> APIRouter:
     """The /ui pages; include it in the assignment service's app."""
     pages = WorkGuidePages(guide, auth, coordinator_url)
     router = APIRouter(prefix="/ui", include_in_schema=False)
