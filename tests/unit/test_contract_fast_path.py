@@ -1,0 +1,55 @@
+"""The parse's fast path skips the value checks only for JSON that cannot fail them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.registry import _plainly_safe, check_values
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(),  # any code point, lone surrogates and NULs included
+    st.sampled_from(["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00",
+                     "2025-03-04T09:15:00Z"]),
+)
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=40)
+
+
+def encoded(value: Any, ascii_only: bool) -> bytes | None:
+    try:
+        return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    except ValueError:  # inf: JSON cannot hold it
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(VALUES, st.booleans())
+def test_whatever_the_fast_path_lets_through_passes_the_checks(value: Any, ascii_only: bool
+                                                               ) -> None:
+    raw = encoded({"payload": value}, ascii_only)
+    if raw is None or not _plainly_safe(raw):
+        return
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return  # refused by the parse itself
+    check_values(data)  # raises ContractError if the fast path skipped a refusal
+    assert "9999-" not in raw.decode(errors="replace") and "0001-" not in raw.decode(
+        errors="replace")
+
+
+def test_the_fast_path_is_taken_for_an_ordinary_message_and_not_for_suspect_ones() -> None:
+    ordinary = json.dumps({"type": "StepCompleted", "payload": {"step": "a", "n": 12,
+                                                               "at": "2025-03-04T09:15:00Z"}})
+    assert _plainly_safe(ordinary.encode())
+    for suspect in ('{"a": "\\ud800"}', '{"a\\u0000": 1}', '{"a": 9223372036854775808}',
+                    '{"a": 1e400}', '{"a": "9999-12-31T23:59:59-23:59"}', "[" * 65 + "]" * 65):
+        assert not _plainly_safe(suspect.encode()), suspect
