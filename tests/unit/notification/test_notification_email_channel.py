@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -172,3 +173,20 @@ async def test_a_session_the_server_dropped_is_replaced_and_the_mail_sent_once()
         server.stop()
 
     assert len(first.messages) == 1 and len(second.messages) == 1
+
+
+def test_header_values_stay_on_their_line_and_addresses_are_plain() -> None:
+    """The mail is built with the plain (compat32) classes, so the channel itself keeps every
+    value to one header: a line break in a value never starts another header."""
+    hostile = dataclasses.replace(DELIVERY, source_event_id="evt\r\nBcc: all@example.com",
+                                  subject="Grüße\r\nBcc: all@example.com")
+    mail = message_from_bytes(channel(1).compose(hostile, "ada@example.com").as_bytes(),
+                              policy=default)
+    assert mail["Bcc"] is None
+    assert mail["X-Baton-Event-Id"] == "evt Bcc: all@example.com"
+    assert mail["Subject"] == "Grüße Bcc: all@example.com"
+    for bad in ("ada@example.com\r\nBcc: x@y.z", "Ada <ada@example.com>", "ada", "a b@c.d",
+                "ada@", "@example.com"):
+        with pytest.raises(ValueError, match="not an email address"):
+            channel(1).compose(DELIVERY, bad)
+
