@@ -507,7 +507,7 @@ def test_a_work_item_is_listed_completed_and_hidden_from_others(
     history = baton("work", "show", item_id, token=hana).stdout.splitlines()
     history = history[history.index("history") + 2:]
     assert [line.split()[2:4] for line in history if "hana" in line.split()[2:3]] == [
-        ["hana", "comment"], ["hana", "complete"], ["hana", "complete"], ["hana", "output"]]
+        ["hana", "comment"], ["hana", "complete"], ["hana", "complete"], ["hana", "complete"]]
 
 
 def test_a_group_approval_is_claimed_delegated_and_approved(
