@@ -512,9 +512,11 @@ TABLE_ROWS = [
 def table(results: list[dict[str, Any]]) -> str:
     """The compact table `make bench` prints: one column per scenario, the floor first."""
     floors = [r for r in results if r["scenario"] == "floor"]
-    runs = [r for r in results if r["scenario"] != "floor" and "runs" in r]
+    run_floors = [r for r in results if r["scenario"] == "run-floor"]
+    runs = [r for r in results if r["scenario"] not in ("floor", "run-floor") and "runs" in r]
     lines = [f"{r['scenario']}: {json.dumps({k: v for k, v in r.items() if k != 'scenario'})}"
-             for r in results if r["scenario"] != "floor" and "runs" not in r]
+             for r in results if (r["scenario"] != "floor" and "runs" not in r) or
+             r["scenario"] == "run-floor"]
     if floors:
         f = floors[-1]
         lines.append(f"floor: {f['per_s']} transitions/s ({f.get('ms_each', '?')} ms each)")
@@ -528,5 +530,9 @@ def table(results: list[dict[str, Any]]) -> str:
         if floors:
             ratios = [f"{r['transitions_per_s'] / floors[-1]['per_s']:.0%}" for r in runs]
             lines.append(f"{'transitions/s as a share of the floor':<46}"
+                         + "".join(f"{c:>{width}}" for c in ratios))
+        if run_floors:
+            ratios = [f"{r['completed_per_s'] / run_floors[-1]['runs_per_s']:.0%}" for r in runs]
+            lines.append(f"{'completed runs/s as a share of the run floor':<46}"
                          + "".join(f"{c:>{width}}" for c in ratios))
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from bench_harness import Bench, Scenario, floor, table
 from infra_figures import broker_start, hop, idle
+from run_floor import run_floor
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]  # 10,000 runs take a while
 
@@ -45,7 +46,7 @@ def record(result: dict[str, Any]) -> None:
 
 
 PICKED = [s for s in SCENARIOS if not CHOSEN or s.name in CHOSEN]
-EXTRA = ("broker-start", "idle", "hop", "floor")
+EXTRA = ("broker-start", "idle", "hop", "floor", "run-floor")
 NAMES = [*(n for n in EXTRA if not CHOSEN or n in CHOSEN), *(s.name for s in PICKED)]
 
 
@@ -65,6 +66,11 @@ async def test_bench(name: str, tmp_path: Path) -> None:
         result = await hop(tmp_path)
         record(result)
         assert result["messages"] > 0
+        return
+    if name == "run-floor":
+        result = await run_floor(tmp_path)
+        record(result)
+        assert result["runs_per_s"] > 0
         return
     if name == "floor":
         result = await floor(tmp_path)
