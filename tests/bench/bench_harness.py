@@ -87,6 +87,7 @@ class Observed:
     run_started: dict[str, float] = field(default_factory=dict)
     # The Work Guide's answers to the people's completions, by status (or client error).
     answers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    answer_ms: list[float] = field(default_factory=list)  # a completion's request, answered
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,9 +228,13 @@ class Bench:
                     # request may time out, and a person who gave up would leave a run open.
                     for attempt in range(200):
                         try:
+                            asked = time.perf_counter()
                             answer = await client.post(f"{guide}/work/{item_id}/complete",
                                                        headers=self.tokens[user],
                                                        json={"values": {"ok": True}})
+                            if answer.status_code == 200:
+                                self.observed.answer_ms.append(
+                                    (time.perf_counter() - asked) * 1000)
                         except httpx.HTTPError as exc:
                             self.observed.answers[type(exc).__name__] += 1
                             await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
@@ -445,6 +450,8 @@ class Bench:
             "documents_written_per_run_by_service_and_collection": {
                 k: round(v / max(len(done), 1), 2) for k, v in sorted(self.written.items())},
             "work_guide_answers": dict(sorted(o.answers.items())),
+            "work_guide_completion_ms_p50": round(percentile(o.answer_ms, 50), 1),
+            "work_guide_completion_ms_p99": round(percentile(o.answer_ms, 99), 1),
             "cpu_s_by_service": {k: round(v, 1) for k, v in cpu.items()},
             "peak_mib_by_service": {k: round(v) for k, v in peak.items()},
             "cpu_s_by_server": {k: round(v, 1) for k, v in servers_cpu.items()},
@@ -496,6 +503,9 @@ TABLE_ROWS = [
      lambda r: f"{r['human_to_done_ms_p50']:.0f} / {r['human_to_done_ms_p99']:.0f}"),
     ("transition p50/p99 ms",
      lambda r: f"{r['transition_ms_p50']:.0f} / {r['transition_ms_p99']:.0f}"),
+    ("Work Guide completion p50/p99 ms",
+     lambda r: f"{r.get('work_guide_completion_ms_p50', 0):.0f} / "
+               f"{r.get('work_guide_completion_ms_p99', 0):.0f}"),
     ("transitions/s", "transitions_per_s"),
     ("MongoDB round trips/transition (coordinator)", "coordinator_round_trips_per_transition"),
     ("MongoDB round trips/run (all)", "round_trips_per_run"),
