@@ -60,7 +60,7 @@ MAX_FORM_BYTES = 256 * 1024
 LIST_LIMIT = 100
 QUEUE_LIMIT = 200
 DUE_SOON = timedelta(hours=24)
-LIST_PROJECTION = {"history": 0, "outbox": 0, "applied": 0, "record": 0, "context": 0,
+LIST_PROJECTION = {"history": 0, "outbox": 0, "applied": 0, "lookup": 0, "record": 0, "context": 0,
                    "form": 0, "timers": 0, "outputs": 0}
 ASSIGNEE_KINDS: tuple[AssigneeKind, ...] = ("user", "group", "queue", "manager_of",
                                             "record_field")
