@@ -55,8 +55,8 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     rt.http.include_router(work_router(guide, authenticator))
     rt.http.include_router(people_router(directory, guide, authenticator))
     rt.http.include_router(pages.ui_router(guide, authenticator, settings.coordinator_url))
-    rt.add_indexes(pages.INDEXES)
     rt.add_indexes([*INDEXES, *TOKEN_INDEXES])
+    rt.on_start.append(store.migrate)  # old indexes dropped, lookup keys back-filled
     rt.every(settings.gauge_refresh_seconds, WorkItemGauges(store.items, rt.registry, rt.name),
              "work item gauges")
     return rt

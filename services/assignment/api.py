@@ -16,12 +16,12 @@ from pydantic import BaseModel, Field
 from contracts.events.workitems import AssigneeKind
 from services.assignment.core import commands as cmd
 from services.assignment.core.access import can_see
-from services.assignment.core.directory import Directory
 from services.assignment.core.people import DirectoryError
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryConflict, DirectoryStore
 from services.assignment.guide import WorkGuide
+from services.assignment.lookup import callers_holders, held_by, with_status
 from services.assignment.store import ACTIVE, item_of
 from services.assignment.tokens import TOKENS, TokenDesk
 from shared.auth import Authenticator, Principal
@@ -30,7 +30,7 @@ STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
                   "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
                   "delegated_from", "due_at", "created_at", "updated_at")
-LIST_FIELDS = {"history": 0, "outbox": 0, "applied": 0}  # what a list leaves out
+LIST_FIELDS = {"history": 0, "outbox": 0, "applied": 0, "lookup": 0}  # what a list leaves out
 StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 
@@ -116,20 +116,20 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
     ) -> list[dict[str, Any]]:
         directory = await guide.directory_for(who)
         now = datetime.now(UTC)
-        query: dict[str, Any] = {"status": {"$in": list(ACTIVE)} if status == "active" else status}
-        clauses: list[dict[str, Any]] = [{}]
+        statuses = ACTIVE if status == "active" else (status,)
         if scope == "all":
             if not directory.is_admin(who.user_id):
                 raise HTTPException(403, {"reason": "scope=all needs the admin role",
                                           "code": "forbidden"})
+            query = with_status(statuses)
         else:
-            clauses = _mine(who.user_id, directory)
+            query = held_by(callers_holders(who.user_id, directory), statuses)
         if orchestration:
             query["orchestration"] = orchestration
         if overdue:
             query["due_at"] = {"$lt": now}
         order = [("due_at", 1), ("created_at", 1)] if sort == "due" else [("created_at", -1)]
-        docs = await guide.store.find_any(query, clauses, LIST_FIELDS, order, limit)
+        docs = await guide.store.find(query, LIST_FIELDS, order, limit)
         items = [i for i in map(item_of, docs) if i and can_see(i, who.user_id, directory)]
         if sort == "due":  # items with no due date last, not first
             items.sort(key=lambda i: (i.due_at is None, i.due_at or now, i.created_at))
@@ -198,22 +198,6 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
                                                     body.reason))
 
     return router
-
-
-def _mine(user_id: str, directory: Directory) -> list[dict[str, Any]]:
-    """Whatever makes an item someone's: theirs, claimed, delegated, or in their pools."""
-    user = directory.users.get(user_id)
-    clauses: list[dict[str, Any]] = [
-        {"assignee_kind": "user", "assignee": user_id},
-        {"claimed_by": user_id},
-        {"delegated_to": user_id},
-        {"delegated_from": user_id},
-    ]
-    if user and user.groups:
-        clauses.append({"assignee_kind": "group", "assignee": {"$in": list(user.groups)}})
-    if user and user.queues:
-        clauses.append({"assignee_kind": "queue", "assignee": {"$in": list(user.queues)}})
-    return clauses
 
 
 def people_router(directory_store: DirectoryStore, guide: WorkGuide,

@@ -6,7 +6,7 @@ over replicas (docs/decisions/0006-gauges-from-mongodb.md).
 
 Labels are bounded: ``assignee_kind`` (user, group, queue), ``pool`` (the group or queue
 name, "" for items assigned to a person: never a user id) and ``status`` (open, claimed).
-One aggregation over the ``(status, due_at)`` index.
+One aggregation over the active items' ``<status>:*`` keys (the ``lookup`` index).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.collection import AsyncCollection
 
+from services.assignment.lookup import with_status
 from services.assignment.store import ACTIVE
 from shared.gauges import RefreshClock, SnapshotGauge
 
@@ -51,7 +52,7 @@ class WorkItemGauges:
             {"$and": [{"$ne": ["$due_at", None]}, {"$lt": ["$due_at", now]}]}, 1, 0,
         ]}
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"status": {"$in": list(ACTIVE)}}},
+            {"$match": with_status(ACTIVE)},
             {"$group": {
                 "_id": {"kind": "$assignee_kind", "pool": pool, "status": "$status"},
                 "count": {"$sum": 1},

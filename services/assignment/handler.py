@@ -29,6 +29,7 @@ from services.assignment.core.directory import Directory
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.directory_store import DirectoryStore
+from services.assignment.lookup import of_runs
 from services.assignment.store import (
     ACTIVE,
     WorkItemStore,
@@ -67,7 +68,8 @@ class Dispatches:
         self.failed = False  # whether an assignee did not resolve (worth a fresh directory)
 
     def select(self, batch: Sequence[Envelope]) -> dict[str, Any]:
-        return {"run_id": {"$in": sorted({e.run_id for e in batch if e.run_id})}}
+        """Every item of the batch's runs (their ``run:`` keys), finished or not."""
+        return of_runs(sorted({e.run_id for e in batch if e.run_id}))
 
     def route(self, message: Envelope, aggregates: Mapping[str, Aggregate]) -> str | None:
         payload, run_id = message.payload, message.run_id or ""

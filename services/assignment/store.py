@@ -8,39 +8,47 @@ the only code that touches the ``work_items`` collection.
 
 Besides the work item's own fields (:class:`WorkItem`), a document holds the spine's
 shell fields (``revision``, ``applied``, ``outbox``/``outbox_at``/``outbox_by``, ``timers`` with the
-epoch each was planned under, ``next_timer_at``) and ``correlation_id`` (of the run,
-carried into every event about the item).
+epoch each was planned under, ``next_timer_at``), ``correlation_id`` (of the run,
+carried into every event about the item) and ``lookup``, the keys it is found by
+(:mod:`services.assignment.lookup`), written with every state it stores.
+
+Three indexes, every one on every item write: ``lookup`` (multikey), the spine's
+``next_timer_at`` and ``(outbox_by, outbox_at)``
+(docs/decisions/0019-work-items-found-by-one-lookup-field.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts import Envelope
 from services.assignment.core.timers import Timer
 from services.assignment.core.workitem import WorkItem
+from services.assignment.lookup import LOOKUP, lookup_keys, of_runs, with_status
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
 from shared.spine.mongo_store import SYSTEM, MongoAggregateStore, due_query, spine_indexes
 
+log = logging.getLogger("baton.assignment.store")
 WORK_ITEMS = "work_items"
 ACTIVE = ("waiting", "open", "claimed")  # not finished: waiting for an assignee, or with one
-INDEXES = [
-    Index(WORK_ITEMS, [("run_id", 1), ("step", 1)]),
-    Index(WORK_ITEMS, [("assignee_kind", 1), ("assignee", 1), ("status", 1), ("due_at", 1)]),
-    Index(WORK_ITEMS, [("claimed_by", 1), ("status", 1)]),
-    Index(WORK_ITEMS, [("delegated_to", 1), ("status", 1)]),
-    Index(WORK_ITEMS, [("status", 1), ("due_at", 1)]),
-    *spine_indexes(WORK_ITEMS),
-]
+INDEXES = [Index(WORK_ITEMS, [(LOOKUP, 1)]), *spine_indexes(WORK_ITEMS)]
+# The indexes ``lookup`` replaced: dropped at start-up where an older version made them.
+RETIRED_INDEXES = ("run_id_1_step_1", "assignee_kind_1_assignee_1_status_1_due_at_1",
+                   "claimed_by_1_status_1", "delegated_to_1_status_1", "status_1_due_at_1",
+                   "delegated_from_1_status_1")
+MIGRATED = f"migrated:{WORK_ITEMS}:{LOOKUP}"  # the ``system`` document saying the back-fill ran
+BACKFILL_BATCH = 500
+BACKFILL_FIELDS = {"run_id": 1, "status": 1, "assignee_kind": 1, "assignee": 1,
+                   "claimed_by": 1, "delegated_to": 1, "delegated_from": 1, "revision": 1}
 
 
 def work_item_id(run_id: str, step: str, attempt: int) -> str:
@@ -65,6 +73,7 @@ def state_of(item: WorkItem, correlation_id: str | None) -> dict[str, Any]:
     """The fields the spine stores for ``item`` (its shell fields are the spine's)."""
     state = item.model_dump(mode="python", exclude={"id"})
     state["correlation_id"] = correlation_id
+    state[LOOKUP] = lookup_keys(state)
     return state
 
 
@@ -81,8 +90,9 @@ def failed_state(*, run_id: str, step: str, attempt: int, error: str,
                  now: datetime) -> dict[str, Any]:
     """No item could be opened (the assignee did not resolve): a trace with no ``status``,
     so no work item; a redelivered request finds the request applied and opens nothing."""
-    return {"run_id": run_id, "step": step, "attempt": attempt, "assignment_error": error,
-            "created_at": now}
+    state = {"run_id": run_id, "step": step, "attempt": attempt, "assignment_error": error,
+             "created_at": now}
+    return {**state, LOOKUP: lookup_keys(state)}
 
 
 def next_document(
@@ -122,28 +132,14 @@ def failed_document(
     return document_of(before.after(Decided(state, published)), now)
 
 
-def _by(order: Sequence[tuple[str, int]]) -> Callable[[dict[str, Any], dict[str, Any]], int]:
-    """A comparison in MongoDB's sort order for these fields (a missing value sorts first)."""
-
-    def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
-        for name, direction in order:
-            x, y = a.get(name), b.get(name)
-            if x == y:
-                continue
-            less = x is None if x is None or y is None else x < y
-            return -direction if less else direction
-        return 0
-
-    return compare
-
-
 class WorkItemStore:
     def __init__(
         self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, metrics: ServiceMetrics,
         *, mark_delay: float = 1.0,
     ) -> None:
         self.items = db[WORK_ITEMS]
-        self.spine = MongoAggregateStore(self.items, publisher, metrics, system=db[SYSTEM],
+        self.system = db[SYSTEM]
+        self.spine = MongoAggregateStore(self.items, publisher, metrics, system=self.system,
                                          mark_delay=mark_delay)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
@@ -151,53 +147,79 @@ class WorkItemStore:
         return None if doc is None else self.spine.forget_published(doc)
 
     async def of_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
-        docs = await self.items.find({"run_id": {"$in": list(run_ids)}}).to_list(None)
+        docs = await self.items.find(of_runs(run_ids)).to_list(None)
         return [self.spine.forget_published(doc) for doc in docs]
 
     async def waiting(self, limit: int) -> list[str]:
-        """Items waiting for the directory to name an assignee (the ``(status, due_at)`` index)."""
+        """Items waiting for the directory to name an assignee (their ``waiting:*`` key)."""
         docs = await self.items.find(waiting_items(), {"_id": 1}).limit(limit).to_list(None)
         return [doc["_id"] for doc in docs]
 
-    async def find_any(
+    async def find(
         self,
         query: dict[str, Any],
-        clauses: Sequence[dict[str, Any]],
         projection: dict[str, Any],
         order: Sequence[tuple[str, int]],
         limit: int,
     ) -> list[dict[str, Any]]:
-        """Items matching ``query`` and at least one of ``clauses``, in ``order``.
+        """Items matching ``query`` (built on ``lookup``, so one indexed read), in ``order``."""
+        cursor = self.items.find(query, projection).sort(list(order)).limit(limit)
+        return await cursor.to_list(None)
 
-        One query per clause, each served by the index its clause leads, merged here: the
-        embedded MongoDB scans every work item for a top-level ``$or`` (see
-        :func:`shared.mongo.serving_index`).
+    async def migrate(self, batch: int = BACKFILL_BATCH) -> int:
+        """Bring a collection an older version wrote up to date (idempotent; at start-up).
+
+        Drops the indexes ``lookup`` replaced (each one costs every item write), then, once
+        per collection, writes ``lookup`` into the items stored without it, so they are
+        found again ("my work", the dispatch consumer's reads).  One pass over those items,
+        written in bulk writes of at most ``batch``, each conditional on the revision read:
+        an item another writer changed meanwhile got its keys from that writer.  The
+        ``system`` document :data:`MIGRATED` records that the pass finished.
         """
-        overlap = {key for clause in clauses for key in clause} & set(query)
-        if overlap:
-            raise ValueError(f"clauses repeat the query's fields {sorted(overlap)}")
-        found = await asyncio.gather(*(
-            self.items.find({**query, **clause}, projection).sort(list(order)).limit(limit)
-            .to_list(None)
-            for clause in clauses
-        ))
-        merged = {doc["_id"]: doc for docs in found for doc in docs}
-        return sorted(merged.values(), key=functools.cmp_to_key(_by(order)))[:limit]
+        present = await self.items.index_information()
+        for name in RETIRED_INDEXES:
+            if name in present:
+                await self.items.drop_index(name)
+                log.info("dropped the index %s of %s", name, WORK_ITEMS)
+        if await self.system.find_one({"_id": MIGRATED}) is not None:
+            return 0
+        written = 0
+        pending: list[UpdateOne] = []
+        async for doc in self.items.find({LOOKUP: {"$exists": False}}, BACKFILL_FIELDS,
+                                         batch_size=batch):
+            pending.append(UpdateOne({"_id": doc["_id"], "revision": doc.get("revision")},
+                                     {"$set": {LOOKUP: lookup_keys(doc)}}))
+            if len(pending) >= batch:
+                written += await self._backfill(pending)
+                pending = []
+        written += await self._backfill(pending)
+        await self.system.update_one({"_id": MIGRATED},
+                                     {"$set": {"at": datetime.now(UTC), "written": written}},
+                                     upsert=True)
+        if written:
+            log.info("wrote the lookup keys of %d work items stored before them", written)
+        return written
+
+    async def _backfill(self, updates: list[UpdateOne]) -> int:
+        if not updates:
+            return 0
+        result = await self.items.bulk_write(updates, ordered=False)
+        return result.modified_count
 
 
 def due_timers(now: datetime) -> dict[str, Any]:
     """Items with a reminder or escalation due: the sparse ``next_timer_at`` index.
 
     Only active items have ``next_timer_at`` (a finished item's document is written
-    without it), so no status clause: with one, the embedded MongoDB plans on the
-    ``(status, due_at)`` index and reads every open item.  The spine's timer loop sends it.
+    without it), so no status clause: with one, the embedded MongoDB may plan on another
+    index and read every open item.  The spine's timer loop sends it.
     """
     return due_query(now)
 
 
 def waiting_items() -> dict[str, Any]:
-    """Items waiting for the directory to name an assignee (the ``(status, due_at)`` index)."""
-    return {"status": "waiting"}
+    """Items waiting for the directory to name an assignee (their ``waiting:*`` key)."""
+    return with_status(["waiting"])
 
 
 def timer_key(timer: Mapping[str, Any]) -> tuple[str, str, int, bool]:

@@ -108,13 +108,15 @@ class MemoryAggregateStore(StoreBase):
 
 
 def _matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
+    """MongoDB's match for values and ``$in``; an array field matches by any element."""
     for name, clause in query.items():
         value = doc.get(name)
+        values = value if isinstance(value, list) else [value]
         if isinstance(clause, Mapping):
             if set(clause) != {"$in"}:
                 raise ValueError(f"the in-memory store matches values and $in, not {clause}")
-            if value not in clause["$in"]:
+            if not any(v in clause["$in"] for v in values):
                 return False
-        elif value != clause:
+        elif value != clause and clause not in values:
             return False
     return True

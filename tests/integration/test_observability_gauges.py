@@ -19,8 +19,9 @@ from pymongo import AsyncMongoClient
 
 from services.assignment.core.workitem import Status, WorkItem
 from services.assignment.gauges import WorkItemGauges
+from services.assignment.lookup import with_status
+from services.assignment.store import ACTIVE, failed_document, next_document
 from services.assignment.store import INDEXES as WORK_ITEM_INDEXES
-from services.assignment.store import failed_document, next_document
 from services.stage_coordinator.core.state import (
     Run,
     RunStatus,
@@ -271,7 +272,9 @@ async def test_work_item_gauges_count_open_items_ages_and_overdue(db: Any) -> No
     assert counts(registries[0]) == counts(registries[1])
 
     # an item completed: it leaves the counts, and its pool's overdue count drops
-    await db.work_items.update_one({"_id": "w1"}, {"$set": {"status": "completed"}})
+    completed = work_item("w1", kind="group", assignee="it", status=Status.COMPLETED,
+                          created_ago=100, due_in=-10, now=now)
+    await db.work_items.replace_one({"_id": "w1"}, completed)
     await WorkItemGauges(db.work_items, registry := CollectorRegistry(), "assignment")()
     assert sample(registry, "baton_work_items_open", assignee_kind="group", pool="it",
                   status="open") == 1
@@ -285,7 +288,7 @@ async def test_work_item_gauges_count_open_items_ages_and_overdue(db: Any) -> No
     # tests/unit/test_query_plans.py checks that the active-run clause comes first).
     ("runs", ACTIVE_RUNS, "active_key_1"),
     ("run_history", {"run_ids": {"$in": ["r1"]}}, "run_ids_1"),
-    ("work_items", {"status": {"$in": ["open", "claimed"]}}, "status_1_due_at_1"),
+    ("work_items", with_status(ACTIVE), "lookup_1"),  # the work item gauges' $match
 ])
 async def test_every_gauge_and_stats_query_is_behind_an_index(
     db: Any, collection: str, query: dict[str, Any], index: str

@@ -10,11 +10,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 from e2e.conftest import topic_messages
+from fastapi import FastAPI, HTTPException, Request
 from prometheus_client import CollectorRegistry
+from pymongo import monitoring
 
 from contracts.envelope import new_event
 from contracts.events.workitems import (
@@ -23,11 +26,15 @@ from contracts.events.workitems import (
     WorkItemCancelRequested,
     WorkItemRequested,
 )
+from services.assignment.api import work_router
 from services.assignment.core import commands as cmd
+from services.assignment.core.workitem import Status, WorkItem
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
-from services.assignment.store import WorkItemStore, item_of
+from services.assignment.store import WorkItemStore, item_of, next_document
+from services.assignment.web import pages
+from shared.auth import Principal
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
@@ -153,28 +160,92 @@ async def test_a_redelivered_dispatch_opens_nothing_new(parts: dict[str, Any]) -
     assert again["revision"] == first["revision"] and again["history"] == first["history"]
 
 
-async def test_find_any_merges_clauses_once_each_in_mongodb_order(parts: dict[str, Any]) -> None:
-    """My work runs one query per clause; an item two clauses match is listed once."""
-    store = parts["guides"][0].store
+class FindsOnWorkItems(monitoring.CommandListener):
+    """Counts the ``find`` commands a client sends to ``work_items``."""
+
+    def __init__(self) -> None:
+        self.finds = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == "work_items":
+            self.finds += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class Caller:
+    """The API's authenticator, reduced to one signed-in person."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+
+    async def principal(self, request: Request) -> Principal:
+        return Principal(self.user_id)
+
+    async def admin(self, request: Request) -> Principal:
+        raise HTTPException(403, "not in this test")
+
+
+def stored_item(tag: str, name: str, *, due_in_days: int, **fields: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    run_id = f"{tag}-{name}"
+    item = WorkItem(id=f"{run_id}:review:1", run_id=run_id, orchestration=tag, version=1,
+                    stage="s", step="review", attempt=1, kind="interactive", title=name,
+                    due_at=now + timedelta(days=due_in_days), created_at=now, updated_at=now,
+                    **fields)
+    return next_document(None, item, published=[], now=now)
+
+
+async def test_my_work_is_one_query_whatever_makes_an_item_ones_own(
+    parts: dict[str, Any], servers: Any, database: str
+) -> None:
+    """Assigned, in my queue (claimed by someone else), delegated to me, delegated by me:
+    the API and the page each find them with one read, soonest due first; nobody else's
+    item and no finished one comes along."""
     tag = uuid.uuid4().hex
-    base = datetime(2026, 1, 1, tzinfo=UTC)
-    docs = [
-        {"_id": f"{tag}-a", "tag": tag, "assignee": "ann", "claimed_by": "ann",
-         "due_at": base + timedelta(days=2)},
-        {"_id": f"{tag}-b", "tag": tag, "assignee": "bo", "claimed_by": "ann",
-         "due_at": base + timedelta(days=1)},
-        {"_id": f"{tag}-c", "tag": tag, "assignee": "ann", "due_at": None},
-        {"_id": f"{tag}-d", "tag": tag, "assignee": "cy", "due_at": base},
+    mine = [
+        stored_item(tag, "assigned", due_in_days=3, assignee_kind="user", assignee="ann"),
+        stored_item(tag, "in-my-queue", due_in_days=1, assignee_kind="queue", assignee="desk",
+                    status=Status.CLAIMED, claimed_by="bo"),
+        stored_item(tag, "delegated-to-me", due_in_days=2, assignee_kind="user",
+                    assignee="cy", delegated_to="ann"),
+        stored_item(tag, "delegated-by-me", due_in_days=4, assignee_kind="user",
+                    assignee="cy", delegated_from="ann"),
     ]
-    await store.items.insert_many(docs)
-    clauses = [{"assignee": "ann"}, {"claimed_by": "ann"}]
-    found = await store.find_any({"tag": tag}, clauses, {"_id": 1, "due_at": 1},
-                                 [("due_at", 1)], 10)
-    assert [d["_id"] for d in found] == [f"{tag}-c", f"{tag}-b", f"{tag}-a"]
-    latest = await store.find_any({"tag": tag}, clauses, {}, [("due_at", -1)], 2)
-    assert [d["_id"] for d in latest] == [f"{tag}-a", f"{tag}-b"]
-    with pytest.raises(ValueError, match="tag"):
-        await store.find_any({"tag": tag}, [{"tag": "x"}], {}, [("due_at", 1)], 1)
+    others = [
+        stored_item(tag, "cys", due_in_days=1, assignee_kind="user", assignee="cy"),
+        stored_item(tag, "done", due_in_days=1, assignee_kind="user", assignee="ann",
+                    status=Status.COMPLETED),
+    ]
+    await parts["db"].work_items.insert_many([*mine, *others])
+    listener = FindsOnWorkItems()
+    client = make_client(servers.mongodb_uri, app_name="my-work", listeners=[listener])
+    try:
+        guide = WorkGuide(WorkItemStore(client[database], parts["publisher"], parts["metrics"]),
+                          parts["directory"])
+        app = FastAPI()
+        app.include_router(work_router(guide, cast(Any, Caller("ann"))))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test") as http:
+            answer = await http.get("/work", params={"orchestration": tag})
+        assert answer.status_code == 200, answer.text
+        assert [i["title"] for i in answer.json()] == [
+            "in-my-queue", "delegated-to-me", "assigned", "delegated-by-me"]
+        assert listener.finds == 1
+
+        ui = pages.WorkGuidePages(guide, cast(Any, Caller("ann")), "http://coordinator")
+        directory = await parts["directory"].current()
+        listed = await ui.my_work(pages.Viewer(Principal("ann"), directory, "t"), "active",
+                                  overdue=False)
+        assert {i.title for i in listed if i.orchestration == tag} == {
+            "in-my-queue", "delegated-to-me", "assigned", "delegated-by-me"}
+        assert listener.finds == 2
+    finally:
+        await client.close()
 
 
 async def test_an_assignee_another_replica_just_added_is_found(parts: dict[str, Any]) -> None:

@@ -13,12 +13,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.assignment import guide as assignment_guide
-from services.assignment.api import _mine
+from services.assignment import lookup
 from services.assignment.core.directory import Directory
 from services.assignment.handler import Dispatches
 from services.assignment.store import ACTIVE, WORK_ITEMS
 from services.assignment.store import INDEXES as ITEM_INDEXES
-from services.assignment.web.pages import INDEXES as PAGE_INDEXES
 from services.notification import store as deliveries
 from services.stage_coordinator import jobs, listing
 from services.stage_coordinator.api import visible_to
@@ -116,21 +115,50 @@ def test_a_lease_clause_matches_free_and_expired_leases_only() -> None:
     assert clause == {"$gt": NOW}  # so: absent, null or <= now
 
 
-def test_work_item_queries_seek() -> None:
-    indexes = [*ITEM_INDEXES, *PAGE_INDEXES]
-    status = {"status": {"$in": list(ACTIVE)}}
-    clauses = _mine("ann", DIRECTORY)
-    assert len(clauses) == 6  # user, claimed, delegated to/from, groups, queues
-    for clause in clauses:
-        assert serving_index(WORK_ITEMS, {**status, **clause}, indexes), clause
-    assert serving_index(WORK_ITEMS, assignment_guide.due_timers(NOW), indexes)
-    # One clause only: with a status clause too, the embedded server plans on the
-    # (status, due_at) index and reads every open item on each poll.
+# Which query uses which index of ``work_items`` (decision 19): every query seeks, every
+# index serves one, and a person's work is one lookup of exact keys.
+ANN = lookup.callers_holders("ann", DIRECTORY)
+ITEM_QUERIES = {
+    "my active work": (lookup.held_by(ANN, ACTIVE), "lookup_1"),
+    "my completed work, overdue": ({**lookup.held_by(ANN, ["completed"]),
+                                    "due_at": {"$lt": NOW}}, "lookup_1"),
+    "my work in one orchestration": ({**lookup.held_by(ANN, ACTIVE), "orchestration": "o"},
+                                     "lookup_1"),
+    "all active items (admin, gauges)": (lookup.with_status(ACTIVE), "lookup_1"),
+    "a pool's items (admin)": ({**lookup.held_by(["queue:intake"], ACTIVE),
+                                "assignee_kind": "queue", "assignee": "intake"}, "lookup_1"),
+    "waiting items": (assignment_guide.waiting_items(), "lookup_1"),
+    "a batch's runs": (Dispatches(DIRECTORY).select([]), "lookup_1"),
+    "items of runs": (lookup.of_runs(["run-1", "run-2"]), "lookup_1"),
+    "one item": ({"_id": "run-1:review:1"}, "_id_1"),
+    "due timers": (assignment_guide.due_timers(NOW), "next_timer_at_1"),
+    "outboxes stamped": (stamped_query("writer", NOW - timedelta(minutes=1), NOW),
+                         "outbox_by_1_outbox_at_1"),
+}
+
+
+@pytest.mark.parametrize("name", list(ITEM_QUERIES))
+def test_work_item_queries_seek(name: str) -> None:
+    query, index = ITEM_QUERIES[name]
+    assert serving_index(WORK_ITEMS, query, ITEM_INDEXES) == index, query
+
+
+def test_the_hot_work_items_collection_keeps_three_indexes_each_serving_a_query() -> None:
+    """Every index costs every item write on the embedded server (decision 19)."""
+    declared = {index.name for index in ITEM_INDEXES if index.collection == WORK_ITEMS}
+    assert declared == {"lookup_1", "next_timer_at_1", "outbox_by_1_outbox_at_1"}
+    assert declared <= {index for _, index in ITEM_QUERIES.values()}
+
+
+def test_my_work_asks_for_exact_keys_of_one_field() -> None:
+    """One ``$in`` on one field: a second operator clause (``status: {$in}``) would make the
+    embedded server read every item those keys ever held, finished ones too."""
+    query = lookup.held_by(ANN, ACTIVE)
+    assert list(query) == ["lookup"]
+    assert sorted(query["lookup"]["$in"]) == sorted(
+        f"{s}:{h}" for s in ACTIVE for h in ("user:ann", "group:legal", "queue:intake"))
+    # The timer poll has one clause only, so no other index is planned for it.
     assert list(assignment_guide.due_timers(NOW)) == ["next_timer_at"]
-    assert serving_index(WORK_ITEMS, Dispatches(DIRECTORY).select([]), indexes)
-    assert serving_index(WORK_ITEMS, assignment_guide.waiting_items(), indexes)
-    swept = stamped_query("writer", NOW - timedelta(minutes=1), NOW)
-    assert serving_index(WORK_ITEMS, swept, indexes) == "outbox_by_1_outbox_at_1"
 
 
 def test_start_log_queries_seek() -> None:

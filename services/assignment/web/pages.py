@@ -39,18 +39,17 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from contracts.events.workitems import AssigneeKind
-from services.assignment.api import _mine
 from services.assignment.core import commands as cmd
 from services.assignment.core.access import Verb, can_act, can_see
 from services.assignment.core.directory import Directory, User
 from services.assignment.core.rejection import Rejection
 from services.assignment.core.workitem import WorkItem
 from services.assignment.guide import WorkGuide
-from services.assignment.store import ACTIVE, WORK_ITEMS, item_of
+from services.assignment.lookup import callers_holders, held_by, with_status
+from services.assignment.store import ACTIVE, item_of
 from services.assignment.tokens import TokenDesk
 from services.assignment.web import forms, timeline
 from shared.auth import Authenticator, Principal
-from shared.mongo import Index
 from shared.times import when
 
 log = logging.getLogger("baton.assignment.ui")
@@ -61,7 +60,7 @@ MAX_FORM_BYTES = 256 * 1024
 LIST_LIMIT = 100
 QUEUE_LIMIT = 200
 DUE_SOON = timedelta(hours=24)
-LIST_PROJECTION = {"history": 0, "outbox": 0, "applied": 0, "record": 0, "context": 0,
+LIST_PROJECTION = {"history": 0, "outbox": 0, "applied": 0, "lookup": 0, "record": 0, "context": 0,
                    "form": 0, "timers": 0, "outputs": 0}
 ASSIGNEE_KINDS: tuple[AssigneeKind, ...] = ("user", "group", "queue", "manager_of",
                                             "record_field")
@@ -92,9 +91,6 @@ SECURITY_HEADERS = {
 }
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".txt": "text/plain; charset=utf-8"}
-# My work asks for items with delegated_from = me; with this index every clause of that
-# query is served by an index (the other fields have theirs in store.INDEXES).
-INDEXES = [Index(WORK_ITEMS, [("delegated_from", 1), ("status", 1)])]
 
 
 @dataclass(frozen=True)
@@ -246,15 +242,13 @@ class WorkGuidePages:
     async def my_work(self, viewer: Viewer, status: str, overdue: bool) -> list[WorkItem]:
         """The viewer's items (the API's own query and rules), soonest due first."""
         now = datetime.now(UTC)
-        query: dict[str, Any] = {
-            "status": {"$in": list(ACTIVE)} if status == "active" else status,
-        }
+        statuses = ACTIVE if status == "active" else (status,)
+        query = held_by(callers_holders(viewer.user_id, viewer.directory), statuses)
         if overdue:
             query["due_at"] = {"$lt": now}
         order = ([("due_at", 1), ("created_at", 1)] if status == "active"
                  else [("updated_at", -1)])
-        docs = await self.guide.store.find_any(query, _mine(viewer.user_id, viewer.directory),
-                                               LIST_PROJECTION, order, LIST_LIMIT)
+        docs = await self.guide.store.find(query, LIST_PROJECTION, order, LIST_LIMIT)
         items = [i for i in map(item_of, docs)
                  if i and can_see(i, viewer.user_id, viewer.directory)]
         if status == "active":
@@ -407,14 +401,17 @@ class WorkGuidePages:
     # -- admin ----------------------------------------------------------------------------
 
     async def queue_items(self, pool: str, overdue: bool) -> list[WorkItem]:
-        query: dict[str, Any] = {"status": {"$in": list(ACTIVE)}}
+        query = with_status(ACTIVE)
         kind, _, pool_id = pool.partition(":")
         if kind in ("group", "queue", "user") and pool_id:
+            # The pool's key finds its items (a user's also those they claimed or were
+            # delegated); the assignee clauses keep the ones assigned to it.
+            query = held_by([pool], ACTIVE)
             query["assignee_kind"], query["assignee"] = kind, pool_id
         if overdue:
             query["due_at"] = {"$lt": datetime.now(UTC)}
-        docs = await self.guide.store.items.find(query, LIST_PROJECTION).sort(
-            [("due_at", 1), ("created_at", 1)]).limit(QUEUE_LIMIT).to_list(None)
+        docs = await self.guide.store.find(query, LIST_PROJECTION,
+                                           [("due_at", 1), ("created_at", 1)], QUEUE_LIMIT)
         return [i for i in map(item_of, docs) if i]
 
     def pools(self, directory: Directory) -> list[tuple[str, str]]:
