@@ -143,6 +143,21 @@ async def metric_by(client: httpx.AsyncClient, url: str, name: str, label: str
     return dict(found)
 
 
+async def batches_of(client: httpx.AsyncClient, url: str) -> dict[str, list[float]]:
+    """Per consumer (topic label): [batches handled, seconds spent, messages consumed]."""
+    text = (await client.get(f"{url}/metrics")).text
+    found: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for line in text.splitlines():
+        for name, index in (("baton_handler_seconds_count{", 0),
+                            ("baton_handler_seconds_sum{", 1)):
+            if line.startswith(name):
+                labels = dict(part.split("=", 1) for part in
+                              line[len(name):line.rindex("}")].split(","))
+                found[labels.get("topic", '""').strip('"')][index] += float(
+                    line.rsplit(" ", 1)[1])
+    return dict(found)
+
+
 class _Discard:
     """An SMTP server's handler that accepts every message and keeps none."""
 
@@ -163,6 +178,7 @@ class Bench:
         self.tokens: dict[str, dict[str, str]] = {}
         self.written: dict[str, float] = {}
         self.harness_cpu = 0.0
+        self.batches: dict[str, dict[str, float]] = {}
 
     async def __aenter__(self) -> Bench:
         self.servers = EmbeddedServers(self.workdir / "servers").start()
@@ -340,6 +356,7 @@ class Bench:
             transitions_before = sum([await metric_sum(client, u, "baton_run_transitions_total")
                                       for k, u in urls.items() if k.startswith("stage-")])
             cpu_before = {k: proc_cpu_seconds(pid) for k, pid in procs.items()}
+            batches_before = {k: await batches_of(client, u) for k, u in urls.items()}
             harness_before = proc_cpu_seconds(os.getpid())
             began = time.time()
             await self.start_runs()
@@ -352,6 +369,14 @@ class Bench:
             stop.set()
             await asyncio.gather(observer, people)
             cpu_after = {k: proc_cpu_seconds(pid) for k, pid in procs.items()}
+            batches_after = {k: await batches_of(client, u) for k, u in urls.items()}
+            self.batches = {
+                f"{k}:{topic}": {
+                    "batches": int(n - batches_before[k].get(topic, [0, 0])[0]),
+                    "mean_ms": round((t - batches_before[k].get(topic, [0, 0])[1]) * 1000
+                                     / max(n - batches_before[k].get(topic, [0, 0])[0], 1), 1)}
+                for k in procs for topic, (n, t, _) in batches_after[k].items()
+                if n - batches_before[k].get(topic, [0, 0])[0] > 0}
             self.harness_cpu = proc_cpu_seconds(os.getpid()) - harness_before
             servers_cpu = {k: proc_cpu_seconds(pid) - servers_before[k]
                            for k, pid in servers.items()}
@@ -449,6 +474,8 @@ class Bench:
                 sum(self.written.values()) / max(len(done), 1), 2),
             "documents_written_per_run_by_service_and_collection": {
                 k: round(v / max(len(done), 1), 2) for k, v in sorted(self.written.items())},
+            # Each consumer's batches: how many, and how long one took to handle on average.
+            "consumer_batches": self.batches,
             "work_guide_answers": dict(sorted(o.answers.items())),
             "work_guide_completion_ms_p50": round(percentile(o.answer_ms, 50), 1),
             "work_guide_completion_ms_p99": round(percentile(o.answer_ms, 99), 1),
