@@ -18,18 +18,20 @@ from typing import Any
 
 from contracts import Envelope
 from shared.spine.aggregate import aware
-from shared.spine.store import Document, Due, Marks, StoreBase, utc_now
+from shared.spine.marks import Document, Marks, Resend, utc_now
+from shared.spine.store import Due, StoreBase
 
 
 class MemoryAggregateStore(StoreBase):
     def __init__(self, *, sharing: MemoryAggregateStore | None = None, mark_delay: float = 0.0,
                  clock: Callable[[], datetime] = utc_now) -> None:
-        super().__init__(mark_delay=mark_delay, clock=clock)
         self.documents: dict[str, Document] = sharing.documents if sharing else {}
         self.writers: dict[str, dict[str, Any]] = sharing.writers if sharing else {}
+        self.round_trips: Counter[str] = Counter()
+        super().__init__(MemoryMarks(self.documents, self.writers, self.round_trips),
+                         mark_delay=mark_delay, clock=clock)
         self.published: list[Envelope] = []
         self.broken = False  # publishing fails (a broker away, or a crash before it)
-        self.round_trips: Counter[str] = Counter()
         # Runs just before a write lands (a test's way to slip another writer in first).
         self.before_write: Callable[[], Awaitable[None]] | None = None
 
@@ -56,32 +58,6 @@ class MemoryAggregateStore(StoreBase):
             raise ConnectionError("the broker is away")
         self.published.extend(envelopes)
 
-    async def _read_marks(self) -> Marks:
-        self.round_trips["find"] += 1
-        return {writer: dict(mark) for writer, mark in self.writers.items()}
-
-    async def _write_mark(self, writer: str, through: datetime, at: datetime | None) -> None:
-        self.round_trips["mark"] += 1
-        mark = self.writers.setdefault(writer, {})
-        mark["through"] = max(through, mark.get("through", through))
-        if at is not None:
-            mark["at"] = at
-
-    async def _retire(self, writer: str, at: datetime | None) -> None:
-        self.round_trips["mark"] += 1
-        if writer in self.writers and self.writers[writer].get("at") == at:
-            del self.writers[writer]
-
-    async def _stamped(self, writer: str, after: datetime, until: datetime) -> list[Document]:
-        self.round_trips["find"] += 1
-        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
-                and after < aware(d["outbox_at"]) <= until]
-
-    async def _stamped_at(self, writer: str, stamps: Sequence[datetime]) -> list[Document]:
-        self.round_trips["find"] += 1
-        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
-                and aware(d["outbox_at"]) in stamps]
-
     async def due(self, until: datetime, limit: int) -> list[Due]:
         self.round_trips["find"] += 1
         found = sorted((d for d in self.documents.values() if d.get("next_timer_at")
@@ -105,6 +81,45 @@ class MemoryAggregateStore(StoreBase):
     def insert(self, doc: Document) -> None:
         """Store a document as it is (a test's starting point)."""
         self.documents[doc["_id"]] = copy.deepcopy(doc)
+
+
+class MemoryMarks:
+    """The writers' marks (``writers``) and the reads of what they stamped, in memory."""
+
+    def __init__(self, documents: dict[str, Document], writers: dict[str, dict[str, Any]],
+                 round_trips: Counter[str]) -> None:
+        self.documents = documents
+        self.writers = writers
+        self.round_trips = round_trips
+
+    async def read_marks(self) -> Marks:
+        self.round_trips["find"] += 1
+        return {writer: dict(mark) for writer, mark in self.writers.items()}
+
+    async def write_mark(self, writer: str, through: datetime, at: datetime | None) -> None:
+        self.round_trips["mark"] += 1
+        mark = self.writers.setdefault(writer, {})
+        mark["through"] = max(through, mark.get("through", through))
+        if at is not None:
+            mark["at"] = at
+
+    async def retire(self, writer: str, at: datetime | None) -> None:
+        self.round_trips["mark"] += 1
+        if writer in self.writers and self.writers[writer].get("at") == at:
+            del self.writers[writer]
+
+    async def stamped(self, writer: str, after: datetime, until: datetime) -> list[Document]:
+        self.round_trips["find"] += 1
+        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
+                and after < aware(d["outbox_at"]) <= until]
+
+    async def stamped_at(self, writer: str, stamps: Sequence[datetime]) -> list[Document]:
+        self.round_trips["find"] += 1
+        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
+                and aware(d["outbox_at"]) in stamps]
+
+    async def sweep_unmarked(self, cutoff: datetime, resend: Resend) -> int:
+        return 0  # stores from before marks exist on MongoDB only
 
 
 def _matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:

@@ -5,17 +5,14 @@ one ``update`` command for any mix of new and changed aggregates.  A document wh
 revision moved matches nothing, so the upsert tries to insert a second document with its
 ``_id`` and fails on the unique ``_id``: that write error names the aggregate that lost.
 
-The writers' marks (:mod:`shared.spine.ledger`) live in one document of the ``system``
-collection per aggregate collection (``outbox-marks:<collection>``), a field per writer:
-a writer raises its own with ``$max``, about once a second.
+The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReplaceOne, UpdateOne
@@ -26,30 +23,25 @@ from contracts import Envelope
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
-from shared.spine.store import Document, Due, Marks, StoreBase
+from shared.spine.marks import Document
+from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
+from shared.spine.store import Due, StoreBase
 
-log = logging.getLogger("baton.spine")
+__all__ = ["SYSTEM", "MongoAggregateStore", "due_query", "spine_indexes", "stamped_query"]
 DUPLICATE_KEY = 11000
-SYSTEM = "system"  # where the writers' marks live: one document per aggregate collection
-OUTBOX_FIELDS = {"outbox": 1, "outbox_at": 1, "outbox_by": 1, "revision": 1}
 
 
 def spine_indexes(collection: str) -> list[Index]:
     """The indexes the spine's own queries need: the timers due, the outboxes a writer
-    stamped beyond its mark (the sweep; sparse: only documents with an outbox)."""
+    stamped beyond its mark (the sweep)."""
     return [Index(collection, [("next_timer_at", 1)], options={"sparse": True}),
-            Index(collection, [("outbox_by", 1), ("outbox_at", 1)], options={"sparse": True})]
+            outbox_index(collection)]
 
 
 def due_query(until: datetime) -> dict[str, Any]:
     """Aggregates with a timer due by ``until``: one clause, so the sparse index serves it
     (with another clause the embedded MongoDB may plan on that one and scan)."""
     return {"next_timer_at": {"$lte": until}}
-
-
-def stamped_query(writer: str, after: datetime, until: datetime) -> dict[str, Any]:
-    """The outboxes ``writer`` stamped in (after, until]: the ``(outbox_by, outbox_at)`` index."""
-    return {"outbox_by": writer, "outbox_at": {"$gt": after, "$lte": until}}
 
 
 class MongoAggregateStore(StoreBase):
@@ -62,13 +54,11 @@ class MongoAggregateStore(StoreBase):
         system: AsyncCollection[Document],
         mark_delay: float = 1.0,
     ) -> None:
-        super().__init__(mark_delay=mark_delay)
+        super().__init__(MongoMarks(collection, system), mark_delay=mark_delay,
+                         backlog=metrics.outbox_backlog.labels(metrics.service))
         self.collection = collection
-        self.system = system  # the service's ``system`` collection: the marks live there
-        self.marks_id = f"outbox-marks:{collection.name}"
         self.publisher = publisher
         self.metrics = metrics
-        self._legacy_done = True  # until the marks document says otherwise
 
     async def _find(self, query: Mapping[str, Any]) -> list[Document]:
         return await self.collection.find(dict(query)).to_list(None)
@@ -96,29 +86,6 @@ class MongoAggregateStore(StoreBase):
 
     async def _send(self, envelopes: Sequence[Envelope]) -> None:
         await self.publisher.publish(envelopes)
-
-    async def _read_marks(self) -> Marks:
-        doc = await self.system.find_one({"_id": self.marks_id}) or {}
-        self._legacy_done = bool(doc.get("legacy_swept"))
-        return dict(doc.get("writers") or {})
-
-    async def _write_mark(self, writer: str, through: datetime, at: datetime | None) -> None:
-        update: dict[str, Any] = {"$max": {f"writers.{writer}.through": through}}
-        if at is not None:
-            update["$set"] = {f"writers.{writer}.at": at}
-        await self.system.update_one({"_id": self.marks_id}, update, upsert=True)
-
-    async def _retire(self, writer: str, at: datetime | None) -> None:
-        await self.system.update_one({"_id": self.marks_id, f"writers.{writer}.at": at},
-                                     {"$unset": {f"writers.{writer}": ""}})
-
-    async def _stamped(self, writer: str, after: datetime, until: datetime) -> list[Document]:
-        return await self.collection.find(stamped_query(writer, after, until),
-                                          OUTBOX_FIELDS).to_list(None)
-
-    async def _stamped_at(self, writer: str, stamps: Sequence[datetime]) -> list[Document]:
-        query = {"outbox_by": writer, "outbox_at": {"$in": list(stamps)}}
-        return await self.collection.find(query, OUTBOX_FIELDS).to_list(None)
 
     async def due(self, until: datetime, limit: int) -> list[Due]:
         """Aggregates with a timer due by ``until``, soonest first (the sparse index)."""
@@ -150,30 +117,3 @@ class MongoAggregateStore(StoreBase):
             {"_id": {"$in": [key for key, _, _ in due]}}, {"timer_lease": 1}).to_list(None)
         ours = {d["_id"] for d in stored if d.get("timer_lease") == token}
         return [key for key, _, _ in due if key in ours]
-
-    async def sweep(self, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Publish what a crash left behind (see :meth:`StoreBase.sweep`), and once per
-        collection what was stored before writers marked their outboxes."""
-        swept = await super().sweep(older_than)
-        if not self._legacy_done:
-            swept += await self._sweep_unmarked(datetime.now(UTC) - older_than)
-        pending = len(self.ledger.in_flight) + len(self.ledger.in_doubt)
-        self.metrics.outbox_backlog.labels(self.metrics.service).set(swept + pending)
-        return swept
-
-    async def _sweep_unmarked(self, cutoff: datetime) -> int:
-        """Outboxes written before marks (no ``outbox_by``): published, then cleared as
-        before.  One scan per collection, ever: the marks document remembers it."""
-        docs = await self.collection.find(
-            {"outbox_at": {"$lte": cutoff}, "outbox_by": {"$exists": False}}, OUTBOX_FIELDS
-        ).to_list(None)
-        await self.publish_outboxes(docs)
-        if docs:
-            await self.collection.bulk_write(
-                [UpdateOne({"_id": d["_id"], "revision": d["revision"]},
-                           {"$set": {"outbox": []}, "$unset": {"outbox_at": ""}}) for d in docs],
-                ordered=False)
-        await self.system.update_one({"_id": self.marks_id}, {"$set": {"legacy_swept": True}},
-                                     upsert=True)
-        self._legacy_done = True
-        return len(docs)
