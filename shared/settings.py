@@ -65,8 +65,9 @@ class ServiceSettings(BaseSettings):
     # How often the outbox sweep runs; the coordinator's sweep wakes on what is due
     # instead, and takes this as the age at which an outbox is a stop's leftover.
     outbox_sweep_seconds: float = Field(default=5.0, gt=0)
-    # Published outboxes are cleared in one write per tick (off the path of each change).
-    outbox_clear_seconds: float = Field(default=0.2, gt=0)
+    # A published outbox costs no write: how far they went out is written per process
+    # (its mark), at most this often (docs/decisions/0016-outbox-watermarks.md).
+    outbox_mark_seconds: float = Field(default=1.0, gt=0)
     timer_poll_seconds: float = Field(default=0.5, gt=0)
     # Jobs that wake on what is due (shared/due.py) sleep at most this long: how soon due
     # work another replica stored (or left behind when it stopped) is picked up.

@@ -31,9 +31,6 @@ class AssignmentSettings(ServiceSettings):
     # The timer loop sleeps until the soonest timer it knows of; timers another replica
     # planned (one that stopped before firing them) are found within this long.
     timer_max_sleep_seconds: float = Field(default=30.0, gt=0)
-    # A published outbox costs no write: how far they went out is written per process
-    # (its mark), at most this often (docs/decisions/0016-outbox-watermarks.md).
-    outbox_mark_seconds: float = Field(default=1.0, gt=0)
 
 
 def build(settings: AssignmentSettings | None = None) -> Runtime:

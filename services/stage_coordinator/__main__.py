@@ -9,14 +9,12 @@ from services.stage_coordinator.api import runs_router
 from services.stage_coordinator.gauges import RunGauges, StuckPolicy
 from services.stage_coordinator.handler import WORK_ITEM_TYPES, CoordinatorHandler, WorkItemFeed
 from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
-from services.stage_coordinator.jobs import OutboxSweep, Reconciler, TimerFirer
+from services.stage_coordinator.jobs import Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.stats_api import stats_router
 from services.stage_coordinator.store import INDEXES, RunStore
 from shared.access import follow_access
 from shared.definitions.catalog import follow_definitions
-from shared.due import Alarm
-from shared.outbox import Outbox
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -33,7 +31,10 @@ class CoordinatorSettings(ServiceSettings):
 def build(settings: CoordinatorSettings | None = None) -> Runtime:
     settings = settings or CoordinatorSettings()
     rt = Runtime(settings, title="Baton stage-coordinator", default_port=DEFAULT_PORT)
-    store = RunStore(rt.db, cache_size=settings.run_cache_size)
+    store = RunStore(rt.db, rt.publisher, cache_size=settings.run_cache_size,
+                     mark_delay=settings.outbox_mark_seconds,
+                     sweep_age=timedelta(seconds=settings.outbox_sweep_seconds),
+                     backlog=rt.metrics.outbox_backlog.labels(rt.metrics.service))
     definitions = follow_definitions(rt)  # the trigger's definitions topic, in memory
     handler = CoordinatorHandler(
         store, definitions, rt.publisher, CoordinatorMetrics(rt.registry)
@@ -46,11 +47,10 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
-    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, rt.metrics, store.timers))
-    rt.every(settings.outbox_clear_seconds, store.flush_clears, "outbox clears")
-    outboxes = Outbox(store.runs, rt.publisher, rt.metrics)
-    sweep = OutboxSweep(outboxes, store.history, timedelta(seconds=settings.outbox_sweep_seconds))
-    rt.when_due(sweep, Alarm(), "outbox")
+    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, store.outboxes, store.timers))
+    # A published outbox costs no write: the mark says how far they went out (decision 16).
+    rt.every(0, store.outboxes.mark_when_published, "outbox marks")
+    rt.when_due(store.outboxes.sweep_when_due, store.outboxes.sweeps, "outbox sweep")
     authenticator = follow_access(rt)
     rt.http.include_router(runs_router(store.runs, store.history, rt.publisher, authenticator))
     rt.http.include_router(stats_router(store.runs, store.history, authenticator))

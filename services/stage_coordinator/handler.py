@@ -1,13 +1,12 @@
-"""Applies a consumed batch: decide per message, one bulk write, publish, clear outboxes."""
+"""Applies a consumed batch: decide per message, one bulk write, page the history, publish."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime
 
-from contracts import Envelope, parse_dict
+from contracts import Envelope
 from contracts.envelope import derived_id, new_event
 from contracts.events import commands as cmd
 from contracts.events import runs as run_events
@@ -57,10 +56,10 @@ class CoordinatorHandler:
             else:
                 log.warning("dropping %s without run_id", envelope.type)
         stored = await self.store.load(list(by_run))
-        pending = [s for s in stored.values() if s.outbox]  # a crash left these unpublished
+        # What a stop left unpublished (or unpaged) beyond its writer's mark: sent now.
+        pending = [s for s in stored.values() if s.outbox or s.unpaged_history]
         if pending:
-            await self.store.page_history(pending)  # and, maybe, their history unpaged
-            await self._publish(pending)
+            await self.store.finish(pending)
         changed: dict[str, StoredRun] = {}
         starts: dict[str, Envelope] = {}  # the StartRun that created each new run
         for run_id, messages in by_run.items():
@@ -74,12 +73,9 @@ class CoordinatorHandler:
                     changed[run_id] = result
         if not changed:
             return
-        refused = await self.store.save(list(changed.values()), datetime.now(UTC))
+        # Saved with the runs, then paged (one more round trip) and published.
+        refused = await self.store.save(list(changed.values()))
         written = [s for rid, s in changed.items() if rid not in refused]
-        # Saved with the runs (and what a stop left unpaged); paged in one more round trip,
-        # before the outboxes go out: their clear drops the history from the run document.
-        await self.store.page_history(written)
-        await self._publish(written)
         if refused:
             await self._reject_starts([changed[rid] for rid in refused], starts)
         self.metrics.observe_transitions(written)
@@ -176,15 +172,6 @@ class CoordinatorHandler:
             dispatches={**(current.dispatches if current else {}),
                         **{m["payload"]["step"]: m for m in outbox if m["type"] in DISPATCHES}},
         )
-
-    async def _publish(self, runs: list[StoredRun]) -> None:
-        with_outbox = [s for s in runs if s.outbox]
-        if not with_outbox:
-            return
-        await self.publisher.publish(
-            parse_dict(message) for stored in with_outbox for message in stored.outbox
-        )
-        self.store.defer_clear(with_outbox)
 
 
 class WorkItemFeed:

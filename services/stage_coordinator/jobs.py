@@ -2,8 +2,8 @@
 
 Neither changes a run's state: a due timer becomes a TimerFired command on the run's
 partition (its owner applies it; a stale one is rejected), and the reconcile re-sends
-what runs wait for (consumers drop the duplicates by event id).  Outboxes a crash left
-behind are swept by :class:`shared.outbox.Outbox`, as in every service.
+what runs wait for (consumers drop the duplicates by event id).  Outboxes a stop left
+behind are swept by the run store's outbox marks (:mod:`shared.spine.marks`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts import parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
-from services.stage_coordinator.history import pages, write_pages
 from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
-from shared.metrics import ServiceMetrics
 from shared.mongo import free_lease
-from shared.outbox import SWEEP_BATCH, Outbox
+from shared.spine.marks import OutboxMarks
 
 log = logging.getLogger("baton.coordinator.jobs")
 PRODUCER = "stage-coordinator"
@@ -81,59 +79,6 @@ class TimerFirer:
         return next_due
 
 
-class OutboxSweep:
-    """Republishes what a stop left behind, once it is ``older_than`` old: the outboxes,
-    and the history saved with them but not paged yet (decision 14).
-
-    Answers when the oldest outbox comes of age (shared/due.py).  This process publishes
-    its own outboxes as it writes them, so nothing it writes needs to wake the sweep; an
-    outbox another replica left is found within the loop's longest sleep.
-    """
-
-    def __init__(self, outbox: Outbox, history: AsyncCollection[dict[str, Any]],
-                 older_than: timedelta, clock: Clock = utc_now) -> None:
-        self.outbox = outbox
-        self.history = history
-        self.older_than = older_than
-        self.clock = clock
-        self.swept = 0
-
-    async def __call__(self) -> datetime | None:
-        oldest = await self._oldest()
-        backlog = self.outbox.metrics.outbox_backlog.labels(self.outbox.metrics.service)
-        if oldest is None:
-            backlog.set(0)
-            return None
-        if oldest + self.older_than > self.clock():
-            return oldest + self.older_than
-        backlog.set(await self.outbox.collection.count_documents(OUTBOX_BACKLOG))
-        cutoff = self.clock() - self.older_than
-        left = await self.outbox.collection.find(
-            left_behind(cutoff), {"outbox": 1, "revision": 1, "pending_history": 1},
-        ).limit(SWEEP_BATCH).to_list(None)
-        await write_pages(self.history, pages(d.get("pending_history") or [] for d in left))
-        await self.outbox.flush(left)
-        self.swept += len(left)
-        if left:
-            log.warning("republished the outboxes of %d runs left by a stop", len(left))
-        if len(left) == SWEEP_BATCH:
-            return self.clock()  # more are waiting: go on at once
-        oldest = await self._oldest()
-        return None if oldest is None else oldest + self.older_than
-
-    async def _oldest(self) -> datetime | None:
-        found = await self.outbox.collection.find(
-            OUTBOX_BACKLOG, {"outbox_at": 1}).sort("outbox_at", 1).limit(1).to_list(None)
-        return _aware(found[0]["outbox_at"]) if found else None
-
-
-def left_behind(cutoff: datetime) -> dict[str, Any]:
-    return {"outbox_at": {"$lte": cutoff}}
-
-
-OUTBOX_BACKLOG = {"outbox_at": {"$exists": True}}
-
-
 def due_timers(now: datetime) -> dict[str, Any]:
     """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index."""
     return {"next_timer_at": {"$lte": now}, **free_lease("timer_lease_until", now)}
@@ -157,15 +102,15 @@ class Reconciler:
 
     - the dispatch of every step in flight (same event id: a step-runner or assignment that
       saw it already answers from what it stored, one that did not acts on it now);
-    - every outbox, however young;
+    - every outbox beyond its writer's mark, however young (with its unpaged history);
     - every timer now, instead of after its firer's lease runs out.
     """
 
     def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
-                 metrics: ServiceMetrics, timers: Alarm | None = None) -> None:
+                 outboxes: OutboxMarks, timers: Alarm | None = None) -> None:
         self.runs = runs
         self.publisher = publisher
-        self.outboxes = Outbox(runs, publisher, metrics)
+        self.outboxes = outboxes
         self.timers = timers or Alarm()
 
     async def __call__(self) -> int:

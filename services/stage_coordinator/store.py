@@ -3,10 +3,14 @@
 The document is the run's state plus what rides with it (DESIGN.md):
 - ``revision``: every write is conditional on the revision it read (no lost update);
 - ``applied``: ids of the last messages applied (a redelivery is detected, not re-applied);
-- ``outbox``: the messages this transition must publish; cleared once they are out;
-- ``pending_history``: the history entries saved with the run and not yet in the
-  ``run_history`` collection (history.py): written with the run, paged right after, so a
-  stop between the two loses nothing; the next save or outbox clear drops them;
+- ``outbox``: the messages this transition must publish, published right after the write;
+- ``pending_history``: the history entries saved with the run, paged to ``run_history``
+  right after the write (history.py), so a stop between the two loses nothing;
+- ``outbox_at`` / ``outbox_by``: the stamp of the save and its writer.  Neither the outbox
+  nor the pending history is cleared by a write of its own: the writer's mark says how far
+  its saves' outboxes went out and their history was paged, and the run's next save
+  overwrites both (docs/decisions/0016-outbox-watermarks.md, :mod:`shared.spine.marks`);
+  a finished run keeps its last ones;
 - ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it;
 - ``active_key``: present while the run is active (running, suspended, error) and unique,
   so one record has one active run of an exclusive orchestration; its sparse index is
@@ -23,28 +27,36 @@ are cached between batches; the revision filter makes a stale cache harmless.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from contracts import parse_dict
 from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
+from shared.messaging import Publisher
 from shared.mongo import Index
+from shared.spine.marks import Backlog, Document, OutboxMarks
+from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
 
 RUNS = "runs"
 FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
-SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "history", "pending_history",
-                "next_timer_at", "timer_lease_until", "active_steps", "active_key")
-OPTIONAL_FIELDS = ("outbox_at", "next_timer_at", "active_key", "pending_history")
+SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "outbox_by", "history",
+                "pending_history", "next_timer_at", "timer_lease_until", "active_steps",
+                "active_key")
+OPTIONAL_FIELDS = ("outbox_at", "outbox_by", "next_timer_at", "active_key", "pending_history")
+# What the sweep sends again of a run a stop left: its outbox and its unpaged history.
+SWEPT_FIELDS = {**OUTBOX_FIELDS, "pending_history": 1}
 INDEXES = [
     Index(RUNS, [("next_timer_at", 1)], options={"sparse": True}),
-    Index(RUNS, [("outbox_at", 1)], options={"sparse": True}),
+    outbox_index(RUNS),
     Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
 ]
 # Every active run has an active_key (a string), so this range seeks the sparse index.
@@ -76,45 +88,81 @@ class StoredRun:
 
 
 class RunStore:
-    def __init__(self, db: AsyncDatabase[dict[str, Any]], cache_size: int = 20_000,
-                 timers: Alarm | None = None) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], publisher: Publisher, *,
+                 cache_size: int = 20_000, timers: Alarm | None = None,
+                 mark_delay: float = 1.0, sweep_age: timedelta = timedelta(seconds=5),
+                 backlog: Backlog | None = None) -> None:
         self.runs = db[RUNS]
         self.history = db[RUN_HISTORY]
+        self.publisher = publisher
         self.timers = timers or Alarm()  # woken when a save makes a timer due sooner
+        self.outboxes = OutboxMarks(MongoMarks(self.runs, db[SYSTEM], SWEPT_FIELDS),
+                                    self._resend, mark_delay=mark_delay, backlog=backlog,
+                                    sweep_age=sweep_age)
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
-        # run id -> (revision whose outbox went out, whether its history is paged too)
-        self.unclear: dict[str, tuple[int, bool]] = {}
 
     async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
         found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}
         missing = [rid for rid in run_ids if rid not in found]
         if missing:
             self.round_trips += 1
-            async for doc in self.runs.find({"_id": {"$in": missing}}, {"history": 0}):
-                found[doc["_id"]] = self._forget_published(from_document(doc))
+            docs = await self.runs.find({"_id": {"$in": missing}}, {"history": 0}).to_list(None)
+            await self.outboxes.before_load(docs)
+            for doc in docs:
+                found[doc["_id"]] = from_document(self._without_what_went_out(doc))
         return found
 
-    def _forget_published(self, stored: StoredRun) -> StoredRun:
-        """A run read back (a finished one left the cache) whose outbox this process
-        published and has not cleared yet: not a stop's leftover, so not published again."""
-        revision, paged = self.unclear.get(stored.run.id, (None, False))
-        if stored.outbox and revision == stored.run.revision:
-            stored.outbox = []
-            if paged:
-                stored.unpaged_history = []
-        return stored
+    def _without_what_went_out(self, doc: Document) -> Document:
+        """A run read back (a finished one left the cache, or another writer saved it): what
+        its save left to do is done when its writer's mark covers it.  Otherwise its outbox
+        and history are a stop's leftovers (or another writer's still on their way): the
+        caller publishes and pages them again (consumers and readers drop repeats)."""
+        if self.outboxes.covers(doc, in_flight=False):
+            doc["outbox"] = []
+            doc.pop("pending_history", None)
+        return doc
 
-    async def save(self, changed: list[StoredRun], now: datetime) -> set[str]:
-        """Write every changed run in one round trip; each update guarded by its revision.
+    async def save(self, changed: list[StoredRun]) -> set[str]:
+        """Write every changed run in one round trip, each update guarded by its revision;
+        then page their history and publish their outboxes (:meth:`finish`).
 
         Returns the ids of new runs refused because their record has an active run already
-        (the unique ``active_key`` index): those are rejections, not conflicts.
+        (the unique ``active_key`` index): those are rejections, not conflicts.  The save is
+        stamped (``outbox_at``/``outbox_by``) and settled once finished: no write clears
+        what went out.
         """
+        stamp = await self.outboxes.stamp() if any(map(_leaves_work, changed)) else None
+        finished = False
+        try:
+            refused = await self._write(changed, stamp)
+            await self.finish([s for s in changed if s.run.id not in refused])
+            finished = True
+        finally:
+            if stamp is not None:
+                self.outboxes.settle(stamp, finished)
+        return refused
+
+    async def finish(self, runs: Sequence[StoredRun]) -> None:
+        """What a save leaves to do: page the saved history, then publish the outboxes.
+
+        The page first: a stop in between leaves the history in ``pending_history`` and the
+        outbox beyond the writer's mark, and whoever sends the outbox again pages the history
+        with it (decision 14).
+        """
+        await self.page_history(runs)
+        with_outbox = [s for s in runs if s.outbox]
+        if not with_outbox:
+            return
+        await self.publisher.publish(parse_dict(m) for s in with_outbox for m in s.outbox)
+        for stored in with_outbox:
+            stored.outbox = []  # the cached run's next save starts a new outbox
+
+    async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         for stored in changed:
-            doc = to_document(stored, now)
+            doc = to_document(stored, stamp, self.outboxes.writer)
             unset = {k: "" for k in OPTIONAL_FIELDS if doc.get(k) is None}
             if not stored.is_new and doc.get("next_timer_at") != stored.timer_due:
                 # The timers changed (the fired one was applied): release the firer's lease,
@@ -156,9 +204,6 @@ class RunStore:
         for stored in changed:
             if stored.run.id in duplicates:
                 continue
-            # This write replaced the run's outbox (and pending history): a clear still
-            # waiting for an older revision would match nothing, and is not sent.
-            self.unclear.pop(stored.run.id, None)
             stored.is_new = False
             stored.stored_revision = stored.run.revision
             stored.timer_due = min((t.due_at for t in stored.run.timers), default=None)
@@ -168,12 +213,13 @@ class RunStore:
             self.remember(stored)
         return duplicates
 
-    async def page_history(self, runs: list[StoredRun]) -> int:
+    async def page_history(self, runs: Sequence[StoredRun]) -> int:
         """Write the saved, unpaged history of these runs to ``run_history``: one round trip.
 
         After the run save (the run document holds the entries meanwhile): a stop in
         between leaves them in ``pending_history``, which the readers merge and the next
-        owner of the run pages again (decision 14).
+        owner of the run, or the sweep, pages again (decision 14).  The run document keeps
+        them until its next save, which writes only its own: no write to drop them.
         """
         unpaged = [s for s in runs if s.unpaged_history]
         if not unpaged:
@@ -184,41 +230,14 @@ class RunStore:
             stored.unpaged_history = []
         return written
 
-    async def clear_outboxes(self, published: list[StoredRun]) -> None:
-        """After a publish: drop the outbox unless a newer transition replaced it already."""
-        self.defer_clear(published)
-        await self.flush_clears()
-
-    def defer_clear(self, published: list[StoredRun]) -> None:
-        """Note that these outboxes went out; :meth:`flush_clears` clears them later.
-
-        Off the hot path: the next transition of a run writes its outbox anew anyway (the
-        cached copy's is empty now), and a clear that waits a moment costs nothing but a
-        sweep of it, which only comes after ``outbox_at`` is seconds old.
-        """
-        for stored in published:
-            self.unclear[stored.run.id] = (stored.run.revision, not stored.unpaged_history)
-            stored.outbox = []
-
-    async def flush_clears(self) -> int:
-        """One bulk write for every outbox published since the last flush and not replaced
-        by a later save of its run.
-
-        The one place outboxes are cleared (a per-writer watermark may replace it: decision
-        17): in a burst, where a run's next input comes seconds later, it costs a write per
-        outbox; the last one of each run always.
-        """
-        if not self.unclear:
-            return 0
-        pending, self.unclear = self.unclear, {}
-        self.round_trips += 1
-        await self.runs.bulk_write(
-            [UpdateOne({"_id": run_id, "revision": revision},
-                       {"$set": {"outbox": []}, "$unset": _cleared(paged)})
-             for run_id, (revision, paged) in pending.items()],
-            ordered=False,
-        )
-        return len(pending)
+    async def _resend(self, docs: Sequence[Document]) -> int:
+        """What the sweep found left beyond a writer's mark: its history paged, then its
+        outbox published (how many messages)."""
+        await write_pages(self.history, pages(d.get("pending_history") or [] for d in docs))
+        messages = [m for d in docs for m in d.get("outbox") or ()]
+        if messages:
+            await self.publisher.publish(parse_dict(m) for m in messages)
+        return len(messages)
 
     def remember(self, stored: StoredRun) -> None:
         if stored.run.status in FINISHED:  # nothing more will happen to it, most likely
@@ -234,10 +253,9 @@ class RunStore:
             self.cache.pop(stored.run.id, None)
 
 
-def _cleared(history_paged: bool) -> dict[str, str]:
-    if history_paged:  # in run_history now: the run document needs it no more
-        return {"outbox_at": "", "pending_history": ""}
-    return {"outbox_at": ""}
+def _leaves_work(stored: StoredRun) -> bool:
+    """Whether a save of this run leaves something to do after the write (so it is stamped)."""
+    return bool(stored.outbox or stored.unpaged_history or stored.new_history)
 
 
 def _on_active_key(error: dict[str, Any]) -> bool:
@@ -266,15 +284,18 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
     )
 
 
-def to_document(stored: StoredRun, now: datetime) -> dict[str, Any]:
+def to_document(stored: StoredRun, stamp: datetime | None, writer: str) -> dict[str, Any]:
+    """The run's document; stamped ``stamp`` by ``writer`` if it leaves work after the write."""
     run = stored.run
     doc = run.model_dump(mode="python", exclude={"id"})
     doc["_id"] = run.id
     doc["applied"] = stored.applied[-APPLIED_KEPT:]
     doc["outbox"] = stored.outbox
-    doc["outbox_at"] = now if stored.outbox else None
-    doc["next_timer_at"] = min((t.due_at for t in run.timers), default=None)
     doc["pending_history"] = [*stored.unpaged_history, *stored.new_history] or None
+    stamped = stamp is not None and (stored.outbox or doc["pending_history"])
+    doc["outbox_at"] = stamp if stamped else None
+    doc["outbox_by"] = writer if stamped else None
+    doc["next_timer_at"] = min((t.due_at for t in run.timers), default=None)
     doc["active_steps"] = [
         {"stage": s.stage, "step": s.name, "kind": s.kind, "started_at": s.started_at,
          "dispatch": _dispatch_of(stored, s.name, s.attempt, s.status.value)}

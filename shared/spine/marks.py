@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from shared.due import Alarm
 from shared.spine.aggregate import aware
 from shared.spine.ledger import Ledger
 
@@ -73,13 +74,15 @@ class OutboxMarks:
     """Stamp, settle, read as sent, mark and sweep, around a :class:`MarkStorage`."""
 
     def __init__(self, storage: MarkStorage, resend: Resend, *, mark_delay: float = 1.0,
-                 clock: Callable[[], datetime] = utc_now, backlog: Backlog | None = None
-                 ) -> None:
+                 clock: Callable[[], datetime] = utc_now, backlog: Backlog | None = None,
+                 sweep_age: timedelta = timedelta(seconds=5)) -> None:
         self.storage = storage
         self.resend = resend
         self.ledger = Ledger(clock)
         self.clock = clock
         self.mark_delay = mark_delay
+        self.sweep_age = sweep_age  # for :meth:`sweep_when_due`
+        self.sweeps = Alarm()  # rung when a save fails: what it left comes of age then
         self.backlog = backlog  # what the last sweep sent again plus the saves unsettled
         self.marks: dict[str, datetime] = {}  # other writers' marks as last read
         self.swept_last = 0  # documents the last sweep sent again
@@ -99,7 +102,10 @@ class OutboxMarks:
         return self.ledger.stamp()
 
     def settle(self, stamp: datetime, published: bool) -> None:
+        """The save stamped ``stamp`` did its work (or failed: in doubt until swept)."""
         self.ledger.settle(stamp, published)
+        if not published:
+            self.sweeps.due(stamp + self.sweep_age)
 
     # -- a read --------------------------------------------------------------------------------
     def covers(self, doc: Mapping[str, Any], *, in_flight: bool = True) -> bool | None:
@@ -199,10 +205,13 @@ class OutboxMarks:
             self.backlog.set(swept + len(self.ledger.in_flight) + len(self.ledger.in_doubt))
         return swept
 
-    def next_sweep(self, older_than: timedelta) -> datetime | None:
-        """When this writer's own failed saves come of age for its sweep (None: there are
-        none; another writer's leftovers are found by a sweep's regular round)."""
-        return min(self.ledger.in_doubt) + older_than if self.ledger.in_doubt else None
+    async def sweep_when_due(self) -> datetime | None:
+        """A job that wakes on what is due (shared/due.py, with :attr:`sweeps`): sweeps, and
+        answers when this writer's own failed saves come of age.  Another writer's leftovers
+        have no due time here: they are found within the loop's longest sleep."""
+        await self.sweep(self.sweep_age)
+        doubtful = self.ledger.in_doubt
+        return min(doubtful) + self.sweep_age if doubtful else None
 
     async def _sweep_own(self, cutoff: datetime) -> int:
         doubtful = sorted(s for s in self.ledger.in_doubt if s <= cutoff)

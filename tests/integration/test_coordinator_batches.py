@@ -58,7 +58,8 @@ async def handler(servers: Any, database: str) -> AsyncIterator[CoordinatorHandl
     definition = validate_definition(load_definition(DEFINITION, fmt="yaml"),
                                      known_actions=frozenset({"noop"}))
     await definitions.publish(definition, published_by="test", now=datetime.now(UTC))
-    yield CoordinatorHandler(RunStore(db), definitions, Publisher(broker, metrics),
+    publisher = Publisher(broker, metrics)
+    yield CoordinatorHandler(RunStore(db, publisher), definitions, publisher,
                              CoordinatorMetrics(CollectorRegistry()))
     await broker.stop()
     await client.close()

@@ -1,10 +1,11 @@
 """What one run of the bench workload costs the coordinator: documents written to MongoDB
 (counted by the client's command listener, as the services count them) and messages
-published, input by input (docs/decisions/0017-message-budget.md).
+published, input by input (docs/decisions/0017-message-budget.md); and what a stop at each
+point of a save leaves, and who sends it (docs/decisions/0016-outbox-watermarks.md).
 
-The handler is driven as the two consumers drive it, with a recording publisher; the
-outbox clears run when the test says, as the periodic job runs them: after every input
-(a burst, where a run's next input comes seconds later) or once at the end (a quick run).
+The handler is driven as the two consumers drive it, with a recording publisher.  A
+published outbox is never cleared: the coordinator's mark (written by a job, about once a
+second, here when the test says) tells another coordinator's sweep that it went out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,12 +27,14 @@ from contracts.events.commands import StartRun
 from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemAssigned
 from services.stage_coordinator.handler import CoordinatorHandler, WorkItemFeed
+from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import RUNS, RunStore
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
 from shared.mongo import CommandCounter, make_client
+from shared.spine.mongo_marks import SYSTEM
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +66,16 @@ class Coordinator:
     feed: WorkItemFeed
     publisher: RecordingPublisher
     written: Counter[str]
+    db: Any
+
+    @property
+    def store(self) -> RunStore:
+        return self.handler.store
+
+    def another(self) -> tuple[RunStore, RecordingPublisher]:
+        """Another coordinator on the same database (a replica, or this one restarted)."""
+        publisher = RecordingPublisher()
+        return RunStore(self.db, publisher), publisher  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -78,10 +91,11 @@ async def coordinator(servers: Any, database: str) -> AsyncIterator[Coordinator]
                                      known_actions=frozenset({"noop"}))
     await definitions.publish(definition, published_by="test", now=datetime.now(UTC))
     publisher = RecordingPublisher()
-    handler = CoordinatorHandler(RunStore(db), definitions, publisher,  # type: ignore[arg-type]
+    handler = CoordinatorHandler(RunStore(db, publisher),  # type: ignore[arg-type]
+                                 definitions, publisher,  # type: ignore[arg-type]
                                  CoordinatorMetrics(CollectorRegistry()))
     written.clear()  # what publishing the definition wrote is not the run's
-    yield Coordinator(handler, WorkItemFeed(handler), publisher, written)
+    yield Coordinator(handler, WorkItemFeed(handler), publisher, written, db)
     await client.close()
 
 
@@ -105,33 +119,39 @@ def inputs(run_id: str) -> list[tuple[str, Envelope]]:
     ]
 
 
-async def drive(coordinator: Coordinator, run_id: str, *, clear_between: bool) -> None:
-    for consumer, envelope in inputs(run_id):
+async def drive(coordinator: Coordinator, steps: list[tuple[str, Envelope]]) -> None:
+    for consumer, envelope in steps:
         if consumer == "feed":
             await coordinator.feed([envelope])
         else:
             await coordinator.handler([envelope])
-        if clear_between:
-            await coordinator.handler.store.flush_clears()
-    await coordinator.handler.store.flush_clears()
 
 
 def sent_types(coordinator: Coordinator, topic: str) -> list[str]:
     return [e.type for e in coordinator.publisher.sent if topic == e.payload.TOPIC]
 
 
-async def test_a_bench_run_writes_its_five_changes_and_a_clear_per_outbox_left_standing(
+def sent_for(publisher: RecordingPublisher, run_id: str) -> list[str]:
+    """The event ids ``publisher`` sent for ``run_id`` (a sweep sees other tests' runs too)."""
+    return [e.event_id for e in publisher.sent if e.run_id == run_id]
+
+
+async def test_a_bench_run_writes_its_five_changes_and_no_clear(
     coordinator: Coordinator,
 ) -> None:
     run_id = uuid.uuid4().hex
-    await drive(coordinator, run_id, clear_between=True)
-    run = await coordinator.handler.store.runs.find_one({"_id": run_id})
-    assert run is not None and run["status"] == "completed" and "outbox_at" not in run
+    await drive(coordinator, inputs(run_id))
+    run = await coordinator.store.runs.find_one({"_id": run_id})
+    assert run is not None and run["status"] == "completed"
     # Five inputs change the run; an assignment naming the person the run dispatched to
-    # changes nothing.  Each of the four outboxes (the start, prepare's and finance's
-    # completions, the end) stood until a clear: four clears.  Legal's completion
-    # publishes nothing.
-    assert coordinator.written[RUNS] == 5 + 4
+    # changes nothing.  No outbox is cleared: the last one stays, stamped by this writer.
+    assert coordinator.written[RUNS] == 5
+    assert run["outbox_by"] == coordinator.store.outboxes.writer and run["outbox"]
+    # The writer's mark: once before its first stamp, then by the job about once a second
+    # for all the runs it saved meanwhile (here once, at the end).
+    assert coordinator.written[SYSTEM] == 1
+    assert await coordinator.store.outboxes.write_mark()
+    assert coordinator.written[SYSTEM] == 2
     # One lifecycle message per move (decision 17).
     assert sent_types(coordinator, "runs.events") == [
         "RunStarted", "StageCompleted", "StageCompleted", "RunCompleted"]
@@ -141,51 +161,92 @@ async def test_a_bench_run_writes_its_five_changes_and_a_clear_per_outbox_left_s
     assert len(coordinator.publisher.sent) == 8
 
 
-async def test_a_run_saved_again_before_the_clear_needs_none_but_for_its_last_outbox(
+async def test_the_next_save_replaces_the_paged_history_and_readers_see_each_entry_once(
     coordinator: Coordinator,
 ) -> None:
+    """The run document keeps the history of its last save (paged already) instead of a
+    write to drop it; readers merge it with the pages, one entry per revision."""
     run_id = uuid.uuid4().hex
-    await drive(coordinator, run_id, clear_between=False)
-    run = await coordinator.handler.store.runs.find_one({"_id": run_id})
-    assert run is not None and run["status"] == "completed" and run["outbox"] == []
-    # Every save replaced the outbox before it: only the last one is cleared.
-    assert coordinator.written[RUNS] == 5 + 1
-    assert len(coordinator.publisher.sent) == 8
-
-
-async def test_a_save_without_an_outbox_drops_the_clear_it_replaced(
-    coordinator: Coordinator,
-) -> None:
-    run_id = uuid.uuid4().hex
-    steps = inputs(run_id)
-    for _, envelope in steps[:4]:  # started, prepared, both items assigned; no clear yet
-        await coordinator.handler([envelope])
-    coordinator.written.clear()
-    await coordinator.handler([steps[4][1]])  # legal: changes the run, publishes nothing
-    # Legal's save replaced prepare's outbox with none: no clear is left to send.
-    assert await coordinator.handler.store.flush_clears() == 0
-    assert coordinator.written[RUNS] == 1
-    stored = await coordinator.handler.store.runs.find_one({"_id": run_id})
-    assert stored is not None and stored["outbox"] == [] and "outbox_at" not in stored
+    await drive(coordinator, inputs(run_id))
+    run = await coordinator.store.runs.find_one({"_id": run_id})
+    assert run is not None
+    kept = [e["revision"] for e in run["pending_history"]]
+    assert kept == list(range(kept[0], run["revision"] + 1)) and kept[0] > 1
+    paged = await read_history(coordinator.db[RUN_HISTORY], {"_id": run_id})
+    assert [e["revision"] for e in paged] == list(range(1, run["revision"] + 1))
+    assert await read_history(coordinator.db[RUN_HISTORY], run) == paged
 
 
 async def test_a_late_outcome_for_a_finished_run_publishes_and_writes_nothing(
     coordinator: Coordinator,
 ) -> None:
-    """A finished run leaves the cache; a message read before its last clear must not take
-    the outbox this process published for a stop's leftover."""
+    """A finished run leaves the cache; read back, the outbox this writer published must
+    not be taken for a stop's leftover, mark written or not."""
     run_id = uuid.uuid4().hex
-    steps = inputs(run_id)
-    for _, envelope in steps:
-        await coordinator.handler([envelope])
-    assert run_id not in coordinator.handler.store.cache
+    await drive(coordinator, inputs(run_id))
+    assert run_id not in coordinator.store.cache
     sent, written = len(coordinator.publisher.sent), coordinator.written[RUNS]
     again = new_event(StepCompleted(step="finance", attempt=1, completed_by="bob"),
                       producer="assignment", run_id=run_id)  # answered again: a new id
     await coordinator.handler([again])
     assert len(coordinator.publisher.sent) == sent
     assert coordinator.written[RUNS] == written
-    assert await coordinator.handler.store.flush_clears() == 1  # the last outbox, once
+
+
+async def test_a_stop_after_the_save_before_the_publish_is_sent_once_by_another_coordinator(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = uuid.uuid4().hex
+    steps = inputs(run_id)
+    await drive(coordinator, steps[:-1])
+    await coordinator.store.outboxes.write_mark()  # all so far went out
+
+    async def stopped(runs: Any) -> int:
+        raise ConnectionError("the process stopped here")
+    monkeypatch.setattr(coordinator.store, "page_history", stopped)
+    with pytest.raises(ConnectionError):
+        await drive(coordinator, steps[-1:])  # saved; stopped before paging and publishing
+    run = await coordinator.store.runs.find_one({"_id": run_id})
+    assert run is not None and run["status"] == "completed" and run["outbox"]
+    left = [m["event_id"] for m in run["outbox"]]
+    assert not set(left) & set(sent_for(coordinator.publisher, run_id))
+
+    other, sent = coordinator.another()
+    await other.outboxes.sweep(timedelta(minutes=10))
+    assert sent_for(sent, run_id) == []  # not before the sweep's age
+    await other.outboxes.sweep(timedelta(0))
+    assert sent_for(sent, run_id) == left  # RunCompleted, once
+    await other.outboxes.sweep(timedelta(0))
+    assert sent_for(sent, run_id) == left
+    # The history the stop left unpaged went with it.
+    paged = await read_history(coordinator.db[RUN_HISTORY], {"_id": run_id})
+    assert [e["revision"] for e in paged] == list(range(1, run["revision"] + 1))
+
+
+async def test_a_stop_after_the_publish_before_the_mark_is_sent_again_with_the_same_ids(
+    coordinator: Coordinator,
+) -> None:
+    run_id = uuid.uuid4().hex
+    await drive(coordinator, inputs(run_id))  # published; the mark job never ran
+    published = sent_for(coordinator.publisher, run_id)
+    other, sent = coordinator.another()
+    await other.outboxes.sweep(timedelta(0))
+    again = sent_for(sent, run_id)
+    assert again and set(again) <= set(published)  # the last outbox, a duplicate by id
+
+
+async def test_an_outbox_the_mark_covers_is_neither_swept_nor_read_as_left(
+    coordinator: Coordinator,
+) -> None:
+    run_id = uuid.uuid4().hex
+    steps = inputs(run_id)
+    await drive(coordinator, steps[:-1])
+    assert await coordinator.store.outboxes.write_mark()
+    other, sent = coordinator.another()
+    await other.outboxes.sweep(timedelta(0))
+    assert sent_for(sent, run_id) == []
+    loaded = (await other.load([run_id]))[run_id]
+    assert loaded.outbox == [] and loaded.unpaged_history == []
 
 
 async def test_the_participants_feed_waits_for_the_batch_in_flight(

@@ -2,7 +2,8 @@
 
 - a consumed batch of many runs writes one history page, in one more round trip;
 - a stop between the run save and the page loses nothing: the entries wait in the run
-  document, readers see them, and the run's next batch (or the outbox sweep) pages them;
+  document, readers see them, and the run's next batch (or another coordinator's outbox
+  sweep) pages them;
 - a save that makes a timer due rings the timer firer's alarm.
 """
 
@@ -22,7 +23,6 @@ from contracts.events.commands import StartRun
 from contracts.events.steps import StepCompleted
 from services.stage_coordinator.handler import CoordinatorHandler
 from services.stage_coordinator.history import RUN_HISTORY, read_history
-from services.stage_coordinator.jobs import OutboxSweep
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import RunStore
 from shared.definitions.loading import load_definition
@@ -31,7 +31,6 @@ from shared.definitions.validate import validate_definition
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
-from shared.outbox import Outbox
 from shared.settings import ServiceSettings
 from shared.topics import ensure_topics
 
@@ -79,8 +78,8 @@ class Stack:
 
     def handler(self) -> CoordinatorHandler:
         """A fresh coordinator, as after a restart: an empty cache."""
-        return CoordinatorHandler(RunStore(self.db), DefinitionStore(self.db), self.publisher,
-                                  CoordinatorMetrics(CollectorRegistry()))
+        return CoordinatorHandler(RunStore(self.db, self.publisher), DefinitionStore(self.db),
+                                  self.publisher, CoordinatorMetrics(CollectorRegistry()))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +120,9 @@ async def test_a_batch_of_many_runs_writes_one_history_page_in_one_more_round_tr
     stack.writes.seen.clear()
     await handler([start(run_id) for run_id in run_ids])
 
-    assert stack.writes.seen == [("insert", "runs"), ("insert", RUN_HISTORY)]
+    # The writer's mark comes first, once per process (not per batch): decision 16.
+    assert stack.writes.seen == [("update", "system"), ("insert", "runs"),
+                                 ("insert", RUN_HISTORY)]
     pages = await stack.db[RUN_HISTORY].find({"run_ids": {"$in": run_ids}}).to_list(None)
     assert len(pages) == 1 and sorted(pages[0]["run_ids"]) == sorted(run_ids)
     for run_id in run_ids:
@@ -174,10 +175,8 @@ async def test_the_outbox_sweep_pages_the_history_a_stop_left_with_a_finished_ru
     run = await stack.db.runs.find_one({"_id": run_id})
     assert run["status"] == "completed" and run["outbox"] and run["pending_history"]
 
-    sweep = OutboxSweep(Outbox(stack.db.runs, stack.publisher, stack.metrics),
-                        stack.db[RUN_HISTORY], older_than=timedelta(0))
-    assert await sweep() is None  # nothing left behind now, nothing due later
-    assert sweep.swept >= 1
+    sweeper = stack.handler().store  # another coordinator; the stopped one never sweeps
+    assert await sweeper.outboxes.sweep(timedelta(0)) >= 1
     paged = await read_history(stack.db[RUN_HISTORY], {"_id": run_id})
     assert [e["revision"] for e in paged] == list(range(1, run["revision"] + 1))
     assert paged[-1]["kind"] == "RunStatusChanged" and paged[-1]["status"] == "completed"

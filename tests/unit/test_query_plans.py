@@ -29,7 +29,7 @@ from services.trigger.starts import INDEXES as START_INDEXES
 from services.trigger.starts import STARTS
 from shared.auth import Principal
 from shared.mongo import Index, free_lease, serving_index
-from shared.spine.mongo_store import stamped_query
+from shared.spine.mongo_marks import stamped_query
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 DIRECTORY = Directory.from_document({
@@ -53,8 +53,10 @@ RUN_QUERIES = {
     "due timers": (jobs.due_timers(NOW), "next_timer_at_1"),
     "next timer": (jobs.next_timer(NOW), "next_timer_at_1"),
     "timer claim": (jobs.timer_claim("run-1", NOW, NOW), "_id_1"),
-    "outbox backlog": (jobs.OUTBOX_BACKLOG, "outbox_at_1"),
-    "outbox left behind": (jobs.left_behind(NOW), "outbox_at_1"),
+    "outboxes beyond a writer's mark": (stamped_query("writer", NOW - timedelta(minutes=1),
+                                                      NOW), "outbox_by_1_outbox_at_1"),
+    "a writer's failed saves": ({"outbox_by": "writer", "outbox_at": {"$in": [NOW]}},
+                                "outbox_by_1_outbox_at_1"),
     "runs by id": ({"_id": {"$in": ["run-1"]}}, "_id_1"),
     "active runs": (ACTIVE_RUNS, "active_key_1"),
     "active runs in error": ({**ACTIVE_RUNS, "status": "error"}, "active_key_1"),

@@ -14,9 +14,13 @@ from typing import Any
 
 import pytest
 
+from contracts.envelope import new_event
+from contracts.events.workitems import WorkItemCancelRequested
 from services.notification.jobs import RetrySweeper
-from services.stage_coordinator.jobs import OutboxSweep, TimerFirer
+from services.stage_coordinator.jobs import TimerFirer
 from shared.due import Alarm, DueLoop
+from shared.spine import Aggregate, Decided
+from shared.spine.memory_store import MemoryAggregateStore
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 MAX_SLEEP = timedelta(seconds=30)
@@ -225,28 +229,31 @@ async def test_an_alarm_for_later_than_planned_does_not_wake(ring: datetime | No
     assert not alarm.event.is_set() and alarm.next_due == T0 + timedelta(seconds=30)
 
 
-class Outboxes:
-    """The runs collection as the outbox sweep sees it: outboxes by ``outbox_at``."""
-
-    def __init__(self) -> None:
-        self.finds = 0
-        self.written: list[datetime] = []
-
-    def find(self, *_: Any) -> Cursor:
-        self.finds += 1
-        return Cursor([{"outbox_at": at} for at in sorted(self.written)])
+def a_change() -> Aggregate:
+    message = new_event(WorkItemCancelRequested(step="a", reason="r"), producer="test",
+                        run_id="r1")
+    return Aggregate("r1").after(Decided(state={"step": "a"}, publish=[message]))
 
 
-async def test_an_idle_outbox_sweep_queries_once_per_longest_sleep_and_waits_out_young_outboxes(
+async def test_an_idle_outbox_sweep_reads_the_marks_once_per_longest_sleep_and_a_failed_save_rings(
 ) -> None:
     time = SimulatedTime()
-    runs = Outboxes()
-    backlog = type("Backlog", (), {"labels": lambda self, *_: Gauge()})()
-    outbox = type("Outbox", (), {"collection": runs, "metrics": type(
-        "Metrics", (), {"outbox_backlog": backlog, "service": "c"})()})()
-    sweep = OutboxSweep(outbox, None, timedelta(seconds=5), clock=time.clock)  # type: ignore[arg-type]
-    loop = DueLoop(sweep, Alarm(), MAX_SLEEP, clock=time.clock, wait=time.wait)
+    store = MemoryAggregateStore(clock=time.clock)
+    outboxes = store.outboxes  # the marks' sweep, as the coordinator runs it
+    loop = DueLoop(outboxes.sweep_when_due, outboxes.sweeps, MAX_SLEEP, clock=time.clock,
+                   wait=time.wait)
     await time.run(loop, 600)
-    assert runs.finds <= 600 // 30 + 1
-    runs.written.append(time.now)  # an outbox another replica wrote, not yet cleared
-    assert await sweep() == time.now + timedelta(seconds=5)  # swept only once it is 5 s old
+    assert store.round_trips["find"] <= 600 // 30 + 1  # the marks, once a wake
+
+    outboxes.sweeps.next_due = time.now + MAX_SLEEP  # the loop sleeps its longest sleep
+    store.broken = True  # a save whose publish fails: its outbox stays in doubt
+    with pytest.raises(ConnectionError):
+        await store.save([a_change()])
+    store.broken = False
+    failed_at = time.now
+    assert outboxes.sweeps.event.is_set()  # it wakes
+    assert outboxes.sweeps.next_due == failed_at + timedelta(seconds=5)
+    await loop.once()  # too young: it sleeps until the failed save is 5 s old
+    assert store.published == [] and time.now == failed_at + timedelta(seconds=5)
+    await loop.once()
+    assert len(store.published) == 1 and not store.ledger.in_doubt
