@@ -284,7 +284,8 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
     )
 
 
-def to_document(stored: StoredRun, stamp: datetime | None, writer: str) -> dict[str, Any]:
+def to_document(stored: StoredRun, stamp: datetime | None = None,
+                writer: str | None = None) -> dict[str, Any]:
     """The run's document; stamped ``stamp`` by ``writer`` if it leaves work after the write."""
     run = stored.run
     doc = run.model_dump(mode="python", exclude={"id"})

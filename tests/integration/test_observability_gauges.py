@@ -88,7 +88,7 @@ def run_document(
                for st, name, kind, ago in steps},
         timers=timers or [], created_at=now - timedelta(hours=5), updated_at=now,
     )
-    doc = to_document(StoredRun(run=run), now)
+    doc = to_document(StoredRun(run=run))
     for key in OPTIONAL_FIELDS:  # as RunStore.save writes it: unset, not null
         if doc.get(key) is None:
             doc.pop(key, None)
