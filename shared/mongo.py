@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 Document = dict[str, Any]
+
+log = logging.getLogger("baton.mongo")
 
 
 def make_client(
@@ -80,6 +84,17 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Iterable[Index]) 
         await db[index.collection].create_index(
             list(index.keys), name=index.name, unique=index.unique, **dict(index.options)
         )
+
+
+async def drop_retired(collection: AsyncCollection[Document], names: Iterable[str]) -> list[str]:
+    """Drop the indexes an older version created and this one no longer uses (each costs
+    every write of the collection; creating indexes never drops one).  Idempotent."""
+    present = await collection.index_information()
+    dropped = [name for name in names if name in present]
+    for name in dropped:
+        await collection.drop_index(name)
+        log.info("dropped the retired index %s of %s", name, collection.name)
+    return dropped
 
 
 def free_lease(field_name: str, now: Any) -> dict[str, Any]:

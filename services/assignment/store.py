@@ -33,7 +33,7 @@ from services.assignment.core.workitem import WorkItem
 from services.assignment.lookup import LOOKUP, lookup_keys, of_runs, with_status
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
-from shared.mongo import Index
+from shared.mongo import Index, drop_retired
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
 from shared.spine.mongo_store import SYSTEM, MongoAggregateStore, due_query, spine_indexes
 
@@ -176,11 +176,7 @@ class WorkItemStore:
         an item another writer changed meanwhile got its keys from that writer.  The
         ``system`` document :data:`MIGRATED` records that the pass finished.
         """
-        present = await self.items.index_information()
-        for name in RETIRED_INDEXES:
-            if name in present:
-                await self.items.drop_index(name)
-                log.info("dropped the index %s of %s", name, WORK_ITEMS)
+        await drop_retired(self.items, RETIRED_INDEXES)
         if await self.system.find_one({"_id": MIGRATED}) is not None:
             return 0
         written = 0

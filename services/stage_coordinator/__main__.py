@@ -45,6 +45,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.consume(WORKITEMS_EVENTS, WorkItemFeed(handler), group_id=f"{rt.name}-participants",
                types=WORK_ITEM_TYPES)
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
+    rt.on_start.append(store.drop_retired_indexes)
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, store.outboxes, store.timers))

@@ -41,7 +41,7 @@ from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
 from shared.messaging import Publisher
-from shared.mongo import Index
+from shared.mongo import Index, drop_retired
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
 
@@ -54,6 +54,8 @@ SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "outbox_by", "history",
 OPTIONAL_FIELDS = ("outbox_at", "outbox_by", "next_timer_at", "active_key", "pending_history")
 # What the sweep sends again of a run a stop left: its outbox and its unpaged history.
 SWEPT_FIELDS = {**OUTBOX_FIELDS, "pending_history": 1}
+# Created by earlier versions, no longer used (outboxes are marked, not cleared: decision 16).
+RETIRED_INDEXES = ("outbox_at_1",)
 INDEXES = [
     Index(RUNS, [("next_timer_at", 1)], options={"sparse": True}),
     outbox_index(RUNS),
@@ -102,6 +104,10 @@ class RunStore:
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
+
+    async def drop_retired_indexes(self) -> None:
+        """At start-up: what an older version indexed and this one no longer needs."""
+        await drop_retired(self.runs, RETIRED_INDEXES)
 
     async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
         found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}

@@ -101,3 +101,15 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
                              run_id=run_id)])
     again = await handler.store.runs.find_one({"_id": run_id})
     assert again is not None and again["revision"] == finished["revision"]
+
+
+async def test_the_index_of_cleared_outboxes_is_dropped_at_start(
+    handler: CoordinatorHandler,
+) -> None:
+    """Outboxes are marked, not cleared (decision 16): an older version's `outbox_at_1`
+    index would cost every run write for nothing."""
+    runs = handler.store.runs
+    await runs.create_index([("outbox_at", 1)], name="outbox_at_1", sparse=True)
+    await handler.store.drop_retired_indexes()
+    await handler.store.drop_retired_indexes()  # again: nothing left to drop
+    assert "outbox_at_1" not in await runs.index_information()
