@@ -26,6 +26,7 @@ are cached between batches; the revision filter makes a stale cache harmless.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,17 +152,17 @@ class RunStore:
         return refused
 
     async def finish(self, runs: Sequence[StoredRun]) -> None:
-        """What a save leaves to do: page the saved history, then publish the outboxes.
+        """What a save leaves to do: publish the outboxes and page the saved history.
 
-        The page first: a stop in between leaves the history in ``pending_history`` and the
-        outbox beyond the writer's mark, and whoever sends the outbox again pages the history
-        with it (decision 14).
+        Both at once (one goes to Kafka, the other to MongoDB): the history page is off the
+        path from a run's input to its next message.  Either may be cut short by a stop: the
+        save's stamp is then not settled, so the outbox lies beyond the writer's mark, and
+        whoever sends it again pages the history with it (decisions 14 and 16); until then
+        the readers merge ``pending_history``.
         """
-        await self.page_history(runs)
         with_outbox = [s for s in runs if s.outbox]
-        if not with_outbox:
-            return
-        await self.publisher.publish(parse_dict(m) for s in with_outbox for m in s.outbox)
+        messages = [parse_dict(m) for s in with_outbox for m in s.outbox]
+        await asyncio.gather(self.page_history(runs), self.publisher.publish(messages))
         for stored in with_outbox:
             stored.outbox = []  # the cached run's next save starts a new outbox
 

@@ -201,9 +201,11 @@ async def test_a_stop_after_the_save_before_the_publish_is_sent_once_by_another_
     await drive(coordinator, steps[:-1])
     await coordinator.store.outboxes.write_mark()  # all so far went out
 
-    async def stopped(runs: Any) -> int:
+    async def stopped(_: Any) -> None:
         raise ConnectionError("the process stopped here")
+    # The stop comes after the save, before the page and the publish (which go at once).
     monkeypatch.setattr(coordinator.store, "page_history", stopped)
+    monkeypatch.setattr(coordinator.store.publisher, "publish", stopped)
     with pytest.raises(ConnectionError):
         await drive(coordinator, steps[-1:])  # saved; stopped before paging and publishing
     run = await coordinator.store.runs.find_one({"_id": run_id})
