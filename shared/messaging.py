@@ -232,7 +232,8 @@ class BatchConsumer:
             except Exception as exc:
                 last = exc
             self.metrics.handler_errors.labels(self.metrics.service, self.topic, "handler").inc()
-            log.exception("handler failed on %s (attempt %d)", self.topic, attempt + 1)
+            log.error("handler failed on %s (attempt %d)", self.topic, attempt + 1,
+                      exc_info=last)
             await asyncio.sleep(0.05 * (2**attempt))
         return last
 

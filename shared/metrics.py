@@ -72,6 +72,12 @@ class ServiceMetrics:
             ["service"],
             registry=registry,
         )
+        self.store_restarts = Counter(
+            "baton_mongodb_restarts_total",
+            "Times this service saw MongoDB restarted and reconciled (it may have lost writes)",
+            ["service"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "baton_consumer_lag",
             "Messages behind the log end, where the broker reports it",

@@ -39,6 +39,7 @@ from shared.settings import ServiceSettings
 from shared.topics import ensure_service_topics
 
 log = logging.getLogger("baton.runtime")
+REPLAY_AGAIN_AFTER = (0.0, 3.0, 10.0)  # seconds between the seeks of a replay
 Job = Callable[[], Awaitable[Any]]
 
 
@@ -70,7 +71,9 @@ class Runtime:
         self.broker_watch = BrokerWatch(settings, self.db, self.metrics)
         # What to re-send when the broker lost its data (see shared/broker_watch.py).
         self.on_broker_reset = self.broker_watch.hooks
-        self.on_broker_reset.append(self._rewind_consumers)  # first: then services re-send
+        # Before the services re-send: the consumers read again what may not have landed.
+        self.broker_watch.rewind = self._rewind_consumers
+        self.broker_watch.replay_since = self._replay_since
         self.every(settings.broker_watch_seconds, self.broker_watch, "broker watch")
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -163,7 +166,30 @@ class Runtime:
             task = asyncio.create_task(self._rewind(consumer))
             self._tasks.append(task)
 
-    async def _rewind(self, consumer: BatchConsumer, window: float = 60.0) -> None:
+    async def _replay_since(self, since: float) -> None:
+        """After MongoDB restarted: every consumer reads again its messages since ``since``.
+
+        A server killed outright may have lost the last writes it acknowledged; the
+        messages that made them were consumed and committed.  Read again, each is dropped
+        as a repeat where its write landed, and applied again where it was lost.
+        """
+        since_ms = int(since * 1000)
+        for consumer in self.consumers:
+            task = asyncio.create_task(self._replay(consumer, since_ms))
+            self._tasks.append(task)
+
+    async def _replay(self, consumer: BatchConsumer, since_ms: int) -> None:
+        """Seek back now and twice more: a batch that was in flight when the server went
+        away is sought back to its own start when it fails, which may be later than
+        ``since_ms``; reading the stretch again is only repeats."""
+        for delay in REPLAY_AGAIN_AFTER:
+            await asyncio.sleep(delay)
+            await self._rewind(consumer, window=2.0, since_ms=since_ms)
+
+    async def _rewind(self, consumer: BatchConsumer, window: float = 60.0,
+                      since_ms: int | None = None) -> None:
+        """Commit and seek each assigned partition to its beginning, or to the first
+        message since ``since_ms``; again on each new assignment, for ``window`` seconds."""
         client = getattr(consumer.subscriber, "consumer", None)
         if client is None:
             return
@@ -174,11 +200,14 @@ class Runtime:
             assigned = frozenset(client.assignment())
             if assigned and assigned != done:
                 try:
-                    starts = await client.beginning_offsets(list(assigned))
+                    starts = await _starts(client, assigned, since_ms)
                     await client.commit(dict(starts.items()))
-                    await client.seek_to_beginning(*assigned)
+                    for tp, offset in starts.items():
+                        client.seek(tp, offset)
                     done = assigned
-                    log.warning("rewound %s to the beginning of the new log", consumer.topic)
+                    log.warning("rewound %s to %s", consumer.topic,
+                                "the beginning of the new log" if since_ms is None
+                                else "its messages since before MongoDB restarted")
                 except Exception as exc:  # the group may be rebalancing: try again
                     log.info("rewinding %s: %r; trying again", consumer.topic, exc)
             await asyncio.sleep(0.5)
@@ -279,3 +308,13 @@ def profiled(path: Path) -> Iterator[None]:
         profile.disable()
         path.parent.mkdir(parents=True, exist_ok=True)
         profile.dump_stats(path)
+
+
+async def _starts(client: Any, assigned: frozenset[Any], since_ms: int | None) -> dict[Any, int]:
+    """Where to read each partition from again: its beginning, or its first message since
+    ``since_ms`` (the end, when it has none since)."""
+    if since_ms is None:
+        return dict(await client.beginning_offsets(list(assigned)))
+    found = await client.offsets_for_times({tp: since_ms for tp in assigned})
+    ends = await client.end_offsets(list(assigned))
+    return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in assigned}

@@ -259,6 +259,11 @@ class RunStore:
         for stored in runs:
             self.cache.pop(stored.run.id, None)
 
+    async def forget_all(self) -> None:
+        """Empty the run cache (a reconcile: MongoDB may have lost writes the cache holds,
+        and a cached run would take a re-sent message for a repeat)."""
+        self.cache.clear()
+
 
 def _leaves_work(stored: StoredRun) -> bool:
     """Whether a save of this run leaves something to do after the write (so it is stamped)."""
