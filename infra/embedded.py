@@ -86,7 +86,7 @@ class EmbeddedServers:
         storage.mkdir(parents=True, exist_ok=True)
         self.procs["mongo"] = processes.spawn(
             [secantus_binary(), "--host", "127.0.0.1", "--port", str(self.mongo_port),
-             "--storage-path", str(storage), "--log-level", "WARNING"],
+             "--storage-path", str(storage), "--log-level", "WARNING", "--standalone"],
             log_path=self.data_dir / "logs" / "mongo.log",
             tie_to_parent=self.tie_to_parent,
         )
