@@ -148,7 +148,17 @@ class EmbeddedKafka:
             "-Djava.awt.headless=true", "-Dcom.sun.management.jmxremote=false",
             f"-Dkafka.logs.dir={logs}",
             f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+            *self._profile_options(),
         ]
+
+    @staticmethod
+    def _profile_options() -> list[str]:
+        """BATON_KAFKA_JFR=<file>: record the broker with Java Flight Recorder (the bench's
+        profile; read it with `jfr print --events jdk.ExecutionSample <file>`)."""
+        target = os.environ.get("BATON_KAFKA_JFR")
+        if not target:
+            return []
+        return [f"-XX:StartFlightRecording=filename={target},settings=profile,dumponexit=true"]
 
     def _format(self, java: str, cp: str, config: Path) -> None:
         scram = []
