@@ -145,6 +145,10 @@ class EmbeddedKafka:
             # One small heap on a shared machine: the serial collector has no background
             # threads, so an idle broker stays idle.
             "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
+            # The quick compiler only: a broker that starts with every test and `make run`
+            # spent about a third of its CPU in the optimising compiler's threads in the
+            # first minutes of traffic (decision 22).
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true", "-Dcom.sun.management.jmxremote=false",
             f"-Dkafka.logs.dir={logs}",
             f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
