@@ -54,8 +54,9 @@ stages:
 """
 DIRECTORY = {"users": [{"id": "alice", "email": "alice@example.com"},
                        {"id": "bob", "email": "bob@example.com"}]}
-WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatch",
-           "workitems.events")
+# The topics of the types the figures use (RunStarted, RunCompleted, StepCompleted,
+# StepRequested, WorkItemRequested); workitems.events, which no figure reads, only the people.
+WATCHED = ("runs.events", "steps.outcomes", "steps.dispatch", "workitems.dispatch")
 # The types whose payload's step the figures use (the hops out of a step); the observer
 # reads every other record from its key (the run) and its type header alone.
 STEPPED = frozenset({"StepCompleted", "StepRequested"})
