@@ -125,7 +125,8 @@ def serve(accepted: Any, port: Any, ready: Any) -> None:
 
 
 class MailSinkProcess:
-    """Starts and stops the sink process; tells its port, messages accepted and CPU."""
+    """Starts and stops the sink process; tells its port, its pid (for its CPU from /proc)
+    and the messages it accepted."""
 
     def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of the harness' threads
