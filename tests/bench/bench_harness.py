@@ -162,6 +162,17 @@ async def metric_by(client: httpx.AsyncClient, url: str, name: str, label: str
     return dict(found)
 
 
+async def store_top(uri: str) -> dict[str, float]:
+    """MongoDB's ``top``: the server's time (wall, microseconds) per collection and operation
+    since it started, as ``"collection:op" -> seconds`` (the bench database only)."""
+    async with AsyncMongoClient(uri) as mongo:
+        totals = (await mongo.admin.command("top"))["totals"]
+    return {f"{ns.split('.', 1)[1]}:{op}": spent["time"] / 1e6
+            for ns, ops in totals.items() if ns.startswith("baton_bench.")
+            for op, spent in ops.items()
+            if op not in ("total", "readLock", "writeLock") and spent.get("time")}
+
+
 async def batches_of(client: httpx.AsyncClient, url: str) -> dict[str, list[float]]:
     """Per consumer (topic label): [batches handled, seconds spent, messages consumed]."""
     text = (await client.get(f"{url}/metrics")).text
@@ -190,6 +201,7 @@ class Bench:
         self.mail_sink_cpu = 0.0
         self.mails = 0
         self.batches: dict[str, dict[str, float]] = {}
+        self.store_time: dict[str, float] = {}
 
     async def __aenter__(self) -> Bench:
         self.servers = EmbeddedServers(self.workdir / "servers").start()
@@ -363,6 +375,7 @@ class Bench:
         people = asyncio.create_task(self.people(stop))
         await self.warm_up()
         servers_before = {k: proc_cpu_seconds(pid) for k, pid in servers.items()}
+        top_before = await store_top(self.servers.mongodb_uri)
         async with httpx.AsyncClient(timeout=30) as client:
             urls = {key: self.stack.url(key) for key in procs}
             mongo_before = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
@@ -403,6 +416,9 @@ class Bench:
                 if n - batches_before[k].get(topic, [0, 0])[0] > 0}
             servers_cpu = {k: proc_cpu_seconds(pid) - servers_before[k]
                            for k, pid in servers.items()}
+            top_after = await store_top(self.servers.mongodb_uri)
+            self.store_time = {k: v - top_before.get(k, 0.0) for k, v in top_after.items()
+                               if v - top_before.get(k, 0.0) > 0}
             mongo_after = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
                            for k, u in urls.items()}
             written_after = {k: await metric_by(client, u, WRITTEN, "collection")
@@ -509,6 +525,11 @@ class Bench:
             "cpu_s_by_service": {k: round(v, 1) for k, v in cpu.items()},
             "peak_mib_by_service": {k: round(v) for k, v in peak.items()},
             "cpu_s_by_server": {k: round(v, 1) for k, v in servers_cpu.items()},
+            # Where the store's time went (MongoDB's ``top``: wall time under the lock,
+            # by collection and operation), ms per completed run.
+            "store_ms_per_run_by_collection_and_op": {
+                k: round(v * 1000 / max(len(done), 1), 2)
+                for k, v in sorted(self.store_time.items(), key=lambda kv: -kv[1])},
             "mean_human_to_done_ms": round(statistics.fmean(human_to_done), 1)
             if human_to_done else None,
         }
