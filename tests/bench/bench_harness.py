@@ -165,8 +165,11 @@ async def metric_by(client: httpx.AsyncClient, url: str, name: str, label: str
 async def store_top(uri: str) -> dict[str, float]:
     """MongoDB's ``top``: the server's time (wall, microseconds) per collection and operation
     since it started, as ``"collection:op" -> seconds`` (the bench database only)."""
-    async with AsyncMongoClient(uri) as mongo:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
         totals = (await mongo.admin.command("top"))["totals"]
+    finally:
+        await mongo.close()
     return {f"{ns.split('.', 1)[1]}:{op}": spent["time"] / 1e6
             for ns, ops in totals.items() if ns.startswith("baton_bench.")
             for op, spent in ops.items()
