@@ -15,7 +15,16 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -29,7 +38,8 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from contracts import ContractError, Envelope, encode, headers_of, new_event, parse
 from contracts.events.dlq import DeadLettered
 from contracts.topics import DLQ
-from shared.kafka_connection import client_id, security
+from shared.handover import OffsetHandover, admin_offsets
+from shared.kafka_connection import client_id, client_options, security
 from shared.logs import message_context
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
@@ -93,6 +103,26 @@ class Publisher:
             await asyncio.gather(*futures)
 
 
+@dataclass(frozen=True)
+class Intake:
+    """What a consumer takes from one of its topics.
+
+    - ``types``: only these message types are parsed and handled; others are passed over
+      by their ``type`` header, unparsed (their own consumer checks them and dead-letters
+      what is malformed).  A record without the header is parsed, so nothing escapes the
+      checks.  None: every type.
+    - ``accepts``: of the parsed messages, those the handler takes; the others are
+      dead-lettered as not handled on this topic.  None: every one.
+    - ``adapt``: what a parsed, accepted message becomes for the handler (None: nothing,
+      it is passed over).  It lets one handler read several topics and still know where
+      a message came from: the handler only sees envelopes.
+    """
+
+    types: frozenset[str] | None = None
+    accepts: Callable[[Envelope], bool] | None = None
+    adapt: Callable[[Envelope], Envelope | None] | None = None
+
+
 class BatchConsumer:
     """Parses, hands over, retries, isolates poison messages and dead-letters them."""
 
@@ -110,26 +140,30 @@ class BatchConsumer:
         settings: ServiceSettings,
         accepts: Callable[[Envelope], bool] | None = None,
         types: Collection[str] | None = None,
+        intakes: Mapping[str, Intake] | None = None,
+        takes_over: Mapping[str, str] | None = None,
     ) -> None:
         self.topics = tuple(topics)
-        # Only these message types are parsed and handled; others are passed over by their
-        # ``type`` header, unparsed (their own consumer checks them and dead-letters what is
-        # malformed).  A record without the header is parsed, so nothing escapes the checks.
-        self.types = frozenset(types) if types is not None else None
+        # ``types`` and ``accepts`` for every topic that ``intakes`` does not name.
+        every = Intake(frozenset(types) if types is not None else None, accepts)
+        self.intakes = {topic: (intakes or {}).get(topic, every) for topic in self.topics}
+        self.default_intake = every
+        # topic -> the group that read it before this one (shared/handover.py)
+        self.takes_over = dict(takes_over or {})
         self.topic = "+".join(self.topics)
         self.group_id = group_id
         self.handler = handler
         self.publisher = publisher
         self.metrics = metrics
         self.settings = settings
-        self.accepts = accepts
         self.subscriber: Any = None
+        self.handover: OffsetHandover | None = None
         for kind in DEAD_LETTER_KINDS:  # from 0, so that the first dead letter is an increase
             metrics.dead_letters.labels(metrics.service, self.topic, kind)
 
     def register(self, broker: KafkaBroker) -> None:
         s = self.settings
-
+        self.handover = self._handover()
         subscriber = broker.subscriber(
             *self.topics,
             group_id=self.group_id,
@@ -145,6 +179,7 @@ class BatchConsumer:
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             title=f"{self.group_id}:{self.topic}",
+            listener=self.handover,
         )
         self.subscriber = subscriber  # its consumer tells the lag
         poll = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)
@@ -156,19 +191,30 @@ class BatchConsumer:
             records = raw if isinstance(raw, tuple) else (raw,)
             await self.consume(records)
 
+    def _handover(self) -> OffsetHandover | None:
+        if not self.takes_over:
+            return None
+        return OffsetHandover(self.takes_over, lambda: getattr(self.subscriber, "consumer", None),
+                              admin_offsets(client_options(self.settings)))
+
+    def intake(self, topic: str) -> Intake:
+        return self.intakes.get(topic, self.default_intake)
+
     async def accepted(self, record: ConsumerRecord[Any, Any]) -> Envelope | None:
-        """The record's envelope (parsed once, here), or None when it was dead-lettered."""
+        """The record's envelope (parsed once, here) as the handler takes it, or None when
+        it was dead-lettered or is nothing to the handler."""
         try:
             envelope = parse(record.value or b"")
         except ContractError as exc:
             await self.dead_letter(record, f"unparseable: {exc}", kind="unparseable")
             return None
-        if self.accepts is not None and not self.accepts(envelope):
+        intake = self.intake(record.topic)
+        if intake.accepts is not None and not intake.accepts(envelope):
             await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}",
                                    kind="not handled")
             return None
         self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
-        return envelope
+        return intake.adapt(envelope) if intake.adapt is not None else envelope
 
     async def lag(self) -> dict[str, int]:
         """Messages behind the log end on this replica's partitions, per topic.
@@ -194,8 +240,7 @@ class BatchConsumer:
 
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
-        if self.types is not None:
-            records = [r for r in records if _wanted(r, self.types)]
+        records = [r for r in records if _wanted(r, self.intake(r.topic).types)]
         envelopes = [e for e in [await self.accepted(record) for record in records] if e]
         if envelopes:
             await self._handle(envelopes)
@@ -296,8 +341,10 @@ def _long_poll(
     return get_msg
 
 
-def _wanted(record: ConsumerRecord[Any, Any], types: frozenset[str]) -> bool:
+def _wanted(record: ConsumerRecord[Any, Any], types: frozenset[str] | None) -> bool:
     """Whether a record is of one of ``types`` by its header, or has no type header."""
+    if types is None:
+        return True
     for key, value in record.headers or ():
         if key == "type":
             return (value or b"").decode(errors="replace") in types
@@ -324,4 +371,4 @@ def _shared_ids(envelopes: Sequence[Envelope]) -> tuple[str | None, str | None]:
             correlations.pop() if len(correlations) == 1 else None)
 
 
-__all__ = ["DLQ", "BatchConsumer", "BatchHandler", "Publisher", "make_broker"]
+__all__ = ["DLQ", "BatchConsumer", "BatchHandler", "Intake", "Publisher", "make_broker"]
