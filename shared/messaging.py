@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -142,6 +145,7 @@ class BatchConsumer:
         types: Collection[str] | None = None,
         intakes: Mapping[str, Intake] | None = None,
         takes_over: Mapping[str, str] | None = None,
+        co_partitioned: bool = False,
     ) -> None:
         self.topics = tuple(topics)
         # ``types`` and ``accepts`` for every topic that ``intakes`` does not name.
@@ -150,6 +154,12 @@ class BatchConsumer:
         self.default_intake = every
         # topic -> the group that read it before this one (shared/handover.py)
         self.takes_over = dict(takes_over or {})
+        # Partition p of every topic to the same replica (the range assignor), when its
+        # topics are keyed alike: one replica holds all of a key's messages.  Round robin
+        # stays second: a group of older members agrees on it until they are gone.
+        self.assignors: tuple[type[AbstractPartitionAssignor], ...] = (
+            (RangePartitionAssignor, RoundRobinPartitionAssignor) if co_partitioned
+            else (RoundRobinPartitionAssignor,))
         self.topic = "+".join(self.topics)
         self.group_id = group_id
         self.handler = handler
@@ -180,6 +190,7 @@ class BatchConsumer:
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             title=f"{self.group_id}:{self.topic}",
             listener=self.handover,
+            partition_assignment_strategy=self.assignors,
         )
         self.subscriber = subscriber  # its consumer tells the lag
         poll = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)

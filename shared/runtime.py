@@ -101,13 +101,15 @@ class Runtime:
         types: Collection[str] | None = None,
         intakes: Mapping[str, Intake] | None = None,
         takes_over: Mapping[str, str] | None = None,
+        co_partitioned: bool = False,
     ) -> BatchConsumer:
         """A consumer of ``topics`` in one group; ``accepts`` and ``types`` apply to every
         topic ``intakes`` does not name; ``takes_over`` names the group that read a topic
-        before this one (shared/handover.py)."""
+        before this one (shared/handover.py); ``co_partitioned`` gives partition p of
+        every topic to one replica."""
         return self.add_consumer(BatchConsumer(**self.consumer_arguments(
             topics, handler, group_id=group_id, accepts=accepts, types=types,
-            intakes=intakes, takes_over=takes_over)))
+            intakes=intakes, takes_over=takes_over), co_partitioned=co_partitioned))
 
     def consumer_arguments(
         self,

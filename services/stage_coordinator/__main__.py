@@ -49,11 +49,12 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     # dead-lettered; workitems.events is assignment's: the interactive steps' outcomes and
     # who holds the run's work items (who may see the run: core/participants.py) are taken,
     # the rest passed over.  That topic was read by a group of its own until decision 20:
-    # this group starts where that one had got to.
+    # this group starts where that one had got to.  All three are keyed by run id: with
+    # replicas, one replica holds partition p of each, so one holds all of a run's messages.
     rt.consume((COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS), handler,
                accepts=lambda e: bool(e.run_id),
                intakes={WORKITEMS_EVENTS: Intake(types=WORK_ITEM_TYPES, adapt=from_work_items)},
-               takes_over={WORKITEMS_EVENTS: f"{rt.name}-participants"})
+               takes_over={WORKITEMS_EVENTS: f"{rt.name}-participants"}, co_partitioned=True)
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
     rt.on_start.append(store.drop_retired_indexes)
     # Woken by the store when a save makes a timer due sooner than the firer planned.

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from contracts import Envelope, encode, headers_of, parse
 from contracts.envelope import new_event
@@ -84,6 +85,28 @@ def test_one_group_reads_the_three_topics_and_takes_over_the_participants_offset
     assert built.intake("workitems.events").types == WORK_ITEM_TYPES
     assert built.intake("commands").types is None
     assert built.intake("steps.outcomes").types is None
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3, 5])
+def test_each_replica_holds_the_same_partitions_of_the_three_topics(
+    built: BatchConsumer, replicas: int,
+) -> None:
+    """A run's messages are keyed alike on the three topics: one replica holds them all, so
+    one batch loop and one run cache see all of a run (the group's first assignor)."""
+    assignor = built.assignors[0]
+    cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(4)))
+    members = {f"member-{i}": ConsumerProtocolMemberMetadata(0, list(TOPICS), b"")
+               for i in range(replicas)}
+    assigned = assignor.assign(cluster, members)  # type: ignore[arg-type]
+    held = []
+    for assignment in assigned.values():
+        per_topic = dict(assignment.assignment)
+        assert set(per_topic) <= set(TOPICS)
+        partitions = {tuple(per_topic.get(topic, ())) for topic in TOPICS}
+        assert len(partitions) == 1, per_topic  # the same partitions of each topic
+        held.extend(partitions.pop())
+    assert sorted(held) == [0, 1, 2, 3]
+    assert built.assignors[-1].name == "roundrobin"  # what older members agree on
 
 
 async def test_one_batch_carries_every_topics_messages_in_order(consumer: Any) -> None:
