@@ -44,11 +44,16 @@ class OffsetHandover(ConsumerRebalanceListener):  # type: ignore[misc]
         candidates = [tp for tp in assigned if tp.topic in self.previous]
         if consumer is None or not candidates:
             return
+        # Not fetched until decided (before the first await): the consumer's fetcher runs
+        # beside this listener and would start them from the beginning meanwhile.
+        consumer.pause(*candidates)
         try:
             await self._take_over(consumer, candidates)
         except Exception as exc:  # a replay from the beginning is the fallback
             log.warning("could not take over the offsets of %s: %r; reading them from the "
                         "beginning (repeats are dropped by id)", sorted(self.previous), exc)
+        finally:
+            consumer.resume(*candidates)
 
     async def _take_over(self, consumer: Any, candidates: list[TopicPartition]) -> None:
         unread = [tp for tp in candidates if await consumer.committed(tp) is None]

@@ -5,6 +5,7 @@ committed, keeps its own position where it has one, and commits what it took ove
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -80,6 +81,14 @@ async def test_the_new_group_starts_where_the_old_one_had_got_to(servers: Any) -
                              publisher=Publisher(broker, metrics), metrics=metrics,
                              settings=settings, takes_over={topic: old})
     consumer.register(broker)
+    assert consumer.handover is not None
+    lookup = consumer.handover.old_offsets
+
+    async def slow_lookup(group: str, partitions: list[TopicPartition]) -> Any:
+        await asyncio.sleep(2)  # the fetcher runs meanwhile: the partitions must wait
+        return await lookup(group, partitions)
+
+    consumer.handover.old_offsets = slow_lookup
     await broker.start()
     try:
         async def caught_up() -> bool:
@@ -94,5 +103,5 @@ async def test_the_new_group_starts_where_the_old_one_had_got_to(servers: Any) -
     taken = sorted(e.payload.record_id for e in handled)  # type: ignore[attr-defined]
     assert taken == sorted([f"{p0}-{i}" for i in range(4, 10)] + [f"{p1}-9"]
                            + [f"{p2}-{i}" for i in range(10)])
-    assert consumer.handover is not None and consumer.handover.handed_over == {p0: 4}
+    assert consumer.handover.handed_over == {p0: 4}
     assert await committed(bootstrap, new, [p0, p1, p2]) == {p0: 10, p1: 10, p2: 10}
