@@ -3,10 +3,12 @@
 Consumption contract (every service): a batch is parsed at the edge; what cannot be
 parsed goes to the dead-letter topic with the reason; the rest is handed to the
 service's handler, which stores its decisions before it returns.  Offsets are
-committed only after the handler returned.  An infrastructure failure (MongoDB or
-Kafka unreachable) rewinds the batch to be consumed again; any other failure is
-retried, then the batch is split and each message that still fails is dead-lettered
-so that one poison message never blocks a partition.
+committed only after the handler returned, in the background: the next batch does not
+wait for the commit, and one commit covers every batch handled while the last was in
+flight (a stop before it lands means those messages are read again, and dropped by id).
+An infrastructure failure (MongoDB or Kafka unreachable) rewinds the batch to be
+consumed again; any other failure is retried, then the batch is split and each message
+that still fails is dead-lettered so that one poison message never blocks a partition.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -126,11 +128,47 @@ class Intake:
     adapt: Callable[[Envelope], Envelope | None] | None = None
 
 
+class Watermarks:
+    """Per partition: the offsets handed over and not finished yet, and what is safe to
+    commit (the first unfinished offset, or the end of what was handed over)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[TopicPartition, set[int]] = {}
+        self.ends: dict[TopicPartition, int] = {}
+
+    def started(self, tp: TopicPartition, offset: int) -> None:
+        self.pending.setdefault(tp, set()).add(offset)
+        self.ends[tp] = max(self.ends.get(tp, 0), offset + 1)
+
+    def finished(self, tp: TopicPartition, offset: int) -> None:
+        self.pending.get(tp, set()).discard(offset)
+
+    def done(self, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
+        """A batch handled as a whole: each partition's position is past its records (a
+        consumer that was sought back, to read again, commits from where it reads)."""
+        ends: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+        self.ends.update(ends)
+
+    def safe(self) -> dict[TopicPartition, int]:
+        """The offset each partition may commit: its first unfinished one, or its end."""
+        return {tp: min(self.pending[tp]) if self.pending.get(tp) else end
+                for tp, end in self.ends.items()}
+
+    def keep_only(self, assigned: set[TopicPartition]) -> None:
+        """Forget partitions this consumer no longer owns (their next owner reads again)."""
+        for tp in [tp for tp in self.ends if tp not in assigned]:
+            del self.ends[tp]
+            self.pending.pop(tp, None)
+
+
 class BatchConsumer:
     """Parses, hands over, retries, isolates poison messages and dead-letters them."""
 
-    # Offsets are committed once the handler returned (a subclass may commit them itself).
-    ack_policy = AckPolicy.NACK_ON_ERROR
+    # Offsets are committed here, in the background, once the handler returned.
+    ack_policy = AckPolicy.MANUAL
 
     def __init__(
         self,
@@ -168,6 +206,11 @@ class BatchConsumer:
         self.settings = settings
         self.subscriber: Any = None
         self.handover: OffsetHandover | None = None
+        self.watermarks = Watermarks()
+        self.committed: dict[TopicPartition, int] = {}
+        self._dirty = False
+        self._committer: asyncio.Task[None] | None = None
+        self._sought = 0  # how often positions were moved from outside (sought())
         for kind in DEAD_LETTER_KINDS:  # from 0, so that the first dead letter is an increase
             metrics.dead_letters.labels(metrics.service, self.topic, kind)
 
@@ -251,13 +294,85 @@ class BatchConsumer:
 
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
-        records = [r for r in records if _wanted(r, self.intake(r.topic).types)]
-        envelopes = [e for e in [await self.accepted(record) for record in records] if e]
-        if envelopes:
-            await self._handle(envelopes)
+        sought = self._sought
+        wanted = [r for r in records if _wanted(r, self.intake(r.topic).types)]
+        try:
+            envelopes = [e for e in [await self.accepted(record) for record in wanted] if e]
+            if envelopes:
+                await self._handle(envelopes)
+        except Exception:
+            self.rewind(records)  # read again from the batch's first record
+            raise
+        if sought == self._sought:  # else the positions moved on meanwhile (sought())
+            self.watermarks.done(records)
+            self.commit_soon()
         self.metrics.handler_seconds.labels(self.metrics.service, self.topic).observe(
             time.perf_counter() - started
         )
+
+    # -- offsets ---------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The aiokafka consumer (None before the subscriber started)."""
+        return getattr(self.subscriber, "consumer", None)
+
+    def rewind(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Seek each partition of ``records`` back to its first record in them."""
+        client = self.client
+        if client is None:
+            return
+        earliest: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            earliest[tp] = min(earliest.get(tp, record.offset), record.offset)
+        assigned = set(client.assignment())
+        for tp, offset in earliest.items():
+            if tp in assigned:  # one taken away meanwhile: its next owner reads it
+                client.seek(tp, offset)
+
+    def commit_soon(self) -> None:
+        """Commit what is safe, once per burst of batches (a commit in flight is followed)."""
+        self._dirty = True
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_while_dirty())
+
+    async def _commit_while_dirty(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self.commit()
+
+    async def commit(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        assigned = set(client.assignment())
+        self.watermarks.keep_only(assigned)
+        self.committed = {tp: o for tp, o in self.committed.items() if tp in assigned}
+        offsets = {tp: offset for tp, offset in self.watermarks.safe().items()
+                   if self.committed.get(tp) != offset}
+        if not offsets:
+            return
+        try:
+            await client.commit(offsets)
+        except KafkaError as exc:  # a rebalance: the next commit (or owner) takes it up
+            log.info("committing %s offsets failed: %r", self.topic, exc)
+            return
+        self.committed.update(offsets)
+
+    def sought(self, positions: dict[TopicPartition, int]) -> None:
+        """These partitions were sought (and committed) to ``positions`` from outside: a
+        batch in flight now does not move their offsets past where they read again."""
+        self._sought += 1
+        for tp, offset in positions.items():
+            self.watermarks.ends[tp] = offset
+            self.watermarks.pending.pop(tp, None)
+            self.committed[tp] = offset
+
+    async def forget_positions(self) -> None:
+        """After the broker lost its data: offsets on the lost log mean nothing any more."""
+        self._sought += 1
+        self.watermarks = Watermarks()
+        self.committed = {}
 
     async def _handle(self, envelopes: list[Envelope]) -> None:
         error = await self._try(envelopes, self.settings.handler_attempts)

@@ -223,6 +223,7 @@ class Runtime:
                     await client.commit(dict(starts.items()))
                     for tp, offset in starts.items():
                         client.seek(tp, offset)
+                    consumer.sought(dict(starts.items()))
                     done = assigned
                     log.warning("rewound %s to %s", consumer.topic,
                                 "the beginning of the new log" if since_ms is None
