@@ -6,11 +6,11 @@
 ``contracts/topics.py`` names the producers and consumers of every topic.  Each service is
 its own principal (``User:<service>``, or ``--prefix`` before the name); it gets WRITE on the
 topics it produces, READ on those it consumes, DESCRIBE on both, and READ on the consumer
-groups named after it (its name, or its name and a suffix: the coordinator reads
-``workitems.events`` in a group of its own).  Outside parties get ACLs only when their
-principal is given (``--upstream``, ``--operators``).  With WRITE on a topic, Kafka (3.0
-and newer) also lets the principal's producer be idempotent, so no cluster-wide right is
-granted.  ``--allow-create`` adds CREATE
+groups named after it (its name, or its name and a suffix: the coordinator reads the offsets
+of ``stage-coordinator-participants``, which read ``workitems.events`` before decision 20).
+Outside parties get ACLs only when their principal is given (``--upstream``,
+``--operators``).  With WRITE on a topic, Kafka (3.0 and newer) also lets the principal's
+producer be idempotent, so no cluster-wide right is granted.  ``--allow-create`` adds CREATE
 on each service's own topics, for clusters where the services create their topics.
 """
 

@@ -3,10 +3,12 @@
 Consumption contract (every service): a batch is parsed at the edge; what cannot be
 parsed goes to the dead-letter topic with the reason; the rest is handed to the
 service's handler, which stores its decisions before it returns.  Offsets are
-committed only after the handler returned.  An infrastructure failure (MongoDB or
-Kafka unreachable) rewinds the batch to be consumed again; any other failure is
-retried, then the batch is split and each message that still fails is dead-lettered
-so that one poison message never blocks a partition.
+committed only after the handler returned, in the background: the next batch does not
+wait for the commit, and one commit covers every batch handled while the last was in
+flight (a stop before it lands means those messages are read again, and dropped by id).
+An infrastructure failure (MongoDB or Kafka unreachable) rewinds the batch to be
+consumed again; any other failure is retried, then the batch is split and each message
+that still fails is dead-lettered so that one poison message never blocks a partition.
 """
 
 from __future__ import annotations
@@ -15,10 +17,22 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -29,7 +43,8 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from contracts import ContractError, Envelope, encode, headers_of, new_event, parse
 from contracts.events.dlq import DeadLettered
 from contracts.topics import DLQ
-from shared.kafka_connection import client_id, security
+from shared.handover import OffsetHandover, admin_offsets
+from shared.kafka_connection import client_id, client_options, security
 from shared.logs import message_context
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
@@ -93,11 +108,67 @@ class Publisher:
             await asyncio.gather(*futures)
 
 
+@dataclass(frozen=True)
+class Intake:
+    """What a consumer takes from one of its topics.
+
+    - ``types``: only these message types are parsed and handled; others are passed over
+      by their ``type`` header, unparsed (their own consumer checks them and dead-letters
+      what is malformed).  A record without the header is parsed, so nothing escapes the
+      checks.  None: every type.
+    - ``accepts``: of the parsed messages, those the handler takes; the others are
+      dead-lettered as not handled on this topic.  None: every one.
+    - ``adapt``: what a parsed, accepted message becomes for the handler (None: nothing,
+      it is passed over).  It lets one handler read several topics and still know where
+      a message came from: the handler only sees envelopes.
+    """
+
+    types: frozenset[str] | None = None
+    accepts: Callable[[Envelope], bool] | None = None
+    adapt: Callable[[Envelope], Envelope | None] | None = None
+
+
+class Watermarks:
+    """Per partition: the offsets handed over and not finished yet, and what is safe to
+    commit (the first unfinished offset, or the end of what was handed over)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[TopicPartition, set[int]] = {}
+        self.ends: dict[TopicPartition, int] = {}
+
+    def started(self, tp: TopicPartition, offset: int) -> None:
+        self.pending.setdefault(tp, set()).add(offset)
+        self.ends[tp] = max(self.ends.get(tp, 0), offset + 1)
+
+    def finished(self, tp: TopicPartition, offset: int) -> None:
+        self.pending.get(tp, set()).discard(offset)
+
+    def done(self, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
+        """A batch handled as a whole: each partition's position is past its records (a
+        consumer that was sought back, to read again, commits from where it reads)."""
+        ends: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+        self.ends.update(ends)
+
+    def safe(self) -> dict[TopicPartition, int]:
+        """The offset each partition may commit: its first unfinished one, or its end."""
+        return {tp: min(self.pending[tp]) if self.pending.get(tp) else end
+                for tp, end in self.ends.items()}
+
+    def keep_only(self, assigned: set[TopicPartition]) -> None:
+        """Forget partitions this consumer no longer owns (their next owner reads again)."""
+        for tp in [tp for tp in self.ends if tp not in assigned]:
+            del self.ends[tp]
+            self.pending.pop(tp, None)
+
+
 class BatchConsumer:
     """Parses, hands over, retries, isolates poison messages and dead-letters them."""
 
-    # Offsets are committed once the handler returned (a subclass may commit them itself).
-    ack_policy = AckPolicy.NACK_ON_ERROR
+    # Offsets are committed here, in the background, once the handler returned.
+    ack_policy = AckPolicy.MANUAL
 
     def __init__(
         self,
@@ -110,26 +181,42 @@ class BatchConsumer:
         settings: ServiceSettings,
         accepts: Callable[[Envelope], bool] | None = None,
         types: Collection[str] | None = None,
+        intakes: Mapping[str, Intake] | None = None,
+        takes_over: Mapping[str, str] | None = None,
+        co_partitioned: bool = False,
     ) -> None:
         self.topics = tuple(topics)
-        # Only these message types are parsed and handled; others are passed over by their
-        # ``type`` header, unparsed (their own consumer checks them and dead-letters what is
-        # malformed).  A record without the header is parsed, so nothing escapes the checks.
-        self.types = frozenset(types) if types is not None else None
+        # ``types`` and ``accepts`` for every topic that ``intakes`` does not name.
+        every = Intake(frozenset(types) if types is not None else None, accepts)
+        self.intakes = {topic: (intakes or {}).get(topic, every) for topic in self.topics}
+        self.default_intake = every
+        # topic -> the group that read it before this one (shared/handover.py)
+        self.takes_over = dict(takes_over or {})
+        # Partition p of every topic to the same replica (the range assignor), when its
+        # topics are keyed alike: one replica holds all of a key's messages.  Round robin
+        # stays second: a group of older members agrees on it until they are gone.
+        self.assignors: tuple[type[AbstractPartitionAssignor], ...] = (
+            (RangePartitionAssignor, RoundRobinPartitionAssignor) if co_partitioned
+            else (RoundRobinPartitionAssignor,))
         self.topic = "+".join(self.topics)
         self.group_id = group_id
         self.handler = handler
         self.publisher = publisher
         self.metrics = metrics
         self.settings = settings
-        self.accepts = accepts
         self.subscriber: Any = None
+        self.handover: OffsetHandover | None = None
+        self.watermarks = Watermarks()
+        self.committed: dict[TopicPartition, int] = {}
+        self._dirty = False
+        self._committer: asyncio.Task[None] | None = None
+        self._sought = 0  # how often positions were moved from outside (sought())
         for kind in DEAD_LETTER_KINDS:  # from 0, so that the first dead letter is an increase
             metrics.dead_letters.labels(metrics.service, self.topic, kind)
 
     def register(self, broker: KafkaBroker) -> None:
         s = self.settings
-
+        self.handover = self._handover()
         subscriber = broker.subscriber(
             *self.topics,
             group_id=self.group_id,
@@ -145,6 +232,8 @@ class BatchConsumer:
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             title=f"{self.group_id}:{self.topic}",
+            listener=self.handover,
+            partition_assignment_strategy=self.assignors,
         )
         self.subscriber = subscriber  # its consumer tells the lag
         poll = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)
@@ -156,19 +245,30 @@ class BatchConsumer:
             records = raw if isinstance(raw, tuple) else (raw,)
             await self.consume(records)
 
+    def _handover(self) -> OffsetHandover | None:
+        if not self.takes_over:
+            return None
+        return OffsetHandover(self.takes_over, lambda: getattr(self.subscriber, "consumer", None),
+                              admin_offsets(client_options(self.settings)))
+
+    def intake(self, topic: str) -> Intake:
+        return self.intakes.get(topic, self.default_intake)
+
     async def accepted(self, record: ConsumerRecord[Any, Any]) -> Envelope | None:
-        """The record's envelope (parsed once, here), or None when it was dead-lettered."""
+        """The record's envelope (parsed once, here) as the handler takes it, or None when
+        it was dead-lettered or is nothing to the handler."""
         try:
             envelope = parse(record.value or b"")
         except ContractError as exc:
             await self.dead_letter(record, f"unparseable: {exc}", kind="unparseable")
             return None
-        if self.accepts is not None and not self.accepts(envelope):
+        intake = self.intake(record.topic)
+        if intake.accepts is not None and not intake.accepts(envelope):
             await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}",
                                    kind="not handled")
             return None
         self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
-        return envelope
+        return intake.adapt(envelope) if intake.adapt is not None else envelope
 
     async def lag(self) -> dict[str, int]:
         """Messages behind the log end on this replica's partitions, per topic.
@@ -194,14 +294,85 @@ class BatchConsumer:
 
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
-        if self.types is not None:
-            records = [r for r in records if _wanted(r, self.types)]
-        envelopes = [e for e in [await self.accepted(record) for record in records] if e]
-        if envelopes:
-            await self._handle(envelopes)
+        sought = self._sought
+        wanted = [r for r in records if _wanted(r, self.intake(r.topic).types)]
+        try:
+            envelopes = [e for e in [await self.accepted(record) for record in wanted] if e]
+            if envelopes:
+                await self._handle(envelopes)
+        except Exception:
+            self.rewind(records)  # read again from the batch's first record
+            raise
+        if sought == self._sought:  # else the positions moved on meanwhile (sought())
+            self.watermarks.done(records)
+            self.commit_soon()
         self.metrics.handler_seconds.labels(self.metrics.service, self.topic).observe(
             time.perf_counter() - started
         )
+
+    # -- offsets ---------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The aiokafka consumer (None before the subscriber started)."""
+        return getattr(self.subscriber, "consumer", None)
+
+    def rewind(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Seek each partition of ``records`` back to its first record in them."""
+        client = self.client
+        if client is None:
+            return
+        earliest: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            earliest[tp] = min(earliest.get(tp, record.offset), record.offset)
+        assigned = set(client.assignment())
+        for tp, offset in earliest.items():
+            if tp in assigned:  # one taken away meanwhile: its next owner reads it
+                client.seek(tp, offset)
+
+    def commit_soon(self) -> None:
+        """Commit what is safe, once per burst of batches (a commit in flight is followed)."""
+        self._dirty = True
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_while_dirty())
+
+    async def _commit_while_dirty(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self.commit()
+
+    async def commit(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        assigned = set(client.assignment())
+        self.watermarks.keep_only(assigned)
+        self.committed = {tp: o for tp, o in self.committed.items() if tp in assigned}
+        offsets = {tp: offset for tp, offset in self.watermarks.safe().items()
+                   if self.committed.get(tp) != offset}
+        if not offsets:
+            return
+        try:
+            await client.commit(offsets)
+        except KafkaError as exc:  # a rebalance: the next commit (or owner) takes it up
+            log.info("committing %s offsets failed: %r", self.topic, exc)
+            return
+        self.committed.update(offsets)
+
+    def sought(self, positions: dict[TopicPartition, int]) -> None:
+        """These partitions were sought (and committed) to ``positions`` from outside: a
+        batch in flight now does not move their offsets past where they read again."""
+        self._sought += 1
+        for tp, offset in positions.items():
+            self.watermarks.ends[tp] = offset
+            self.watermarks.pending.pop(tp, None)
+            self.committed[tp] = offset
+
+    async def forget_positions(self) -> None:
+        """After the broker lost its data: offsets on the lost log mean nothing any more."""
+        self._sought += 1
+        self.watermarks = Watermarks()
+        self.committed = {}
 
     async def _handle(self, envelopes: list[Envelope]) -> None:
         error = await self._try(envelopes, self.settings.handler_attempts)
@@ -296,8 +467,10 @@ def _long_poll(
     return get_msg
 
 
-def _wanted(record: ConsumerRecord[Any, Any], types: frozenset[str]) -> bool:
+def _wanted(record: ConsumerRecord[Any, Any], types: frozenset[str] | None) -> bool:
     """Whether a record is of one of ``types`` by its header, or has no type header."""
+    if types is None:
+        return True
     for key, value in record.headers or ():
         if key == "type":
             return (value or b"").decode(errors="replace") in types
@@ -324,4 +497,4 @@ def _shared_ids(envelopes: Sequence[Envelope]) -> tuple[str | None, str | None]:
             correlations.pop() if len(correlations) == 1 else None)
 
 
-__all__ = ["DLQ", "BatchConsumer", "BatchHandler", "Publisher", "make_broker"]
+__all__ = ["DLQ", "BatchConsumer", "BatchHandler", "Intake", "Publisher", "make_broker"]

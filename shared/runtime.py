@@ -14,7 +14,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +38,7 @@ from shared.broker_watch import BrokerWatch
 from shared.due import Alarm, DueJob, DueLoop
 from shared.http_guard import RequestGuard
 from shared.logs import configure_logging
-from shared.messaging import BatchConsumer, BatchHandler, Publisher, make_broker
+from shared.messaging import BatchConsumer, BatchHandler, Intake, Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
 from shared.problems import install as answer_problems
@@ -91,9 +99,17 @@ class Runtime:
         group_id: str | None = None,
         accepts: Callable[[Envelope], bool] | None = None,
         types: Collection[str] | None = None,
+        intakes: Mapping[str, Intake] | None = None,
+        takes_over: Mapping[str, str] | None = None,
+        co_partitioned: bool = False,
     ) -> BatchConsumer:
+        """A consumer of ``topics`` in one group; ``accepts`` and ``types`` apply to every
+        topic ``intakes`` does not name; ``takes_over`` names the group that read a topic
+        before this one (shared/handover.py); ``co_partitioned`` gives partition p of
+        every topic to one replica."""
         return self.add_consumer(BatchConsumer(**self.consumer_arguments(
-            topics, handler, group_id=group_id, accepts=accepts, types=types)))
+            topics, handler, group_id=group_id, accepts=accepts, types=types,
+            intakes=intakes, takes_over=takes_over), co_partitioned=co_partitioned))
 
     def consumer_arguments(
         self,
@@ -103,12 +119,15 @@ class Runtime:
         group_id: str | None = None,
         accepts: Callable[[Envelope], bool] | None = None,
         types: Collection[str] | None = None,
+        intakes: Mapping[str, Intake] | None = None,
+        takes_over: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """What a consumer of this service is built with (for a BatchConsumer subclass)."""
         return {"topics": (topics,) if isinstance(topics, str) else topics,
                 "group_id": group_id or self.name, "handler": handler,
                 "publisher": self.publisher, "metrics": self.metrics,
-                "settings": self.settings, "accepts": accepts, "types": types}
+                "settings": self.settings, "accepts": accepts, "types": types,
+                "intakes": intakes, "takes_over": takes_over}
 
     def follow(self, topic: str, apply: Apply) -> TopicProjection:
         """Keep ``topic`` in memory (shared/projection.py), read to its end before ready.
@@ -204,6 +223,7 @@ class Runtime:
                     await client.commit(dict(starts.items()))
                     for tp, offset in starts.items():
                         client.seek(tp, offset)
+                    consumer.sought(dict(starts.items()))
                     done = assigned
                     log.warning("rewound %s to %s", consumer.topic,
                                 "the beginning of the new log" if since_ms is None

@@ -7,7 +7,11 @@ from datetime import timedelta
 from contracts.topics import COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS
 from services.stage_coordinator.api import runs_router
 from services.stage_coordinator.gauges import RunGauges, StuckPolicy
-from services.stage_coordinator.handler import WORK_ITEM_TYPES, CoordinatorHandler, WorkItemFeed
+from services.stage_coordinator.handler import (
+    WORK_ITEM_TYPES,
+    CoordinatorHandler,
+    from_work_items,
+)
 from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
 from services.stage_coordinator.jobs import Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
@@ -15,6 +19,7 @@ from services.stage_coordinator.stats_api import stats_router
 from services.stage_coordinator.store import INDEXES, RunStore
 from shared.access import follow_access
 from shared.definitions.catalog import follow_definitions
+from shared.messaging import Intake
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -39,11 +44,17 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     handler = CoordinatorHandler(
         store, definitions, rt.publisher, CoordinatorMetrics(rt.registry)
     )
-    rt.consume((COMMANDS, STEPS_OUTCOMES), handler, accepts=lambda e: bool(e.run_id))
-    # The interactive steps' outcomes, and who holds the run's work items (who may see the
-    # run: core/participants.py).
-    rt.consume(WORKITEMS_EVENTS, WorkItemFeed(handler), group_id=f"{rt.name}-participants",
-               types=WORK_ITEM_TYPES)
+    # One consumer, one batch loop (decision 20): a batch holds all of a run's messages.
+    # On commands and steps.outcomes every message is the coordinator's, a run's or
+    # dead-lettered; workitems.events is assignment's: the interactive steps' outcomes and
+    # who holds the run's work items (who may see the run: core/participants.py) are taken,
+    # the rest passed over.  That topic was read by a group of its own until decision 20:
+    # this group starts where that one had got to.  All three are keyed by run id: with
+    # replicas, one replica holds partition p of each, so one holds all of a run's messages.
+    rt.consume((COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS), handler,
+               accepts=lambda e: bool(e.run_id),
+               intakes={WORKITEMS_EVENTS: Intake(types=WORK_ITEM_TYPES, adapt=from_work_items)},
+               takes_over={WORKITEMS_EVENTS: f"{rt.name}-participants"}, co_partitioned=True)
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
     rt.on_start.append(store.drop_retired_indexes)
     # Woken by the store when a save makes a timer due sooner than the firer planned.

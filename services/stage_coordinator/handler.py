@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 
@@ -39,16 +38,12 @@ class CoordinatorHandler:
         self.definitions = definitions
         self.publisher = publisher
         self.metrics = metrics
-        # Two consumers (commands and outcomes; the participants feed) share the run cache:
-        # one batch at a time, or one could load a run another has saved and not yet
-        # published, and publish its outbox again.
-        self.one_batch = asyncio.Lock()
 
     async def __call__(self, envelopes: list[Envelope]) -> None:
-        async with self.one_batch:
-            await self._batch(envelopes)
-
-    async def _batch(self, envelopes: list[Envelope]) -> None:
+        """One batch of the coordinator's one consumer (commands, steps.outcomes and
+        workitems.events, decision 20): each run loaded and saved once.  Batches come one
+        at a time, so nothing else loads a run that this batch saved and has not published
+        yet (the run cache needs no lock)."""
         by_run: dict[str, list[Envelope]] = defaultdict(list)
         for envelope in envelopes:
             if envelope.run_id:
@@ -174,33 +169,22 @@ class CoordinatorHandler:
         )
 
 
-class WorkItemFeed:
-    """workitems.events into the coordinator: what the run needs of its work items.
+def from_work_items(envelope: Envelope) -> Envelope | None:
+    """A workitems.events message as the coordinator takes it: what the run needs of its
+    work items (the consumer's intake for that topic, decision 20).
 
     - A WorkItemCompleted is the interactive step's outcome (decision 17): it becomes the
       StepCompleted it stands for, with the same event id, so a repeat is dropped as one.
     - The events that give an item to someone say who takes part in the run.
     The rest (claims, comments, reminders) change nothing the run records; the consumer
-    does not even parse them (``WORK_ITEM_TYPES``).  Its group is still named for the
-    participants, which it fed alone before.
+    does not even parse them (``WORK_ITEM_TYPES``), nor does it dead-letter what it passes
+    over here: the topic is assignment's, whose consumers check it.
     """
-
-    def __init__(self, handler: CoordinatorHandler) -> None:
-        self.handler = handler
-
-    async def __call__(self, envelopes: list[Envelope]) -> None:
-        wanted: list[Envelope] = []
-        for envelope in envelopes:
-            if not envelope.run_id or not isinstance(envelope.payload, WORK_ITEM_EVENTS):
-                continue
-            if isinstance(envelope.payload, WorkItemCompleted):
-                outcome = as_outcome(envelope)
-                if outcome is not None:
-                    wanted.append(outcome)
-            else:
-                wanted.append(envelope)
-        if wanted:
-            await self.handler(wanted)
+    if not envelope.run_id or not isinstance(envelope.payload, WORK_ITEM_EVENTS):
+        return None
+    if isinstance(envelope.payload, WorkItemCompleted):
+        return as_outcome(envelope)
+    return envelope
 
 
 WORK_ITEM_EVENTS: tuple[type[WorkItemEvent], ...] = (WorkItemCompleted,

@@ -133,7 +133,7 @@ async def dead_letters(bootstrap: str, prefix: str) -> dict[str, dict[str, Any]]
 
 def _from_named_group(letter: dict[str, Any]) -> bool:
     """The letter of the group CONSUMED names for its topic.  workitems.events is also read
-    by the stage-coordinator's participants feed, which dead-letters garbage as well."""
+    by the stage-coordinator's consumer, which dead-letters garbage as well."""
     named = CONSUMED.get(letter.get("source_topic", ""))
     return named is None or letter.get("consumer_group") == named[0]
 

@@ -47,7 +47,7 @@ stages:
 STEP = {"orchestration": NAME, "stage": "review", "step": "check", "kind": "interactive"}
 CONSUMED = {
     "trigger": ["records.changes"],
-    "stage-coordinator": ["commands", "steps.outcomes"],
+    "stage-coordinator": ["commands", "steps.outcomes", "workitems.events"],  # one consumer
     "step-runner": ["steps.dispatch"],
     "assignment": ["workitems.dispatch"],
     "notification": ["workitems.events", "runs.events"],

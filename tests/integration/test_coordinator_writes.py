@@ -3,14 +3,14 @@
 published, input by input (docs/decisions/0017-message-budget.md); and what a stop at each
 point of a save leaves, and who sends it (docs/decisions/0016-outbox-watermarks.md).
 
-The handler is driven as the two consumers drive it, with a recording publisher.  A
+The handler is driven as its one consumer drives it (decision 20: what workitems.events
+gives it adapted as the consumer adapts it), with a recording publisher.  A
 published outbox is never cleared: the coordinator's mark (written by a job, about once a
 second, here when the test says) tells another coordinator's sweep that it went out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -25,8 +25,8 @@ from contracts import Envelope
 from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.events.steps import StepCompleted
-from contracts.events.workitems import WorkItemAssigned
-from services.stage_coordinator.handler import CoordinatorHandler, WorkItemFeed
+from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted, WorkItemDelegated
+from services.stage_coordinator.handler import CoordinatorHandler, from_work_items
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import RUNS, RunStore
@@ -63,7 +63,6 @@ class RecordingPublisher:
 @dataclass
 class Coordinator:
     handler: CoordinatorHandler
-    feed: WorkItemFeed
     publisher: RecordingPublisher
     written: Counter[str]
     db: Any
@@ -71,6 +70,11 @@ class Coordinator:
     @property
     def store(self) -> RunStore:
         return self.handler.store
+
+    async def batch(self, steps: list[tuple[str, Envelope]]) -> None:
+        """One batch of the consumer: workitems.events' messages as its intake adapts them."""
+        taken = [from_work_items(e) if topic == "feed" else e for topic, e in steps]
+        await self.handler([e for e in taken if e is not None])
 
     def another(self) -> tuple[RunStore, RecordingPublisher]:
         """Another coordinator on the same database (a replica, or this one restarted)."""
@@ -95,7 +99,7 @@ async def coordinator(servers: Any, database: str) -> AsyncIterator[Coordinator]
                                  definitions, publisher,  # type: ignore[arg-type]
                                  CoordinatorMetrics(CollectorRegistry()))
     written.clear()  # what publishing the definition wrote is not the run's
-    yield Coordinator(handler, WorkItemFeed(handler), publisher, written, db)
+    yield Coordinator(handler, publisher, written, db)
     await client.close()
 
 
@@ -120,11 +124,9 @@ def inputs(run_id: str) -> list[tuple[str, Envelope]]:
 
 
 async def drive(coordinator: Coordinator, steps: list[tuple[str, Envelope]]) -> None:
-    for consumer, envelope in steps:
-        if consumer == "feed":
-            await coordinator.feed([envelope])
-        else:
-            await coordinator.handler([envelope])
+    """Each message a batch of its own (a run's messages as a steady load brings them)."""
+    for step in steps:
+        await coordinator.batch([step])
 
 
 def sent_types(coordinator: Coordinator, topic: str) -> list[str]:
@@ -251,31 +253,45 @@ async def test_an_outbox_the_mark_covers_is_neither_swept_nor_read_as_left(
     assert loaded.outbox == [] and loaded.unpaged_history == []
 
 
-async def test_the_participants_feed_waits_for_the_batch_in_flight(
+def item_event(payload: Any, run_id: str) -> tuple[str, Envelope]:
+    return "feed", new_event(payload, producer="assignment", run_id=run_id)
+
+
+async def test_a_runs_messages_from_outcomes_and_work_items_in_one_batch_are_one_write(
     coordinator: Coordinator,
 ) -> None:
-    """The feed and the outcomes consumer share the run cache: a feed batch that comes
-    while an outcome's transition is saved but not yet published must not publish it too."""
+    """One consumer over the three topics (decision 20): a delegation (who takes part), one
+    review's completion (a work-item event) and the other's outcome (steps.outcomes) of one
+    run land in one batch, which loads the run once and saves it once."""
     run_id = uuid.uuid4().hex
-    steps = inputs(run_id)
-    for _, envelope in steps[:5]:
-        await coordinator.handler([envelope])
-    late = new_event(WorkItemAssigned(work_item_id=f"{run_id}:finance", step="finance",
-                                      assignee_kind="user", assignee="bob"),
-                     producer="assignment", run_id=run_id)
-    publish = coordinator.publisher.publish
-    feeding: list[asyncio.Task[None]] = []
+    await drive(coordinator, inputs(run_id)[:2])  # started; both reviews requested
+    coordinator.store.cache.clear()  # as after a restart: the batch reads the run
+    trips, written = coordinator.store.round_trips, coordinator.written[RUNS]
+    together = [
+        item_event(WorkItemDelegated(work_item_id=f"{run_id}:legal", step="legal",
+                                     assignee_kind="user", assignee="alice",
+                                     delegate="carol"), run_id),
+        item_event(WorkItemCompleted(work_item_id=f"{run_id}:legal", step="legal",
+                                     actor="carol", attempt=1), run_id),
+        ("outcomes", new_event(StepCompleted(step="finance", attempt=1, completed_by="bob"),
+                               producer="test", run_id=run_id)),
+    ]
+    await coordinator.batch(together)
 
-    async def feed_while_publishing(envelopes: Iterable[Envelope]) -> None:
-        envelopes = list(envelopes)  # as the broker's client takes them, one by one
-        if not feeding:  # finance's outbox, saved and on its way out
-            feeding.append(asyncio.create_task(coordinator.feed([late])))
-            for _ in range(5):
-                await asyncio.sleep(0)  # the feed batch runs as far as it may
-        await publish(envelopes)
+    assert coordinator.written[RUNS] - written == 1
+    assert coordinator.store.round_trips - trips == 3  # load, save, history page
+    run = await coordinator.store.runs.find_one({"_id": run_id})
+    assert run is not None and run["stage"] == "close"
+    assert {"user:carol", "user:alice", "user:bob"} <= set(run["participants"])
+    assert run["applied"][-3:] == [e.event_id for _, e in together]
 
-    coordinator.publisher.publish = feed_while_publishing  # type: ignore[method-assign]
-    await coordinator.handler([steps[5][1]])
-    await feeding[0]
-    assert sent_types(coordinator, "steps.dispatch") == ["StepRequested", "StepRequested"]
-    assert sent_types(coordinator, "runs.events").count("StageCompleted") == 2
+    # Read again (a stop before the offsets were committed): every one a repeat by id,
+    # the completion too (its outcome keeps the work-item event's id).
+    coordinator.store.cache.clear()
+    sent, written = len(coordinator.publisher.sent), coordinator.written[RUNS]
+    await coordinator.batch(together)
+    assert coordinator.written[RUNS] == written
+    assert len(coordinator.publisher.sent) == sent
+    await drive(coordinator, inputs(run_id)[-1:])
+    done = await coordinator.store.runs.find_one({"_id": run_id})
+    assert done is not None and done["status"] == "completed"

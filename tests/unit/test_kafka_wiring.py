@@ -91,7 +91,8 @@ def test_the_acls_grant_what_the_topic_list_says_and_nothing_more() -> None:
     groups = {a.resource for a in granted if a.resource_type == kafka_acls.GROUP}
     assert groups == {"trigger", "stage-coordinator", "step-runner", "assignment",
                       "notification"}
-    # prefixed: the coordinator also reads in "stage-coordinator-participants"
+    # prefixed: the coordinator reads the offsets "stage-coordinator-participants" committed
+    # before decision 20, to take workitems.events over where that group had got to
     assert all(a.pattern == kafka_acls.PREFIXED for a in granted
                if a.resource_type == kafka_acls.GROUP)
     assert not any(a.operation == kafka_acls.CREATE for a in granted)
