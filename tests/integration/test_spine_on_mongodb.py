@@ -84,7 +84,8 @@ async def test_a_save_names_the_new_and_the_changed_aggregates_that_lost(
     with pytest.raises(Conflict) as raised:
         await spine.save(late)
     assert sorted(raised.value.keys) == sorted([old, new])
-    assert parts["commands"] == {"update": 1}  # one bulk write told which lost
+    # One bulk write told which lost: its insert (the new aggregates) and its update.
+    assert parts["commands"] == {"insert": 1, "update": 1}
     stored = await spine.load([old, new, fine])
     assert [(stored[k].state or {})["n"] for k in (old, new, fine)] == [1, 1, 2]
 
@@ -92,7 +93,7 @@ async def test_a_save_names_the_new_and_the_changed_aggregates_that_lost(
 async def test_concurrent_completions_cost_one_find_and_one_write(parts: dict[str, Any]) -> None:
     runs = [uuid.uuid4().hex for _ in range(20)]
     _, opening = await counted(parts, parts["handler"]([dispatch(run) for run in runs]))
-    assert opening == {"find": 1, "update": 1}  # a batch of 20 dispatches: one find, one write
+    assert opening == {"find": 1, "insert": 1}  # a batch of 20 dispatches: one find, one write
     guide, directory = parts["guide"], await parts["directory"].current()
     outcomes, completing = await counted(parts, asyncio.gather(*(
         guide.act(f"{run}:do:1", cmd.Complete("ann", {}), directory) for run in runs)))
