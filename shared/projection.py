@@ -86,6 +86,7 @@ class TopicProjection:
         self._moved = asyncio.Condition()
         self._started = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._rewinding: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Read the topic up to its current end; then follow it in the background."""
@@ -101,9 +102,10 @@ class TopicProjection:
         log.info("read %s to its end: %d messages", self.topic, self.applied)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._rewinding):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._started.is_set():
             await self.consumer.stop()
 
@@ -122,9 +124,20 @@ class TopicProjection:
 
     async def rewind(self) -> None:
         """Read the topic again from its beginning (the broker lost its data, and its
-        owner is publishing its state anew); what is known stays until overwritten."""
+        owner is publishing its state anew); what is known stays until overwritten.
+
+        The seek is left to run: it lands when the consumer's fetch in flight returns (up
+        to ``POLL_MS``), and a service's reconcile need not wait for it, since nothing the
+        projection knows is dropped meanwhile.
+        """
         if self._started.is_set():
+            self._rewinding = asyncio.create_task(self._seek_to_beginning())
+
+    async def _seek_to_beginning(self) -> None:
+        try:
             await self.consumer.seek_to_beginning(*self.partitions)
+        except KafkaError as exc:  # the next loss, or the owner's next start, publishes again
+            log.warning("reading %s again from its beginning: %r", self.topic, exc)
 
     def _reached(self, ends: dict[TopicPartition, int]) -> bool:
         return all(self.positions.get(tp, 0) >= end for tp, end in ends.items())

@@ -210,3 +210,32 @@ async def test_a_version_published_a_moment_ago_is_found_by_one_catch_up(
         assert projection.catch_ups == started + 2
     finally:
         await projection.stop()
+
+
+async def test_a_rewind_does_not_wait_for_the_fetch_in_flight(log: FakeLog) -> None:
+    """A service's reconcile after a broker loss rewinds its projections last; the seek
+    lands when the consumer's long poll returns, and the reconcile does not wait for it."""
+    applied = Applied()
+    consumer = FakeConsumer(log)
+    projection = TopicProjection(TOPIC, applied.apply, lambda: consumer)
+    await projection.start()
+    poll_returned = asyncio.Event()
+    sought = []
+
+    async def seek_after_the_poll(*partitions: TopicPartition) -> bool:
+        await poll_returned.wait()
+        sought.extend(partitions)
+        consumer.position_ = 0
+        return True
+
+    consumer.seek_to_beginning = seek_after_the_poll  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(projection.rewind(), timeout=1.0)
+        assert sought == []
+        poll_returned.set()
+        log.append(published("hello", 4))
+        await projection.catch_up()
+        assert sought == [TP]
+        assert [e.payload.version for e in applied.envelopes] == [1, 2, 3, 1, 2, 3, 4]
+    finally:
+        await projection.stop()
