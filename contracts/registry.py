@@ -105,9 +105,11 @@ def parse(raw: bytes) -> Envelope:
 
 # What the value checks look for, and what its raw JSON must contain for one to be there:
 # a string with an escape (a surrogate, a NUL, an escaped digit of a date), a long run of
-# digits or a big exponent (beyond 64 bits or a float), a date in year 1 or 9999 (the only
-# ones without a UTC equivalent), or enough brackets to nest too deep.
-_SUSPECT = re.compile(rb"\\u|\d{19}|[eE][+-]?\d{3}|9999-|0001-")
+# digits (beyond 64 bits), a number with a big exponent (beyond a float: a JSON number
+# follows a colon, a comma or a bracket; an "e123" inside an id's hex digits is no number),
+# a date in year 1 or 9999 (the only ones without a UTC equivalent), or enough brackets to
+# nest too deep.
+_SUSPECT = re.compile(rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-|0001-")
 
 
 def _plainly_safe(raw: bytes) -> bool:

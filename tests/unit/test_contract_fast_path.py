@@ -53,3 +53,12 @@ def test_the_fast_path_is_taken_for_an_ordinary_message_and_not_for_suspect_ones
     for suspect in ('{"a": "\\ud800"}', '{"a\\u0000": 1}', '{"a": 9223372036854775808}',
                     '{"a": 1e400}', '{"a": "9999-12-31T23:59:59-23:59"}', "[" * 65 + "]" * 65):
         assert not _plainly_safe(suspect.encode()), suspect
+
+
+def test_hex_ids_with_an_e_and_digits_are_no_exponent_but_numbers_with_one_are() -> None:
+    """An "e" followed by digits inside an id's hex is text; after a colon, comma or bracket
+    (where JSON numbers stand) it is an exponent, and a big one needs the walk."""
+    ids = json.dumps({"event_id": "5e1234abcdef", "run_id": "0e999e100", "n": 3e10})
+    assert _plainly_safe(ids.encode())
+    for number in ('{"a": 1e308}', '{"a":-2.5E+400}', '{"a": [0, 7e-999]}', '{"a":1e0400}'):
+        assert not _plainly_safe(number.encode()), number
