@@ -1,9 +1,10 @@
 """The notification process: python -m services.notification
 
 Consumes workitems.events and runs.events; sends one delivery per (event, recipient,
-channel) by email (SMTP) or chat (webhook) and stores it once, with its outcome, in
-``deliveries``; publishes one NotificationSent per notice that reaches someone on the
-notifications topic, storing nothing for it (decision 15).
+channel) by email (SMTP) or chat (webhook) and stores it once, with its outcome: a batch's
+sent and failed ones as one ``delivery_log`` page, a pending one (a retry is due) in
+``deliveries`` (decisions 15 and 23); publishes one NotificationSent per notice that
+reaches someone on the notifications topic, storing nothing for it (decision 15).
 
 Delivery guarantees:
 - A redelivered event never notifies a person twice: delivery ids derive from the event,

@@ -1,10 +1,11 @@
 """Send deliveries through their channels and store each outcome, one write per batch.
 
-A first attempt (a delivery not stored yet) is stored once, with its outcome: one insert for
-the batch.  A retry needs a lease, taken by the retry sweep's claim (see
-:mod:`services.notification.store`), and is followed by a conditional update through the
-retry core (one bulk write for a batch), so two replicas never retry the same delivery at
-the same time and a late outcome never overwrites a newer one.
+A first attempt (a delivery not stored yet) is stored once, with its outcome: one page for
+the batch's finished ones, the pending ones apart (decision 23).  A retry needs a lease,
+taken by the retry sweep's claim (see :mod:`services.notification.store`), and is followed
+by a conditional update through the retry core (one bulk write for a batch), so two
+replicas never retry the same delivery at the same time and a late outcome never overwrites
+a newer one.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Turns a batch of work-item and run events into sent, stored deliveries and fan-outs.
 
-Per batch (decision 15): one find of which planned deliveries are stored already, the new
-ones sent right away (bounded concurrency), one ``insert_many`` of them with their outcomes
-(sent, pending with the time of a retry, or failed), then one publish of the fan-outs.
+Per batch (decisions 15, 23): one find in each store of which planned deliveries are stored
+already (sent together), the new ones sent right away (bounded concurrency), one insert of
+those sent or failed for good as one ``delivery_log`` page (and of the pending ones, with
+the time of a retry, into ``deliveries``), then one publish of the fan-outs.
 Whom to reach, and where, comes with the events (work-item events carry their recipients'
 contacts) or from the settings (the operators): no lookup.
 

@@ -1,13 +1,16 @@
-"""The ``deliveries`` collection: dedupe by delivery id, leases, outcomes, the admin query.
+"""Where deliveries are stored: dedupe by delivery id, leases, outcomes, the admin query.
 
-A delivery document is the :class:`Delivery` fields with ``_id`` = the delivery id, plus
-``lease_until`` / ``lease_token`` while the retry sweep of a replica is sending it.  A first
-attempt is stored once, with its outcome (:meth:`DeliveryStore.insert_outcomes`); only a
-retry claims, leases and updates.
+A first attempt is stored once, with its outcome (:meth:`DeliveryStore.insert_outcomes`).
+One that ended for good goes into its batch's page of ``delivery_log`` (decision 23, see
+:mod:`services.notification.delivery_log`).  A pending one (a retry is due) is a
+``deliveries`` document: the :class:`Delivery` fields with ``_id`` = the delivery id, plus
+``lease_until`` / ``lease_token`` while the retry sweep of a replica is sending it; only a
+retry claims, leases and updates, and only ``deliveries`` documents.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
@@ -18,16 +21,19 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from services.notification import delivery_log
 from services.notification.core.model import Delivery
 from shared.due import Alarm
 from shared.mongo import Index, free_lease
 
 DELIVERIES = "deliveries"
 DUPLICATE_KEY = 11000
+PAGES_READ_AT_ONCE = 20  # the admin search reads pages newest first, in batches of this
 INDEXES = [
     Index(DELIVERIES, [("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
     Index(DELIVERIES, [("recipient", ASCENDING), ("created_at", DESCENDING)]),
     Index(DELIVERIES, [("created_at", DESCENDING)]),
+    *delivery_log.INDEXES,
 ]
 _FIELDS = {f.name for f in dataclasses.fields(Delivery)}
 
@@ -61,25 +67,46 @@ class DeliveryStore:
     def __init__(self, db: AsyncDatabase[dict[str, Any]], lease: timedelta,
                  retries: Alarm | None = None) -> None:
         self.deliveries = db[DELIVERIES]
+        self.pages = db[delivery_log.DELIVERY_LOG]
         self.lease = lease
         self.retries = retries or Alarm()  # rung when an outcome stores a retry due sooner
 
     async def stored_ids(self, ids: Iterable[str]) -> set[str]:
-        """Which of these delivery ids are stored already (one find on ``_id``)."""
+        """Which of these delivery ids are stored already, in a page or in ``deliveries``.
+
+        Two finds, sent together: a ``$unionWith`` would make them one, but the embedded
+        server reads the whole other collection for it.
+        """
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return set()
-        cursor = self.deliveries.find({"_id": {"$in": wanted}}, {"_id": 1})
-        return {doc["_id"] async for doc in cursor}
+        in_pages, pending = await asyncio.gather(
+            self.pages.find(delivery_log.stored_query(wanted), {"ids": 1}).to_list(None),
+            self.deliveries.find({"_id": {"$in": wanted}}, {"_id": 1}).to_list(None),
+        )
+        stored = {doc["_id"] for doc in pending}
+        stored.update(i for page in in_pages for i in page["ids"])
+        return stored & set(wanted)
 
     async def insert_outcomes(self, deliveries: Sequence[Delivery]) -> int:
-        """Store first attempts with their outcome, one document each, in one insert.
+        """Store a batch's first attempts with their outcome: one page, one insert.
 
-        A delivery is written once: sent, failed, or pending with its ``next_attempt_at``
-        (then the retry sweep claims it when due; it carries no lease).  An id stored
+        Those sent or failed for good go into one ``delivery_log`` page; pending ones
+        (with their ``next_attempt_at``; the retry sweep claims them when due, they carry no
+        lease) into ``deliveries``, one document each, in one insert.  A pending id stored
         meanwhile (another replica handled the same event during a rebalance) keeps what
-        that replica stored.  Returns how many were inserted.
+        that replica stored; a finished one may then be in two pages (readers keep one).
+        Returns how many were stored.
         """
+        finished = [d for d in deliveries if d.status != "pending"]
+        pending = [d for d in deliveries if d.status == "pending"]
+        if finished:
+            await self.pages.insert_one(delivery_log.page_document(finished, datetime.now(UTC)))
+        inserted = len(finished) + await self._insert_pending(pending)
+        self.retries.due(min((d.next_attempt_at for d in pending), default=None))
+        return inserted
+
+    async def _insert_pending(self, deliveries: Sequence[Delivery]) -> int:
         if not deliveries:
             return 0
         docs = [to_document(d) for d in deliveries]
@@ -93,8 +120,6 @@ class DeliveryStore:
             ):
                 raise
             inserted -= len(errors)
-        retries = [d.next_attempt_at for d in deliveries if d.status == "pending"]
-        self.retries.due(min(retries, default=None))
         return inserted
 
     async def claim(self, ids: Iterable[str], now: datetime) -> list[Delivery]:
@@ -155,13 +180,34 @@ class DeliveryStore:
     async def search(
         self, *, recipient: str | None, status: str | None, limit: int
     ) -> list[dict[str, Any]]:
+        """The newest ``limit`` deliveries for this recipient and status, each id once:
+        the ``deliveries`` documents and the pages' deliveries, merged."""
         query: dict[str, Any] = {}
         if recipient:
             query["recipient"] = recipient
         if status:
             query["status"] = status
         cursor = self.deliveries.find(query, {"lease_token": 0})
-        return [_public(doc) async for doc in cursor.sort("created_at", -1).limit(limit)]
+        live = [_public(doc) async for doc in cursor.sort("created_at", -1).limit(limit)]
+        logged = [] if status == "pending" else await self._logged(recipient, status, limit)
+        return delivery_log.newest([*live, *logged], limit)
+
+    async def _logged(self, recipient: str | None, status: str | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """The pages' newest matching deliveries: pages are read newest first, until the
+        rest are older than ``limit`` deliveries found.  An id in two pages is the older
+        page's, whatever the status asked."""
+        found: dict[str, dict[str, Any]] = {}
+        query = delivery_log.search_query(recipient)
+        cursor = self.pages.find(query, {"deliveries": 1, "created_at": 1})
+        cursor = cursor.sort("created_at", -1).batch_size(PAGES_READ_AT_ONCE)
+        async with cursor:
+            async for page in cursor:
+                matches = delivery_log.with_status(found.values(), status)
+                if delivery_log.is_older_than_found(page, matches, limit):
+                    break
+                found.update((d["id"], d) for d in delivery_log.of_recipient(page, recipient))
+        return delivery_log.with_status(found.values(), status)
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from services.assignment.core.directory import Directory
 from services.assignment.handler import Dispatches
 from services.assignment.store import ACTIVE, WORK_ITEMS
 from services.assignment.store import INDEXES as ITEM_INDEXES
+from services.notification import delivery_log
 from services.notification import store as deliveries
 from services.stage_coordinator import jobs, listing
 from services.stage_coordinator.api import visible_to
@@ -110,6 +111,19 @@ def test_a_persons_runs_are_found_by_index_not_by_a_scan() -> None:
 ], ids=["claim", "due", "next retry", "pending"])
 def test_delivery_queries_seek(query: dict[str, object]) -> None:
     assert serving_index(deliveries.DELIVERIES, query, deliveries.INDEXES), query
+
+
+@pytest.mark.parametrize(("query", "index"), [
+    (delivery_log.stored_query(["d1", "d2"]), "ids_1"),
+    (delivery_log.search_query("ann"), "recipients_1_created_at_-1"),
+], ids=["stored ids", "a recipient's pages"])
+def test_delivery_log_queries_seek(query: dict[str, object], index: str) -> None:
+    assert serving_index(delivery_log.DELIVERY_LOG, query, deliveries.INDEXES) == index
+
+
+def test_the_delivery_log_keeps_three_indexes() -> None:
+    declared = [i for i in deliveries.INDEXES if i.collection == delivery_log.DELIVERY_LOG]
+    assert len(declared) <= 3
 
 
 def test_a_lease_clause_matches_free_and_expired_leases_only() -> None:

@@ -31,7 +31,7 @@ OWNERS = {
     "step_attempts": "step-runner",
     "work_items": "assignment", "directory": "assignment", "users": "assignment",
     "groups": "assignment", "queues": "assignment", "tokens": "assignment",
-    "deliveries": "notification",
+    "deliveries": "notification", "delivery_log": "notification",
 }
 # The broker epoch (shared/broker_watch.py): every service records what it saw and which
 # epoch it reconciled; it is the one collection meant to be shared.

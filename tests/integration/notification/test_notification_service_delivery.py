@@ -226,7 +226,7 @@ async def test_assigned_work_item_is_mailed_chatted_and_fanned_out_under_one_id(
                    stack=service)
     assert len(mailbox.about(event.event_id)) == 2
     assert webhook.about(chat_key) == [200]
-    stored = await mongo.deliveries.find({"source_event_id": event.event_id}).to_list(None)
+    stored = await stored_about(mongo, event.event_id)
     assert sorted((d["recipient"], d["channel"], d["status"], d["attempts"]) for d in stored) == [
         ("alice", "chat", "sent", 1), ("alice", "email", "sent", 1), ("bob", "email", "sent", 1),
     ]  # the fan-out stores nothing
@@ -279,6 +279,16 @@ async def test_run_error_reaches_operators_and_admins_can_list_deliveries(
         metrics = (await client.get(f"{service.url('notification')}/metrics")).text
     assert 'baton_notifications_total{channel="email",outcome="sent"}' in metrics
     assert "baton_notification_pending" in metrics
+
+
+async def stored_about(mongo: Any, source_event_id: str) -> list[dict[str, Any]]:
+    """The deliveries stored for one event: its batch's page (decision 23) and any pending."""
+    pages = await mongo.delivery_log.find(
+        {"deliveries.source_event_id": source_event_id}).to_list(None)
+    logged = [d for page in pages for d in page["deliveries"]
+              if d["source_event_id"] == source_event_id]
+    return [*logged, *await mongo.deliveries.find(
+        {"source_event_id": source_event_id}).to_list(None)]
 
 
 async def _sent(servers: Any, event_id: str) -> dict[str, Any] | None:

@@ -47,9 +47,13 @@ async def test_first_attempts_are_stored_once_and_a_pending_one_is_due_for_the_s
     assert await store.insert_outcomes([sent, retry]) == 2
     assert await store.stored_ids([sent.id, retry.id, "never-planned"]) == {sent.id, retry.id}
     # Another replica (the same event during a rebalance) stores the same ids after: the
-    # first outcomes stand, nothing is raised.
-    assert await store.insert_outcomes([dataclasses.replace(sent, status="failed"), retry]) == 0
-    assert (await store.deliveries.find_one({"_id": sent.id}))["status"] == "sent"
+    # pending one keeps the first outcome, the finished one is in a second page, and the
+    # search shows the first; nothing is raised.
+    assert await store.insert_outcomes([dataclasses.replace(sent, status="failed"), retry]) == 1
+    assert (await store.deliveries.find_one({"_id": retry.id}))["attempts"] == 1
+    assert await store.deliveries.find_one({"_id": sent.id}) is None  # in a page
+    listed = await store.search(recipient="ann", status=None, limit=500)
+    assert [(d["id"], d["status"]) for d in listed if d["id"] == sent.id] == [(sent.id, "sent")]
 
     assert retry.id not in await store.due_ids(now, 1000)  # its back-off is not over
     later = now + LEASE + timedelta(seconds=1)

@@ -130,7 +130,7 @@ def bench_run() -> list[Envelope]:
     ]
 
 
-async def test_a_bench_run_writes_one_document_per_email_and_fans_out_what_people_get(
+async def test_a_bench_run_writes_one_page_for_its_emails_and_fans_out_what_people_get(
     notifier: Notifier, counted_db: tuple[Any, Counted]
 ) -> None:
     _, counted = counted_db
@@ -141,8 +141,10 @@ async def test_a_bench_run_writes_one_document_per_email_and_fans_out_what_peopl
 
     emails = [delivery_id(e.event_id, e.payload.assignee, "email") for e in assigned]
     assert sorted(notifier.channel.sent) == sorted(emails)
-    assert counted.documents == {"deliveries": 2}
-    assert counted.commands == {"find": 1, "insert": 1}
+    assert counted.documents == {"delivery_log": 1}  # one page for the batch (decision 23)
+    assert counted.commands == {"find": 2, "insert": 1}  # the dedupe reads both collections
+    page = await notifier.store.pages.find_one({"ids": emails[0]})
+    assert sorted(page["ids"]) == sorted(emails)
     # The completions reach nobody (the actor is left out, "bench" has no contact), and
     # no operator is configured: only the two assignments are fanned out.
     assert [m.event_id for m in notifier.publisher.published] == [
@@ -164,7 +166,7 @@ async def test_a_redelivered_batch_writes_and_sends_nothing_and_fans_out_the_sam
     await notifier.handler(batch)
 
     assert len(notifier.channel.sent) == 2  # from the first time only
-    assert counted.documents == {} and counted.commands == {"find": 1}
+    assert counted.documents == {} and counted.commands == {"find": 2}
     assert [m.event_id for m in notifier.publisher.published] == first * 2
     assert notifier.registry.get_sample_value("baton_notification_duplicates_total") == 2
 
@@ -180,10 +182,13 @@ async def test_a_failed_send_is_stored_once_pending_and_retried_by_the_sweep(
 
     await notifier.handler(batch)
 
-    assert notifier.channel.sent == [] and counted.documents == {"deliveries": 2}
+    assert notifier.channel.sent == []
+    assert counted.documents == {"deliveries": 1, "delivery_log": 1}  # pending apart
     docs = {d["_id"]: d async for d in notifier.store.deliveries.find({"_id": {"$in": [alice,
                                                                                       bob]}})}
-    assert docs[bob]["status"] == "failed" and docs[bob]["attempts"] == 1
+    page = await notifier.store.pages.find_one({"ids": bob})
+    assert [(d["status"], d["attempts"]) for d in page["deliveries"]] == [("failed", 1)]
+    assert list(docs) == [alice]
     assert docs[alice]["status"] == "pending" and docs[alice]["attempts"] == 1
     assert "lease_until" not in docs[alice]
     retry_at = docs[alice]["next_attempt_at"]
