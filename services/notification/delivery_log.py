@@ -14,7 +14,6 @@ same id (decision 15's window): readers keep one of them, the first stored.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -22,7 +21,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from services.notification.core.model import Delivery
+from services.notification.core.model import Delivery, as_fields
 from shared.mongo import Index
 
 DELIVERY_LOG = "delivery_log"
@@ -38,7 +37,7 @@ def page_document(deliveries: Sequence[Delivery], now: datetime) -> dict[str, An
     return {
         "_id": uuid.uuid4().hex,
         "created_at": now,
-        "deliveries": [dataclasses.asdict(d) for d in deliveries],
+        "deliveries": [as_fields(d) for d in deliveries],
         "ids": [d.id for d in deliveries],
         "recipients": sorted({d.recipient for d in deliveries}),
     }

@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from services.notification import delivery_log
-from services.notification.core.model import Delivery
+from services.notification.core.model import Delivery, as_fields
 from shared.due import Alarm
 from shared.mongo import Index, free_lease
 
@@ -39,7 +39,7 @@ _FIELDS = {f.name for f in dataclasses.fields(Delivery)}
 
 
 def to_document(delivery: Delivery) -> dict[str, Any]:
-    doc = dataclasses.asdict(delivery)
+    doc = as_fields(delivery)
     doc["_id"] = doc.pop("id")
     return doc
 

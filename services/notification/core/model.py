@@ -54,6 +54,15 @@ class Delivery:
     sent_at: datetime | None = None
 
 
+DELIVERY_FIELDS = tuple(Delivery.__slots__)
+
+
+def as_fields(delivery: Delivery) -> dict[str, object]:
+    """The delivery's fields by name: ``dataclasses.asdict`` without its deep copy (every
+    field is a plain value), which cost a tenth of the service's CPU in a burst."""
+    return {name: getattr(delivery, name) for name in DELIVERY_FIELDS}
+
+
 def delivery_id(source_event_id: str, recipient: str, channel: str) -> str:
     """The same event, recipient and channel always give the same id: the store's dedupe key."""
     digest = hashlib.sha256(f"{source_event_id}:{recipient}:{channel}".encode())
