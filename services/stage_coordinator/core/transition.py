@@ -73,8 +73,7 @@ class Transition:
             self.run = evolve(self.current, event)
         self.events.append(event)
         self._audited = new = audited(self.run)
-        self.changes.append([{"field": key, "old": old.get(key), "new": new.get(key)}
-                             for key in {**old, **new} if old.get(key) != new.get(key)])
+        self.changes.append(changed(old, new))
 
     def send(self, payload: Payload) -> None:
         self.messages.append(payload)
@@ -111,16 +110,30 @@ class Transition:
         }
 
 
+def changed(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The audited fields that differ, ``{field, old, new}`` each (a missing field is None):
+    ``old``'s fields in their order, then those only ``new`` has."""
+    changes = [{"field": key, "old": value, "new": new.get(key)}
+               for key, value in old.items() if new.get(key) != value]
+    changes += [{"field": key, "old": None, "new": value}
+                for key, value in new.items() if value is not None and key not in old]
+    return changes
+
+
+# A status's text (an enum's ``.value`` is a slow property; the str is the same text).
+_text = str.__str__
+
+
 def audited(run: Run | None) -> dict[str, Any]:
     """The fields of a run its history records changes of, flattened."""
     if run is None:
         return {}
-    fields: dict[str, Any] = {"status": run.status.value, "stage": run.stage,
+    fields: dict[str, Any] = {"status": _text(run.status), "stage": run.stage,
                               "version": run.version, "error": run.error}
     for name, stage in run.stages.items():
-        fields[f"stages.{name}.status"] = stage.status.value
+        fields[f"stages.{name}.status"] = _text(stage.status)
     for name, step in run.steps.items():
-        fields[f"steps.{name}.status"] = step.status.value
+        fields[f"steps.{name}.status"] = _text(step.status)
         fields[f"steps.{name}.attempt"] = step.attempt
         fields[f"steps.{name}.error"] = step.error
     for name, value in run.vars.items():
