@@ -103,7 +103,7 @@ class Publisher:
                     no_confirm=True,
                 )
             )
-            self.metrics.published.labels(self.metrics.service, topic).inc()
+            self.metrics.sent(topic)
         if futures:
             await asyncio.gather(*futures)
 
@@ -267,7 +267,7 @@ class BatchConsumer:
             await self.dead_letter(record, f"{envelope.type} is not handled on {record.topic}",
                                    kind="not handled")
             return None
-        self.metrics.messages.labels(self.metrics.service, record.topic, envelope.type).inc()
+        self.metrics.consumed(record.topic, envelope.type)
         return intake.adapt(envelope) if intake.adapt is not None else envelope
 
     async def lag(self) -> dict[str, int]:

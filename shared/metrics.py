@@ -6,6 +6,8 @@ run id or a user id.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -17,6 +19,8 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
         self.registry = registry
         self.service = service
+        self._consumed: dict[tuple[str, str], Any] = {}
+        self._sent: dict[str, Any] = {}
         self.dead_letters = Counter(
             "baton_dead_letters_total",
             "Messages sent to the dead-letter topic",
@@ -84,3 +88,20 @@ class ServiceMetrics:
             ["service", "topic"],
             registry=registry,
         )
+
+
+    def consumed(self, topic: str, kind: str) -> None:
+        """One message of ``kind`` consumed from ``topic`` (the labelled child is kept: a
+        ``labels()`` lookup per message cost more than the count)."""
+        key = (topic, kind)
+        child = self._consumed.get(key)
+        if child is None:
+            child = self._consumed[key] = self.messages.labels(self.service, topic, kind)
+        child.inc()
+
+    def sent(self, topic: str) -> None:
+        """One message published to ``topic``."""
+        child = self._sent.get(topic)
+        if child is None:
+            child = self._sent[topic] = self.published.labels(self.service, topic)
+        child.inc()
