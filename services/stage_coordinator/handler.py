@@ -139,16 +139,17 @@ class CoordinatorHandler:
 
     def _stored(self, current: StoredRun | None, t: Transition, cause: Envelope) -> StoredRun:
         run = t.current  # its revision counts the events applied (the core keeps it)
-        outbox = [
+        sending = [
             new_event(
                 payload,
                 producer=PRODUCER,
                 run_id=run.id,
                 cause=cause,
                 event_id=derived_id(cause.event_id, index),
-            ).model_dump(mode="json")
+            )
             for index, payload in enumerate(t.messages)
         ]
+        outbox = [envelope.model_dump(mode="json") for envelope in sending]
         before = current.run if current else None
         history = numbered(run.id, before.revision if before else 0, [
             {**event.model_dump(mode="python"), "cause": cause.type, "cause_id": cause.event_id,
@@ -159,6 +160,7 @@ class CoordinatorHandler:
             run=run,
             applied=[*(current.applied if current else []), cause.event_id],
             outbox=[*(current.outbox if current else []), *outbox],
+            sending=[*(current.sending if current else []), *sending],
             new_history=[*(current.new_history if current else []), *history],
             unpaged_history=list(current.unpaged_history) if current else [],
             is_new=current is None or current.is_new,

@@ -37,7 +37,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from contracts import parse_dict
+from contracts import Envelope, parse_dict
 from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
@@ -75,6 +75,9 @@ class StoredRun:
     run: Run
     applied: list[str] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    # The outbox's messages as built (not stored): published without parsing them again.
+    # Shorter than ``outbox`` when the outbox was read back from MongoDB.
+    sending: list[Envelope] = field(default_factory=list)
     # History entries of transitions not saved yet; saved but not paged yet (the run
     # document's ``pending_history``); and those the last save wrote (for the metrics).
     new_history: list[dict[str, Any]] = field(default_factory=list)
@@ -161,10 +164,11 @@ class RunStore:
         the readers merge ``pending_history``.
         """
         with_outbox = [s for s in runs if s.outbox]
-        messages = [parse_dict(m) for s in with_outbox for m in s.outbox]
+        messages = [m for s in with_outbox for m in _envelopes(s)]
         await asyncio.gather(self.page_history(runs), self.publisher.publish(messages))
         for stored in with_outbox:
             stored.outbox = []  # the cached run's next save starts a new outbox
+            stored.sending = []
 
     async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
@@ -338,3 +342,10 @@ def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> dic
     if status != "in_progress" or dispatch is None:
         return None
     return dispatch if dispatch["payload"].get("attempt") == attempt else None
+
+
+def _envelopes(stored: StoredRun) -> list[Envelope]:
+    """The outbox as envelopes: those built with it, or (read back from MongoDB) parsed."""
+    if len(stored.sending) == len(stored.outbox):
+        return stored.sending
+    return [parse_dict(m) for m in stored.outbox]
