@@ -74,7 +74,10 @@ def make_broker(settings: ServiceSettings, metrics: ServiceMetrics) -> KafkaBrok
         # every in-sync replica, a published outbox message is neither lost nor doubled.
         enable_idempotence=True,
         acks="all",
-        linger_ms=1,
+        # No wait to gather a batch: a message goes out at once, and what is sent while a
+        # request is in flight rides the next one (a burst still batches; a steady trickle
+        # saves the 1 ms a linger cost each hop, 3 hops from a person's answer to the run's end).
+        linger_ms=0,
         request_timeout_ms=30_000,
         middlewares=[
             KafkaPrometheusMiddleware(registry=metrics.registry, app_name=settings.service_name)
