@@ -60,15 +60,28 @@ class BrokerWatch:
         self.store: tuple[Any, float] | None = None  # (pid, uptime) last seen
         self.store_watched = True  # False once the server refused serverStatus
 
-    async def topics_ensured(self, created: list[str]) -> None:
+    async def ensure_topics(self) -> None:
+        """Create this service's missing topics and record what the check found.
+
+        What was known is read before the check: a topic this service creates while another
+        service, which found it already created, records it as seen is new, not lost (the
+        services start together, and each creates the topics it uses).
+        """
+        known = await self.system.find_one({"_id": BROKER}) or {}
+        await self.topics_ensured(await ensure_service_topics(self.settings), known)
+
+    async def topics_ensured(self, created: list[str],
+                             known: dict[str, Any] | None = None) -> None:
         """Record what a topic check found.
 
         The ``broker`` document remembers every topic seen to exist.  A topic that had to
-        be created although it existed before is a loss; one never seen is just new (each
-        service creates its own topics, so a fresh deployment creates them in turns).
+        be created although it existed before (in ``known``, read before the check) is a
+        loss; one never seen is just new (each service creates its own topics, so a fresh
+        deployment creates them in turns).
         """
         now = datetime.now(UTC)
-        known = await self.system.find_one({"_id": BROKER}) or {}
+        if known is None:
+            known = await self.system.find_one({"_id": BROKER}) or {}
         lost = sorted(set(created) & set(known.get("topics", ())))
         seen = [t.name for t in topics_of(self.service)]
         update: dict[str, Any] = {"$setOnInsert": {"since": now},
@@ -88,7 +101,7 @@ class BrokerWatch:
         Which epoch each service has reconciled is kept beside the epoch, so a service
         that was down when the loss was noticed reconciles when it comes back.
         """
-        await self.topics_ensured(await ensure_service_topics(self.settings))
+        await self.ensure_topics()
         seen_before = self.store_seen_at
         if await self.store_restarted():
             # What it may have lost was acknowledged shortly before it stopped, after it was

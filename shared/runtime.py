@@ -44,7 +44,6 @@ from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
 from shared.problems import install as answer_problems
 from shared.projection import Apply, TopicProjection, kafka_consumer
 from shared.settings import ServiceSettings
-from shared.topics import ensure_service_topics
 
 log = logging.getLogger("baton.runtime")
 REPLAY_AGAIN_AFTER = (0.0, 3.0, 10.0)  # seconds between the seeks of a replay
@@ -237,7 +236,7 @@ class Runtime:
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        await self.broker_watch.topics_ensured(await ensure_service_topics(self.settings))
+        await self.broker_watch.ensure_topics()
         await ensure_indexes(self.db, self.indexes)
         for hook in self.on_start:
             await hook()

@@ -59,10 +59,9 @@ async def test_a_restart_replays_from_before_the_server_was_last_seen_then_recon
     async def reconcile() -> None:
         calls.append("reconcile")
 
-    async def no_topics(_: Any) -> list[str]:
-        return []
-    monkeypatch.setattr("shared.broker_watch.ensure_service_topics", no_topics)
-    monkeypatch.setattr(seen, "topics_ensured", no_topics)
+    async def topics_checked() -> None:
+        return None
+    monkeypatch.setattr(seen, "ensure_topics", topics_checked)
     seen.replay_since = replay
     seen.hooks.append(reconcile)
     assert not await seen.store_restarted()
