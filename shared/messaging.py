@@ -79,6 +79,10 @@ def make_broker(settings: ServiceSettings, metrics: ServiceMetrics) -> KafkaBrok
         # saves the 1 ms a linger cost each hop, 3 hops from a person's answer to the run's end).
         linger_ms=0,
         request_timeout_ms=30_000,
+        # A consumer whose group formed while its topic was missing (a broker that came back
+        # empty, before the topics were created again) has no partitions until its next
+        # metadata refresh sees them: 30 s, not the client's default 5 minutes.
+        metadata_max_age_ms=30_000,
         middlewares=[
             KafkaPrometheusMiddleware(registry=metrics.registry, app_name=settings.service_name)
         ],
