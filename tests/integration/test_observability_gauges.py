@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from plans import first_index_scan
 from prometheus_client import CollectorRegistry, generate_latest
 from pymongo import AsyncMongoClient
 
@@ -297,11 +298,5 @@ async def test_every_gauge_and_stats_query_is_behind_an_index(
     await db[collection].insert_one({"probe": True, "updated_at": now, "status": "running"})
     resolved = {k: {op: (now if v == "NOW" else v) for op, v in cond.items()}
                 for k, cond in query.items()}
-    plan = await db.command("explain", {"find": collection, "filter": resolved})
-    winning = plan["queryPlanner"]["winningPlan"]
-    stages = []
-    while winning:
-        stages.append(winning)
-        winning = winning.get("inputStage")
-    scans = [s for s in stages if s.get("stage") == "IXSCAN"]
-    assert scans and scans[0]["indexName"] == index, plan["queryPlanner"]["winningPlan"]
+    scanned, plan = await first_index_scan(db, collection, resolved)
+    assert scanned == index, plan

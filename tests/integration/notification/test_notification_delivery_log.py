@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from plans import first_index_scan
 
 from services.notification import delivery_log
 from services.notification.core.model import Delivery
@@ -159,11 +160,5 @@ async def test_the_page_queries_are_behind_an_index(
     db: Any, query: dict[str, Any], index: str
 ) -> None:
     """The embedded server looks a multikey ``$in`` up value by value (decision 19)."""
-    plan = await db.command("explain", {"find": delivery_log.DELIVERY_LOG, "filter": query})
-    winning = plan["queryPlanner"]["winningPlan"]
-    stages = []
-    while winning:
-        stages.append(winning)
-        winning = winning.get("inputStage")
-    scans = [s for s in stages if s.get("stage") == "IXSCAN"]
-    assert scans and scans[0]["indexName"] == index, plan["queryPlanner"]["winningPlan"]
+    scanned, plan = await first_index_scan(db, delivery_log.DELIVERY_LOG, query)
+    assert scanned == index, plan
