@@ -255,7 +255,7 @@ class BatchConsumer:
     def _handover(self) -> OffsetHandover | None:
         if not self.takes_over:
             return None
-        return OffsetHandover(self.takes_over, lambda: getattr(self.subscriber, "consumer", None),
+        return OffsetHandover(self.takes_over, lambda: self.client,
                               admin_offsets(client_options(self.settings)))
 
     def intake(self, topic: str) -> Intake:
@@ -285,7 +285,7 @@ class BatchConsumer:
         partition not fetched yet (no high watermark) is left out.
         """
         lag = dict.fromkeys(self.topics, 0)
-        consumer = getattr(self.subscriber, "consumer", None)
+        consumer = self.client
         if consumer is None:
             return lag
         for tp in consumer.assignment():

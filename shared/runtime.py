@@ -208,7 +208,7 @@ class Runtime:
                       since_ms: int | None = None) -> None:
         """Commit and seek each assigned partition to its beginning, or to the first
         message since ``since_ms``; again on each new assignment, for ``window`` seconds."""
-        client = getattr(consumer.subscriber, "consumer", None)
+        client = consumer.client
         if client is None:
             return
         loop = asyncio.get_running_loop()
