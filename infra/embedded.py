@@ -11,6 +11,7 @@ lifetime so that no server outlives them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from infra import processes
 from infra.kafka_broker import EmbeddedKafka
@@ -38,9 +40,20 @@ def secantus_binary() -> str:
     return str(candidate)
 
 
+# The services that write on every run, each with a SecantusDB of its own in the stack that
+# ``make run``, the bench and the chaos tests start; the others share one (decision 25).
+OWN_STORES = ("stage-coordinator", "assignment")
+
+
 @dataclass
 class EmbeddedServers:
-    """Both servers, on given or free ports, with data under ``data_dir``."""
+    """Both servers, on given or free ports, with data under ``data_dir``.
+
+    MongoDB is one SecantusDB that every service shares, plus one of its own for each
+    service in ``own_stores``.  A SecantusDB serves its clients in one process behind one
+    interpreter lock: one core at most, and concurrent writers wait for each other.  The
+    services share no collection, so each may have a server of its own (decision 25).
+    """
 
     data_dir: Path
     kafka_port: int = 0
@@ -48,8 +61,10 @@ class EmbeddedServers:
     tie_to_parent: bool = True
     # SASL/SCRAM users: with any, Kafka's listener needs them and its authorizer is on.
     kafka_users: dict[str, str] = field(default_factory=dict)
+    own_stores: tuple[str, ...] = ()
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     kafka: EmbeddedKafka | None = None
+    store_ports: dict[str, int] = field(default_factory=dict)  # "mongo-<service>" -> port
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -57,11 +72,22 @@ class EmbeddedServers:
 
     @property
     def mongodb_uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo_port}/?retryWrites=false&maxIdleTimeMS=120000"
+        """The shared SecantusDB (every service without one of its own)."""
+        return _uri(self.mongo_port)
+
+    def store_uri(self, service: str) -> str:
+        """The MongoDB ``service`` uses: its own SecantusDB, or the shared one."""
+        port = self.store_ports.get(_store(service))
+        return _uri(port) if port else self.mongodb_uri
+
+    @property
+    def stores(self) -> dict[str, str]:
+        """Every SecantusDB, by process name ("mongo" is the shared one), as a URI."""
+        return {"mongo": self.mongodb_uri,
+                **{name: _uri(port) for name, port in self.store_ports.items()}}
 
     def start(self) -> EmbeddedServers:
         self.kafka_port = self.kafka_port or processes.free_port()
-        self.mongo_port = self.mongo_port or processes.free_port()
         self.start_kafka()
         self.start_mongo()
         return self
@@ -82,22 +108,29 @@ class EmbeddedServers:
         shutil.rmtree(self.data_dir / "kafka", ignore_errors=True)
 
     def start_mongo(self) -> None:
-        storage = self.data_dir / "mongo"
-        storage.mkdir(parents=True, exist_ok=True)
-        self.procs["mongo"] = processes.spawn(
-            [secantus_binary(), "--host", "127.0.0.1", "--port", str(self.mongo_port),
-             "--storage-path", str(storage), "--log-level", "WARNING", "--standalone"],
-            log_path=self.data_dir / "logs" / "mongo.log",
-            tie_to_parent=self.tie_to_parent,
-        )
-        processes.wait_until(self._mongo_ready, timeout=60, what="MongoDB (SecantusDB)")
+        """Start (or restart, on the same ports and data) every SecantusDB not running."""
+        self.mongo_port = self.mongo_port or processes.free_port()
+        for service in self.own_stores:
+            self.store_ports.setdefault(_store(service), processes.free_port())
+        ports = {"mongo": self.mongo_port, **self.store_ports}
+        started = [name for name in ports if name not in self.procs]
+        for name in started:
+            storage = self.data_dir / name  # "mongo", or "mongo-<service>"
+            storage.mkdir(parents=True, exist_ok=True)
+            self.procs[name] = processes.spawn(
+                [secantus_binary(), "--host", "127.0.0.1", "--port", str(ports[name]),
+                 "--storage-path", str(storage), "--log-level", "WARNING", "--standalone"],
+                log_path=self.data_dir / "logs" / f"{name}.log",
+                tie_to_parent=self.tie_to_parent,
+            )
+        for name in started:
+            processes.wait_until(functools.partial(_mongo_ready, _uri(ports[name])),
+                                 timeout=60, what=f"MongoDB (SecantusDB, {name})")
 
-    def _mongo_ready(self) -> bool:
-        from pymongo import MongoClient
-
-        with MongoClient(self.mongodb_uri, serverSelectionTimeoutMS=500) as client:
-            client.admin.command("ping")
-        return True
+    def kill_mongo(self) -> None:
+        """Kill every SecantusDB at once (a MongoDB outage)."""
+        for name in [n for n in self.procs if n == "mongo" or n.startswith("mongo-")]:
+            self.kill_one(name)
 
     def stop_one(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -116,6 +149,28 @@ class EmbeddedServers:
     def env(self) -> dict[str, str]:
         return {"BATON_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
                 "BATON_MONGODB_URI": self.mongodb_uri}
+
+    def service_env(self) -> dict[str, dict[str, str]]:
+        """What each service with a SecantusDB of its own sets apart from :meth:`env`."""
+        return {service: {"BATON_MONGODB_URI": self.store_uri(service)}
+                for service in self.own_stores}
+
+
+def _store(service: str) -> str:
+    return f"mongo-{service}"
+
+
+def _uri(port: int) -> str:
+    return f"mongodb://127.0.0.1:{port}/?retryWrites=false&maxIdleTimeMS=120000"
+
+
+def _mongo_ready(uri: str) -> bool:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+        client.admin.command("ping")
+    return True
 
 
 def _state_file() -> Path:

@@ -24,7 +24,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from infra import processes
-from infra.embedded import STATE_DIR, EmbeddedServers
+from infra.embedded import OWN_STORES, STATE_DIR, EmbeddedServers
 from infra.kafka_broker import kafka_version
 from infra.stack import ServiceStack
 
@@ -266,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     for old in log_dir.glob("*.log"):
         old.unlink()
     say("starting the embedded Apache Kafka (KRaft) and MongoDB (SecantusDB)")
-    servers = EmbeddedServers(data_dir).start()
+    servers = EmbeddedServers(data_dir, own_stores=OWN_STORES).start()
     say(f"Apache Kafka {kafka_version()} at {servers.kafka_bootstrap}, "
-        f"MongoDB at {servers.mongodb_uri}")
+        f"MongoDB (SecantusDB) at {servers.mongodb_uri}; "
+        + "; ".join(f"{s}'s own at {servers.store_uri(s)}" for s in OWN_STORES))
     inbox = Inbox().start()
     say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
     env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
            # The demo's payroll and welcome webhooks are the local Inbox: http steps may
            # reach it only because it is allowlisted (internal addresses are refused).
            "BATON_OUTBOUND_ALLOW": "127.0.0.1/32"}
-    stack = ServiceStack(env=env, log_dir=log_dir)
+    stack = ServiceStack(env=env, log_dir=log_dir, service_env=servers.service_env())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

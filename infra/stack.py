@@ -30,6 +30,8 @@ class ServiceStack:
     env: dict[str, str]
     log_dir: Path
     names: tuple[str, ...] = tuple(SERVICES)
+    # What a service sets apart from ``env`` (EmbeddedServers.service_env: its own MongoDB).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -48,7 +50,8 @@ class ServiceStack:
         key = name if replica == 0 else f"{name}#{replica}"
         port = self.ports.get(key) or processes.free_port()
         self.ports[key] = port
-        env = {**os.environ, **self.env, **(env or {}), "BATON_HTTP_PORT": str(port),
+        env = {**os.environ, **self.env, **self.service_env.get(name, {}), **(env or {}),
+               "BATON_HTTP_PORT": str(port),
                "PYTHONUNBUFFERED": "1"}
         if "stage-coordinator" in self.ports:  # the Work Guide pages read run timelines
             env.setdefault("BATON_COORDINATOR_URL", self.url("stage-coordinator"))

@@ -157,15 +157,16 @@ class RunStore:
     async def finish(self, runs: Sequence[StoredRun]) -> None:
         """What a save leaves to do: publish the outboxes and page the saved history.
 
-        Both at once (one goes to Kafka, the other to MongoDB): the history page is off the
-        path from a run's input to its next message.  Either may be cut short by a stop: the
-        save's stamp is then not settled, so the outbox lies beyond the writer's mark, and
-        whoever sends it again pages the history with it (decisions 14 and 16); until then
-        the readers merge ``pending_history``.
+        Both at once (one goes to Kafka, the other to MongoDB), the messages handed to the
+        producer first: the history page is off the path from a run's input to its next
+        message, and encoding it does not hold the messages back.  Either may be cut short
+        by a stop: the save's stamp is then not settled, so the outbox lies beyond the
+        writer's mark, and whoever sends it again pages the history with it (decisions 14
+        and 16); until then the readers merge ``pending_history``.
         """
         with_outbox = [s for s in runs if s.outbox]
         messages = [m for s in with_outbox for m in _envelopes(s)]
-        await asyncio.gather(self.page_history(runs), self.publisher.publish(messages))
+        await asyncio.gather(self.publisher.publish(messages), self.page_history(runs))
         for stored in with_outbox:
             stored.outbox = []  # the cached run's next save starts a new outbox
             stored.sending = []

@@ -20,7 +20,7 @@ import statistics
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from contracts import encode, headers_of
 from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.topics import TOPICS
-from infra.embedded import EmbeddedServers
+from infra.embedded import OWN_STORES, EmbeddedServers
 from infra.stack import ServiceStack
 from shared.topics import TopicPolicy, ensure_topics
 
@@ -162,18 +162,24 @@ async def metric_by(client: httpx.AsyncClient, url: str, name: str, label: str
     return dict(found)
 
 
-async def store_top(uri: str) -> dict[str, float]:
-    """MongoDB's ``top``: the server's time (wall, microseconds) per collection and operation
-    since it started, as ``"collection:op" -> seconds`` (the bench database only)."""
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    try:
-        totals = (await mongo.admin.command("top"))["totals"]
-    finally:
-        await mongo.close()
-    return {f"{ns.split('.', 1)[1]}:{op}": spent["time"] / 1e6
-            for ns, ops in totals.items() if ns.startswith("baton_bench.")
-            for op, spent in ops.items()
-            if op not in ("total", "readLock", "writeLock") and spent.get("time")}
+async def store_top(uris: Iterable[str]) -> dict[str, float]:
+    """MongoDB's ``top`` of every store: the servers' time (wall, microseconds) per
+    collection and operation since they started, as ``"collection:op" -> seconds`` (the
+    bench database only; a collection found on two stores is summed)."""
+    found: dict[str, float] = defaultdict(float)
+    for uri in uris:
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+        try:
+            totals = (await mongo.admin.command("top"))["totals"]
+        finally:
+            await mongo.close()
+        for ns, ops in totals.items():
+            if not ns.startswith("baton_bench."):
+                continue
+            for op, spent in ops.items():
+                if op not in ("total", "readLock", "writeLock") and spent.get("time"):
+                    found[f"{ns.split('.', 1)[1]}:{op}"] += spent["time"] / 1e6
+    return dict(found)
 
 
 async def batches_of(client: httpx.AsyncClient, url: str) -> dict[str, list[float]]:
@@ -207,7 +213,8 @@ class Bench:
         self.store_time: dict[str, float] = {}
 
     async def __aenter__(self) -> Bench:
-        self.servers = EmbeddedServers(self.workdir / "servers").start()
+        # The stores as `make run` has them: the coordinator and assignment on their own.
+        self.servers = EmbeddedServers(self.workdir / "servers", own_stores=OWN_STORES).start()
         await ensure_topics(self.servers.kafka_bootstrap, TOPICS,
                             TopicPolicy(partitions=self.scenario.partitions))
         # People are told by email, as in production: a local SMTP server takes the mail,
@@ -220,7 +227,8 @@ class Bench:
         if PROFILE_DIR:  # each service writes a cProfile when it stops (profile_tops)
             env["BATON_PROFILE_DIR"] = str(self.workdir / "profiles")
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        self.stack = ServiceStack(env=env, log_dir=self.workdir / "logs")
+        self.stack = ServiceStack(env=env, log_dir=self.workdir / "logs",
+                                  service_env=self.servers.service_env())
         self.stack.start(timeout=120)
         for name in ("stage-coordinator", "step-runner"):
             for replica in range(1, self.scenario.replicas):
@@ -378,7 +386,7 @@ class Bench:
         people = asyncio.create_task(self.people(stop))
         await self.warm_up()
         servers_before = {k: proc_cpu_seconds(pid) for k, pid in servers.items()}
-        top_before = await store_top(self.servers.mongodb_uri)
+        top_before = await store_top(self.servers.stores.values())
         async with httpx.AsyncClient(timeout=30) as client:
             urls = {key: self.stack.url(key) for key in procs}
             mongo_before = {k: await metric_sum(client, u, "baton_mongodb_commands_total")
@@ -419,7 +427,7 @@ class Bench:
                 if n - batches_before[k].get(topic, [0, 0])[0] > 0}
             servers_cpu = {k: proc_cpu_seconds(pid) - servers_before[k]
                            for k, pid in servers.items()}
-            top_after = await store_top(self.servers.mongodb_uri)
+            top_after = await store_top(self.servers.stores.values())
             self.store_time = {k: v - top_before.get(k, 0.0) for k, v in top_after.items()
                                if v - top_before.get(k, 0.0) > 0}
             mongo_after = {k: await metric_sum(client, u, "baton_mongodb_commands_total")

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench_harness import percentile, proc_cpu_seconds
 
 from contracts.topics import Topic
-from infra.embedded import EmbeddedServers
+from infra.embedded import OWN_STORES, EmbeddedServers
 from infra.kafka_broker import EmbeddedKafka, kafka_version
 from infra.stack import ServiceStack
 from shared.settings import ServiceSettings
@@ -55,9 +55,10 @@ def broker_start(workdir: Path) -> dict[str, Any]:
 
 
 def idle(workdir: Path, settle: float = 30.0, window: float = 60.0) -> dict[str, Any]:
-    servers = EmbeddedServers(workdir / "servers").start()
+    servers = EmbeddedServers(workdir / "servers", own_stores=OWN_STORES).start()
     stack = ServiceStack(env={**servers.env(), "BATON_MONGODB_DATABASE": "baton_idle",
-                              "BATON_LOG_LEVEL": "WARNING"}, log_dir=workdir / "logs")
+                              "BATON_LOG_LEVEL": "WARNING"}, log_dir=workdir / "logs",
+                         service_env=servers.service_env())
     try:
         stack.start(timeout=120)
         time.sleep(settle)

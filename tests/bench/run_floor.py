@@ -8,9 +8,11 @@ mails' deliveries as one page per batch (decision 23): 9 and a little. The floor
 exactly that for ``runs`` runs, in batches of ``batch`` runs (a burst, as the services see
 it), with the clients Baton uses (an idempotent producer with acks=all, a long-polling
 consumer, AsyncMongoClient with one bulk write per batch and collection) against the same
-embedded servers and the collections' real indexes. Nothing is decided: it is the cost of
-the messages and writes alone, the least a run can cost on this machine with these servers.
-Baton's burst is measured against it (docs/benchmarks.md).
+embedded servers and the collections' real indexes: the runs on the coordinator's
+SecantusDB, the work items on assignment's, the mail pages on the shared one (decision 25),
+each store's writes of a batch at the same time as the others'. Nothing is decided: it is
+the cost of the messages and writes alone, the least a run can cost on this machine with
+these servers. Baton's burst is measured against it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 
 from contracts.topics import TOPICS
-from infra.embedded import EmbeddedServers
+from infra.embedded import OWN_STORES, EmbeddedServers
 from services.assignment.store import INDEXES as WORK_ITEM_INDEXES
 from services.notification.store import INDEXES as DELIVERY_INDEXES
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
@@ -46,7 +48,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def run_floor(workdir: Path, runs: int = 1_000, batch: int = 200) -> dict[str, Any]:
-    servers = EmbeddedServers(workdir / "run-floor").start()
+    servers = EmbeddedServers(workdir / "run-floor", own_stores=OWN_STORES).start()
     try:
         await ensure_topics(servers.kafka_bootstrap, TOPICS, TopicPolicy(partitions=4))
         producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap,
@@ -54,26 +56,30 @@ async def run_floor(workdir: Path, runs: int = 1_000, batch: int = 200) -> dict[
         consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=servers.kafka_bootstrap,
                                     group_id="run-floor", auto_offset_reset="latest",
                                     enable_auto_commit=False, fetch_max_wait_ms=1000)
-        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongodb_uri)
-        db = mongo["run_floor"]
-        await ensure_indexes(db, [*RUN_INDEXES, *WORK_ITEM_INDEXES, *spine_indexes("work_items"),
-                                  *DELIVERY_INDEXES])
+        clients: list[AsyncMongoClient[dict[str, Any]]] = [
+            AsyncMongoClient(servers.store_uri(service))
+            for service in ("stage-coordinator", "assignment", "notification")]
+        dbs = [client["run_floor"] for client in clients]
+        await ensure_indexes(dbs[0], RUN_INDEXES)
+        await ensure_indexes(dbs[1], [*WORK_ITEM_INDEXES, *spine_indexes("work_items")])
+        await ensure_indexes(dbs[2], DELIVERY_INDEXES)
         await producer.start()
         await consumer.start()
         try:
             await _settle(producer, consumer)
-            pids = {"kafka": servers.procs["kafka"].pid, "mongo": servers.procs["mongo"].pid,
+            pids = {**{name: proc.pid for name, proc in servers.procs.items()},
                     "floor client": os.getpid()}
             before = {k: cpu_seconds(p) for k, p in pids.items()}
             began = time.perf_counter()
             for first in range(0, runs, batch):
-                await _one_batch(db, producer, consumer, first, min(batch, runs - first))
+                await _one_batch(dbs, producer, consumer, first, min(batch, runs - first))
             seconds = time.perf_counter() - began
             cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
         finally:
             await producer.stop()
             await consumer.stop()
-            await mongo.close()
+            for client in clients:
+                await client.close()
     finally:
         servers.stop()
     return {
@@ -81,7 +87,8 @@ async def run_floor(workdir: Path, runs: int = 1_000, batch: int = 200) -> dict[
         "messages_per_run": MESSAGES_PER_RUN, "documents_per_run": round(9 + 1 / batch, 3),
         "runs_per_s": round(runs / seconds, 1), "seconds": round(seconds, 2),
         "cpu_ms_per_run_by_process": {k: round(v * 1000 / runs, 1) for k, v in cpu.items()},
-        "cpu_ms_per_run_servers": round((cpu["kafka"] + cpu["mongo"]) * 1000 / runs, 1),
+        "cpu_ms_per_run_servers": round(
+            sum(v for k, v in cpu.items() if k != "floor client") * 1000 / runs, 1),
     }
 
 
@@ -94,14 +101,19 @@ async def _settle(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> Non
     await _consume(consumer, 1)
 
 
-async def _one_batch(db: Any, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+async def _one_batch(dbs: list[Any], producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
                      first: int, count: int) -> None:
     ids = [f"floor-{first + i}" for i in range(count)]
-    runs, items, pages = db["runs"], db["work_items"], db["delivery_log"]
     sent = [await producer.send(TOPIC, MESSAGE, key=run.encode())
             for run in ids for _ in range(MESSAGES_PER_RUN)]
     await asyncio.gather(*sent)
     await _consume(consumer, len(sent))
+    keys = [f"{r}:{step}:1" for r in ids for step in ("legal", "finance")]
+    await asyncio.gather(_runs(dbs[0]["runs"], ids), _items(dbs[1]["work_items"], keys),
+                         _page(dbs[2]["delivery_log"], first, keys))
+
+
+async def _runs(runs: Any, ids: list[str]) -> None:
     await runs.find({"_id": {"$in": ids}}).to_list(None)  # the loads of the batch
     await runs.bulk_write([InsertOne({"_id": r, "revision": 1, "status": "running"})
                            for r in ids], ordered=False)
@@ -109,12 +121,17 @@ async def _one_batch(db: Any, producer: AIOKafkaProducer, consumer: AIOKafkaCons
         await runs.bulk_write([UpdateOne({"_id": r, "revision": revision},
                                          {"$set": {"revision": revision + 1}}) for r in ids],
                               ordered=False)
-    keys = [f"{r}:{step}:1" for r in ids for step in ("legal", "finance")]
+
+
+async def _items(items: Any, keys: list[str]) -> None:
     await items.bulk_write([InsertOne({"_id": k, "run_id": k.split(":")[0], "revision": 1,
                                        "status": "open"}) for k in keys], ordered=False)
     await items.bulk_write([UpdateOne({"_id": k, "revision": 1},
                                       {"$set": {"revision": 2, "status": "completed"}})
                             for k in keys], ordered=False)
+
+
+async def _page(pages: Any, first: int, keys: list[str]) -> None:
     mails = [f"{k}:mail" for k in keys]
     await pages.insert_one({"_id": f"page-{first}", "ids": mails, "recipients": ["alice", "bob"],
                             "deliveries": [{"id": m, "status": "sent"} for m in mails]})

@@ -26,7 +26,7 @@ import pytest
 from e2e.conftest import TEST_STACK_ENV
 from pymongo import AsyncMongoClient
 
-from infra.embedded import EmbeddedServers
+from infra.embedded import OWN_STORES, EmbeddedServers
 from infra.stack import ServiceStack
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
@@ -77,7 +77,8 @@ def ledger() -> Iterator[tuple[str, list[tuple[str, str]]]]:
 
 @pytest.fixture
 def own_servers(tmp_path: Path) -> Iterator[EmbeddedServers]:
-    servers = EmbeddedServers(tmp_path / "servers").start()
+    # The stores as `make run` has them: the coordinator and assignment on their own.
+    servers = EmbeddedServers(tmp_path / "servers", own_stores=OWN_STORES).start()
     try:
         yield servers
     finally:
@@ -91,7 +92,8 @@ def stack(own_servers: EmbeddedServers, tmp_path: Path) -> Iterator[ServiceStack
            "BATON_TIMER_POLL_SECONDS": "0.5", "BATON_OUTBOX_SWEEP_SECONDS": "1",
            "BATON_DUE_MAX_SLEEP_SECONDS": "2",
            "BATON_BROKER_WATCH_SECONDS": "1", **TEST_STACK_ENV}
-    stack = ServiceStack(env=env, log_dir=tmp_path / "logs")
+    stack = ServiceStack(env=env, log_dir=tmp_path / "logs",
+                         service_env=own_servers.service_env())
     (tmp_path / "logs").mkdir()
     try:
         stack.start(timeout=90)
@@ -102,8 +104,9 @@ def stack(own_servers: EmbeddedServers, tmp_path: Path) -> Iterator[ServiceStack
 
 @pytest.fixture
 async def db(own_servers: EmbeddedServers) -> AsyncIterator[Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(own_servers.mongodb_uri,
-                                                                tz_aware=True)
+    """The coordinator's database (the runs)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        own_servers.store_uri("stage-coordinator"), tz_aware=True)
     yield client["baton_chaos"]
     await client.close()
 
@@ -149,7 +152,7 @@ async def test_mongodb_killed_and_restarted_mid_flight(
     url, calls = ledger
     start = asyncio.create_task(start_runs(stack, url))
     await asyncio.sleep(1.0)
-    own_servers.kill_one("mongo")
+    own_servers.kill_mongo()  # every store at once
     await asyncio.sleep(3.0)
     await asyncio.to_thread(own_servers.start_mongo)
     run_ids = await start
