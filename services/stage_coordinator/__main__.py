@@ -59,6 +59,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.on_start.append(store.drop_retired_indexes)
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
+    rt.on_stop.append(store.finished)  # the last save's messages go out before the stop
     rt.on_broker_reset.append(store.forget_all)  # before anything is read again
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, store.outboxes, store.timers))
     # A published outbox costs no write: the mark says how far they went out (decision 16).

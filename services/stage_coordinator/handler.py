@@ -42,8 +42,9 @@ class CoordinatorHandler:
     async def __call__(self, envelopes: list[Envelope]) -> None:
         """One batch of the coordinator's one consumer (commands, steps.outcomes and
         workitems.events, decision 20): each run loaded and saved once.  Batches come one
-        at a time, so nothing else loads a run that this batch saved and has not published
-        yet (the run cache needs no lock)."""
+        at a time (the run cache needs no lock); the last batch's messages may still be on
+        their way while this one is decided, and this one's save waits for them (decision
+        26)."""
         by_run: dict[str, list[Envelope]] = defaultdict(list)
         for envelope in envelopes:
             if envelope.run_id:

@@ -27,6 +27,7 @@ are cached between batches; the revision filter makes a stale cache harmless.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from shared.mongo import Index, drop_retired
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
 
+log = logging.getLogger("baton.coordinator.store")
 RUNS = "runs"
 FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
@@ -108,6 +110,7 @@ class RunStore:
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
+        self._finishing: asyncio.Task[None] | None = None  # the last save's messages, history
 
     async def drop_retired_indexes(self) -> None:
         """At start-up: what an older version indexed and this one no longer needs."""
@@ -136,40 +139,68 @@ class RunStore:
 
     async def save(self, changed: list[StoredRun]) -> set[str]:
         """Write every changed run in one round trip, each update guarded by its revision;
-        then page their history and publish their outboxes (:meth:`finish`).
+        then, in the background, publish their outboxes and page their history.
 
         Returns the ids of new runs refused because their record has an active run already
         (the unique ``active_key`` index): those are rejections, not conflicts.  The save is
-        stamped (``outbox_at``/``outbox_by``) and settled once finished: no write clears
-        what went out.
+        stamped (``outbox_at``/``outbox_by``) and settled once its messages and history are
+        out: no write clears what went out.
+
+        The next batch is decided while this save's messages go out (decision 26): a save
+        first waits for the last one's to be out (:meth:`finished`), so a run's messages
+        keep their order and its document keeps what is still on its way.
         """
+        await self.finished()
         stamp = await self.outboxes.stamp() if any(map(_leaves_work, changed)) else None
-        finished = False
         try:
             refused = await self._write(changed, stamp)
-            await self.finish([s for s in changed if s.run.id not in refused])
-            finished = True
-        finally:
+        except BaseException:
             if stamp is not None:
-                self.outboxes.settle(stamp, finished)
+                self.outboxes.settle(stamp, False)
+            raise
+        written = [s for s in changed if s.run.id not in refused]
+        messages, histories = _hand_over(written)
+        task = asyncio.create_task(self._finish(written, messages, histories, stamp))
+        task.add_done_callback(_retrieved)
+        self._finishing = task
         return refused
 
+    async def finished(self) -> None:
+        """Wait until the last save's messages are published and its history paged.
+
+        If that failed, it raises here, once: the batch that waits is read again, and the
+        failed save's runs, forgotten, are read back with their outbox and history (their
+        stamp is not settled, so they are sent again then, or by the sweep)."""
+        task, self._finishing = self._finishing, None
+        if task is not None:
+            await task
+
+    async def _finish(self, runs: list[StoredRun], messages: list[Envelope],
+                      histories: list[list[dict[str, Any]]], stamp: datetime | None) -> None:
+        done = False
+        try:
+            await asyncio.gather(self.publisher.publish(messages), self._page(histories))
+            done = True
+        except Exception:
+            log.warning("publishing or paging the last save of %d runs failed; they are "
+                        "read back and sent again", len(runs))
+            self.forget(runs)
+            raise
+        finally:
+            if stamp is not None:
+                self.outboxes.settle(stamp, done)
+
     async def finish(self, runs: Sequence[StoredRun]) -> None:
-        """What a save leaves to do: publish the outboxes and page the saved history.
+        """What a stop (or a failure) left of a save, found on runs read back: publish their
+        outboxes and page their history, now, before they are decided on.
 
         Both at once (one goes to Kafka, the other to MongoDB), the messages handed to the
-        producer first: the history page is off the path from a run's input to its next
-        message, and encoding it does not hold the messages back.  Either may be cut short
-        by a stop: the save's stamp is then not settled, so the outbox lies beyond the
-        writer's mark, and whoever sends it again pages the history with it (decisions 14
-        and 16); until then the readers merge ``pending_history``.
+        producer first.  Cut short again, the outbox still lies beyond its writer's mark,
+        and whoever sends it again pages the history with it (decisions 14 and 16); until
+        then the readers merge ``pending_history``.
         """
-        with_outbox = [s for s in runs if s.outbox]
-        messages = [m for s in with_outbox for m in _envelopes(s)]
-        await asyncio.gather(self.publisher.publish(messages), self.page_history(runs))
-        for stored in with_outbox:
-            stored.outbox = []  # the cached run's next save starts a new outbox
-            stored.sending = []
+        messages, histories = _hand_over(runs)
+        await asyncio.gather(self.publisher.publish(messages), self._page(histories))
 
     async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
@@ -225,22 +256,18 @@ class RunStore:
             self.remember(stored)
         return duplicates
 
-    async def page_history(self, runs: Sequence[StoredRun]) -> int:
-        """Write the saved, unpaged history of these runs to ``run_history``: one round trip.
+    async def _page(self, histories: list[list[dict[str, Any]]]) -> int:
+        """Write saved history entries to ``run_history``: one round trip.
 
         After the run save (the run document holds the entries meanwhile): a stop in
         between leaves them in ``pending_history``, which the readers merge and the next
         owner of the run, or the sweep, pages again (decision 14).  The run document keeps
         them until its next save, which writes only its own: no write to drop them.
         """
-        unpaged = [s for s in runs if s.unpaged_history]
-        if not unpaged:
+        if not histories:
             return 0
         self.round_trips += 1
-        written = await write_pages(self.history, pages(s.unpaged_history for s in unpaged))
-        for stored in unpaged:
-            stored.unpaged_history = []
-        return written
+        return await write_pages(self.history, pages(histories))
 
     async def _resend(self, docs: Sequence[Document]) -> int:
         """What the sweep found left beyond a writer's mark: its history paged, then its
@@ -268,6 +295,25 @@ class RunStore:
         """Empty the run cache (a reconcile: MongoDB may have lost writes the cache holds,
         and a cached run would take a re-sent message for a repeat)."""
         self.cache.clear()
+
+
+def _hand_over(runs: Sequence[StoredRun]) -> tuple[list[Envelope], list[list[dict[str, Any]]]]:
+    """What saved runs leave to do, taken off them: their messages and unpaged history.
+
+    The cached runs start their next save with neither: it is written only once these
+    are out (:meth:`RunStore.save` waits), and a failure forgets the runs, so that they
+    are read back with what their documents still hold."""
+    messages = [m for s in runs if s.outbox for m in _envelopes(s)]
+    histories = [s.unpaged_history for s in runs if s.unpaged_history]
+    for stored in runs:
+        stored.outbox, stored.sending, stored.unpaged_history = [], [], []
+    return messages, histories
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A failed finish is raised to the next save; if none comes, it is not left unread."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _leaves_work(stored: StoredRun) -> bool:

@@ -71,6 +71,7 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
     run_id = uuid.uuid4().hex
     await handler([new_event(StartRun(orchestration="two-at-once"), producer="test",
                              run_id=run_id)])
+    await handler.store.finished()
     started = await handler.store.runs.find_one({"_id": run_id})
     assert started is not None and started["stage"] == "both"
 
@@ -78,6 +79,7 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
     outcomes = [new_event(StepCompleted(step=step, attempt=1), producer="test", run_id=run_id)
                 for step in ("left", "right")]
     await handler(outcomes)
+    await handler.store.finished()
 
     stored = await handler.store.runs.find_one({"_id": run_id})
     assert stored is not None
@@ -91,6 +93,7 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
     # The cached copy guards the next write correctly too.
     await handler([new_event(StepCompleted(step="last", attempt=1), producer="test",
                              run_id=run_id)])
+    await handler.store.finished()
     finished = await handler.store.runs.find_one({"_id": run_id})
     assert finished is not None and finished["status"] == "completed"
     assert finished["revision"] == len(await read_history(handler.store.history, finished))
@@ -99,6 +102,7 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
     assert run_id not in handler.store.cache
     await handler([new_event(StepCompleted(step="last", attempt=1), producer="test",
                              run_id=run_id)])
+    await handler.store.finished()
     again = await handler.store.runs.find_one({"_id": run_id})
     assert again is not None and again["revision"] == finished["revision"]
 

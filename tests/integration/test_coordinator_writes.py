@@ -11,6 +11,7 @@ second, here when the test says) tells another coordinator's sweep that it went 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -72,6 +73,12 @@ class Coordinator:
         return self.handler.store
 
     async def batch(self, steps: list[tuple[str, Envelope]]) -> None:
+        """One batch of the consumer, and what its save left to do (its messages out, its
+        history paged)."""
+        await self.batch_only(steps)
+        await self.store.finished()
+
+    async def batch_only(self, steps: list[tuple[str, Envelope]]) -> None:
         """One batch of the consumer: workitems.events' messages as its intake adapts them."""
         taken = [from_work_items(e) if topic == "feed" else e for topic, e in steps]
         await self.handler([e for e in taken if e is not None])
@@ -191,6 +198,7 @@ async def test_a_late_outcome_for_a_finished_run_publishes_and_writes_nothing(
     again = new_event(StepCompleted(step="finance", attempt=1, completed_by="bob"),
                       producer="assignment", run_id=run_id)  # answered again: a new id
     await coordinator.handler([again])
+    await coordinator.store.finished()
     assert len(coordinator.publisher.sent) == sent
     assert coordinator.written[RUNS] == written
 
@@ -206,7 +214,7 @@ async def test_a_stop_after_the_save_before_the_publish_is_sent_once_by_another_
     async def stopped(_: Any) -> None:
         raise ConnectionError("the process stopped here")
     # The stop comes after the save, before the page and the publish (which go at once).
-    monkeypatch.setattr(coordinator.store, "page_history", stopped)
+    monkeypatch.setattr(coordinator.store, "_page", stopped)
     monkeypatch.setattr(coordinator.store.publisher, "publish", stopped)
     with pytest.raises(ConnectionError):
         await drive(coordinator, steps[-1:])  # saved; stopped before paging and publishing
@@ -293,5 +301,71 @@ async def test_a_runs_messages_from_outcomes_and_work_items_in_one_batch_are_one
     assert coordinator.written[RUNS] == written
     assert len(coordinator.publisher.sent) == sent
     await drive(coordinator, inputs(run_id)[-1:])
+    done = await coordinator.store.runs.find_one({"_id": run_id})
+    assert done is not None and done["status"] == "completed"
+
+
+async def test_the_next_batch_is_decided_while_the_last_goes_out_and_saved_after_it(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decision 26: a batch's save returns once written; its messages go out while the
+    next batch is decided, and the next save waits for them, so a run's messages keep
+    their order."""
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    gate = asyncio.Event()
+    record = coordinator.publisher.publish
+
+    async def held(envelopes: Iterable[Envelope]) -> None:
+        envelopes = list(envelopes)
+        await gate.wait()
+        await record(envelopes)
+    monkeypatch.setattr(coordinator.publisher, "publish", held)
+
+    await coordinator.handler([inputs(first)[0][1]])  # returns: written, not published
+    assert await coordinator.store.runs.count_documents({"_id": first}) == 1
+    assert sent_for(coordinator.publisher, first) == []
+    following = asyncio.create_task(coordinator.handler(
+        [inputs(second)[0][1], inputs(first)[1][1]]))
+    for _ in range(20):  # decided, then waiting for the first batch's messages
+        await asyncio.sleep(0.05)
+    assert not following.done()
+    assert await coordinator.store.runs.count_documents({"_id": second}) == 0
+
+    gate.set()
+    await following
+    await coordinator.store.finished()
+    sent = [e.type for e in coordinator.publisher.sent if e.run_id == first]
+    assert sent[:2] == ["RunStarted", "StepRequested"]  # the first batch's, first
+    assert "StageCompleted" in sent[2:] and "WorkItemRequested" in sent[2:]
+    assert sent_for(coordinator.publisher, second)
+
+
+async def test_a_failed_publish_is_raised_to_the_next_save_and_sent_again_on_reading(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = uuid.uuid4().hex
+    steps = inputs(run_id)
+    await drive(coordinator, steps[:1])
+    before = len(sent_for(coordinator.publisher, run_id))
+    record = coordinator.publisher.publish
+
+    async def broken(_: Any) -> None:
+        raise ConnectionError("Kafka is away")
+    monkeypatch.setattr(coordinator.publisher, "publish", broken)
+    await coordinator.batch_only([steps[1]])  # saved; its messages fail in the background
+    other = uuid.uuid4().hex
+    with pytest.raises(ConnectionError):  # the next save hears of it, and is not written
+        await coordinator.batch_only(inputs(other)[:1])
+    monkeypatch.setattr(coordinator.publisher, "publish", record)
+    assert await coordinator.store.runs.count_documents({"_id": other}) == 0
+    assert run_id not in coordinator.store.cache  # read back next time
+
+    left = await coordinator.store.runs.find_one({"_id": run_id})
+    assert left is not None and left["outbox"]
+    unsent = [m["event_id"] for m in left["outbox"]]
+    assert not set(unsent) & set(sent_for(coordinator.publisher, run_id))
+    await drive(coordinator, steps[2:])  # the batch again: what was left goes out first
+    sent = sent_for(coordinator.publisher, run_id)
+    assert sent[before:before + len(unsent)] == unsent  # next after the first batch's
     done = await coordinator.store.runs.find_one({"_id": run_id})
     assert done is not None and done["status"] == "completed"

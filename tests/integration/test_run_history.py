@@ -104,6 +104,12 @@ async def stack(servers: Any, database: str) -> AsyncIterator[Stack]:
     await client.close()
 
 
+async def handled(handler: CoordinatorHandler, envelopes: list[Any]) -> None:
+    """A batch, and what its save left to do: the messages and the history page."""
+    await handler(envelopes)
+    await handler.store.finished()
+
+
 def start(run_id: str, orchestration: str = "history-two-steps") -> Any:
     return new_event(StartRun(orchestration=orchestration), producer="test", run_id=run_id)
 
@@ -118,7 +124,7 @@ async def test_a_batch_of_many_runs_writes_one_history_page_in_one_more_round_tr
     handler = stack.handler()
     run_ids = [uuid.uuid4().hex for _ in range(12)]
     stack.writes.seen.clear()
-    await handler([start(run_id) for run_id in run_ids])
+    await handled(handler, [start(run_id) for run_id in run_ids])
 
     # The writer's mark comes first, once per process (not per batch): decision 16.
     assert stack.writes.seen == [("update", "system"), ("insert", "runs"),
@@ -141,9 +147,9 @@ async def test_a_stop_between_the_run_save_and_its_history_page_loses_nothing(
 
     async def stopped(runs: Any) -> int:
         raise ConnectionError("the process stopped here")
-    monkeypatch.setattr(handler.store, "page_history", stopped)
+    monkeypatch.setattr(handler.store, "_page", stopped)
     with pytest.raises(ConnectionError):
-        await handler([start(run_id)])
+        await handled(handler, [start(run_id)])
 
     run = await stack.db.runs.find_one({"_id": run_id})
     assert run is not None and run["revision"] > 0
@@ -152,7 +158,7 @@ async def test_a_stop_between_the_run_save_and_its_history_page_loses_nothing(
     assert [e["revision"] for e in saved] == list(range(1, run["revision"] + 1))
 
     # The next owner's next batch for the run pages what was left with its own entries.
-    await stack.handler()([done(run_id, "one")])
+    await handled(stack.handler(), [done(run_id, "one")])
     run = await stack.db.runs.find_one({"_id": run_id})
     paged = await read_history(stack.db[RUN_HISTORY], {"_id": run_id})  # pages alone
     assert [e["revision"] for e in paged] == list(range(1, run["revision"] + 1))
@@ -164,14 +170,14 @@ async def test_the_outbox_sweep_pages_the_history_a_stop_left_with_a_finished_ru
 ) -> None:
     run_id = uuid.uuid4().hex
     handler = stack.handler()
-    await handler([start(run_id)])
-    await handler([done(run_id, "one")])
+    await handled(handler, [start(run_id)])
+    await handled(handler, [done(run_id, "one")])
 
     async def stopped(runs: Any) -> int:
         raise ConnectionError("the process stopped here")
-    monkeypatch.setattr(handler.store, "page_history", stopped)
+    monkeypatch.setattr(handler.store, "_page", stopped)
     with pytest.raises(ConnectionError):
-        await handler([done(run_id, "two")])  # the last transition: nothing comes after
+        await handled(handler, [done(run_id, "two")])  # the last transition: nothing comes after
     run = await stack.db.runs.find_one({"_id": run_id})
     assert run["status"] == "completed" and run["outbox"] and run["pending_history"]
 
@@ -187,11 +193,11 @@ async def test_saving_a_timer_rings_the_timer_firer_once(stack: Stack) -> None:
     alarm = handler.store.timers
     alarm.next_due = datetime.now(UTC) + timedelta(days=1)  # the firer sleeps long
     run_id = uuid.uuid4().hex
-    await handler([start(run_id, "history-waits")])
+    await handled(handler, [start(run_id, "history-waits")])
 
     run = await stack.db.runs.find_one({"_id": run_id})
     assert alarm.event.is_set() and alarm.next_due is not None
     assert abs(alarm.next_due - run["next_timer_at"]) < timedelta(milliseconds=1)
     alarm.event.clear()
-    await handler([start(uuid.uuid4().hex, "history-waits")])  # due later than planned
+    await handled(handler, [start(uuid.uuid4().hex, "history-waits")])  # due later than planned
     assert not alarm.event.is_set()
