@@ -151,8 +151,11 @@ class EmbeddedServers:
                 "BATON_MONGODB_URI": self.mongodb_uri}
 
     def service_env(self) -> dict[str, dict[str, str]]:
-        """What each service with a SecantusDB of its own sets apart from :meth:`env`."""
-        return {service: {"BATON_MONGODB_URI": self.store_uri(service)}
+        """What each service with a SecantusDB of its own sets apart from :meth:`env`: its
+        store, and the shared one for the document every service shares (the broker's
+        epoch, shared/broker_watch.py)."""
+        return {service: {"BATON_MONGODB_URI": self.store_uri(service),
+                          "BATON_MONGODB_SHARED_URI": self.mongodb_uri}
                 for service in self.own_stores}
 
 

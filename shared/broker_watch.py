@@ -10,7 +10,9 @@ flight, the trigger the starts it accepted lately, and everyone their outboxes.
 
 The epoch lives in MongoDB because the broker cannot be trusted to remember its own
 loss, and because the service that recreates the topics is rarely the only one that
-has something to re-send.
+has something to re-send.  It is the one document the services share: where services keep
+their data on servers of their own (decision 25), it stays on the shared one
+(``mongodb_shared_uri``), while each service watches the restarts of its own.
 
 The store can lose too: a MongoDB server killed outright may come back without the writes
 it acknowledged last (the embedded one, like mongod with ``j: false``, keeps its log in
@@ -47,9 +49,13 @@ LOST_WRITES_SECONDS = 60.0
 
 class BrokerWatch:
     def __init__(self, settings: ServiceSettings, db: AsyncDatabase[dict[str, Any]],
-                 metrics: ServiceMetrics) -> None:
+                 metrics: ServiceMetrics, *,
+                 shared: AsyncDatabase[dict[str, Any]] | None = None) -> None:
+        """``db``: the service's own database (its server's restarts are watched);
+        ``shared``: where the broker's epoch is kept (by default ``db``)."""
         self.settings = settings
-        self.system = db[SYSTEM]
+        self.db = db
+        self.system = (shared if shared is not None else db)[SYSTEM]
         self.metrics = metrics
         self.service = settings.service_name
         self.hooks: list[Hook] = []  # the services' reconcile, after the consumers moved
@@ -128,7 +134,7 @@ class BrokerWatch:
         if not self.store_watched:
             return False
         try:
-            status = await self.system.database.client.admin.command("serverStatus")
+            status = await self.db.client.admin.command("serverStatus")
         except OperationFailure as exc:  # a managed server may not grant serverStatus
             log.warning("cannot watch MongoDB restarts (serverStatus refused: %s)", exc)
             self.store_watched = False

@@ -75,7 +75,11 @@ class Runtime:
         # state, projections read their topics to the end.
         self.on_ready: list[Job] = []
         self.on_stop: list[Job] = []
-        self.broker_watch = BrokerWatch(settings, self.db, self.metrics)
+        shared_uri = settings.mongodb_shared_uri or settings.mongodb_uri
+        self.shared_mongo = (self.mongo if shared_uri == settings.mongodb_uri
+                             else make_client(shared_uri, app_name=self.name))
+        self.broker_watch = BrokerWatch(settings, self.db, self.metrics,
+                                        shared=self.shared_mongo[settings.mongodb_database])
         # What to re-send when the broker lost its data (see shared/broker_watch.py).
         self.on_broker_reset = self.broker_watch.hooks
         # Before the services re-send: the consumers read again what may not have landed.
@@ -262,6 +266,8 @@ class Runtime:
                     await hook()
             await self.broker.stop()
             await self.mongo.close()
+            if self.shared_mongo is not self.mongo:
+                await self.shared_mongo.close()
 
     async def _loop(self, seconds: float, job: Job, name: str) -> None:
         while True:

@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
     kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
     mongodb_uri: str = "mongodb://127.0.0.1:27017/?retryWrites=false&maxIdleTimeMS=120000"
     mongodb_database: str = "baton"
+    # Where the one document every service shares lives: the broker's epoch (a lost broker,
+    # shared/broker_watch.py).  Needed only when services keep their data on different
+    # MongoDB servers (decision 25); by default the service's own.
+    mongodb_shared_uri: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks the service default")
     log_level: str = "INFO"

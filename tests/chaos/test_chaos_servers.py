@@ -248,7 +248,9 @@ async def test_broker_restarted_mid_flight(
     by_effect = effects(calls)
     assert len(by_effect) == 2 * RUNS
     assert all(len(keys) == 1 for keys in by_effect.values())
-    system = await db.system.find_one({"_id": "broker"})
+    shared: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(own_servers.mongodb_uri)
+    system = await shared["baton_chaos"].system.find_one({"_id": "broker"})
+    await shared.close()
     if data == "kept":
         assert system.get("epoch", 0) == 0, "a broker that kept its data is no loss"
         return

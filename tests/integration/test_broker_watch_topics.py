@@ -61,3 +61,38 @@ async def test_a_topic_known_before_the_check_and_created_by_it_is_a_loss(
     broker = await db.system.find_one({"_id": BROKER})
     assert broker["epoch"] == 1
     assert broker["recreated"] == ["commands"]
+
+
+async def test_services_on_stores_of_their_own_share_the_broker_epoch(
+        servers: Any, monkeypatch: Any) -> None:
+    """Decision 25: the coordinator keeps its data apart, the epoch stays on the shared store;
+    a loss that the trigger notices makes the coordinator reconcile too."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(servers.mongodb_uri)
+    name = uuid.uuid4().hex[:8]
+    shared, own = client[f"baton_shared_{name}"], client[f"baton_own_{name}"]
+    try:
+        trigger = watch(shared, "trigger")
+        coordinator = BrokerWatch(ServiceSettings(service_name="stage-coordinator"), own,
+                                  ServiceMetrics(CollectorRegistry(), "stage-coordinator"),
+                                  shared=shared)
+        reconciled: list[str] = []
+
+        async def reconcile() -> None:
+            reconciled.append("stage-coordinator")
+        coordinator.hooks.append(reconcile)
+
+        async def all_there(_: Any) -> list[str]:
+            return []
+        monkeypatch.setattr("shared.broker_watch.ensure_service_topics", all_there)
+        await trigger.topics_ensured([])
+        await trigger.topics_ensured(["commands"])  # seen before, created again: lost
+
+        assert await coordinator() is True
+        assert reconciled == ["stage-coordinator"]
+        broker = await shared.system.find_one({"_id": BROKER})
+        assert broker["epoch"] == 1 and broker["reconciled"]["stage-coordinator"] == 1
+        assert await own.system.find_one({"_id": BROKER}) is None
+    finally:
+        await client.drop_database(shared.name)
+        await client.drop_database(own.name)
+        await client.close()

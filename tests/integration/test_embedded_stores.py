@@ -36,7 +36,8 @@ def test_a_service_with_a_store_of_its_own_writes_where_no_other_service_reads(
     own = stores.store_uri("stage-coordinator")
     assert own != stores.mongodb_uri
     assert stores.store_uri("assignment") == stores.mongodb_uri  # shares the common one
-    assert stores.service_env() == {"stage-coordinator": {"BATON_MONGODB_URI": own}}
+    assert stores.service_env() == {"stage-coordinator": {
+        "BATON_MONGODB_URI": own, "BATON_MONGODB_SHARED_URI": stores.mongodb_uri}}
     assert set(stores.stores) == {"mongo", "mongo-stage-coordinator"}
 
     with MongoClient(own) as client:

@@ -25,9 +25,16 @@ class Server:
         return dict(self.status)
 
 
+class Database(dict[str, Any]):
+    """The service's own database: its server answers serverStatus."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(system=SimpleNamespace())
+        self.client = SimpleNamespace(admin=server)
+
+
 def watch(server: Server) -> BrokerWatch:
-    system = SimpleNamespace(database=SimpleNamespace(client=SimpleNamespace(admin=server)))
-    db: Any = {"system": system}
+    db: Any = Database(server)
     return BrokerWatch(ServiceSettings(service_name="test"), db,
                        ServiceMetrics(CollectorRegistry(), "test"))
 
