@@ -143,8 +143,10 @@ class EmbeddedServers:
             processes.kill(proc)
 
     def stop(self) -> None:
-        for name in list(self.procs):
-            self.stop_one(name)
+        """Stop every server at once."""
+        procs = list(self.procs.values())
+        self.procs.clear()
+        processes.stop_all(procs, timeout=20.0)
 
     def env(self) -> dict[str, str]:
         return {"BATON_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
@@ -209,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(recorded, indent=2))
         return 0
-    for pid in recorded["pids"].values():
-        processes.stop(int(pid))
+    processes.stop_all([int(pid) for pid in recorded["pids"].values()], timeout=20.0)
     state.unlink()
     return 0
 

@@ -45,22 +45,37 @@ def spawn(
 
 def stop(proc: subprocess.Popen[bytes] | int, *, timeout: float = 10.0) -> None:
     """SIGTERM the child's process group, then SIGKILL what is left after ``timeout``."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    _signal_group(pid, signal.SIGTERM)
+    stop_all([proc], timeout=timeout)
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes] | int], *, timeout: float = 10.0) -> None:
+    """Stop several children at once: each stops in its own time, the slowest sets the wait.
+
+    SIGTERM to every child's process group, then SIGKILL to those still running after
+    ``timeout``.
+    """
+    for proc in procs:
+        _signal_group(_pid(proc), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid, proc):
-            return
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
-    if not isinstance(proc, int):
-        proc.wait(timeout=5)
+    running = list(procs)
+    while running and time.monotonic() < deadline:
+        running = [proc for proc in running if _alive(_pid(proc), proc)]
+        if running:
+            time.sleep(0.05)
+    for proc in running:
+        _signal_group(_pid(proc), signal.SIGKILL)
+        if not isinstance(proc, int):
+            proc.wait(timeout=5)
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL at once (chaos tests): no chance to clean up."""
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait(timeout=5)
+
+
+def _pid(proc: subprocess.Popen[bytes] | int) -> int:
+    return proc if isinstance(proc, int) else proc.pid
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -83,15 +83,19 @@ class Inbox:
 
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        self.started = False
 
     def start(self) -> Inbox:
         self.smtp.start()
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.started = True
         return self
 
     def stop(self) -> None:
-        self.smtp.stop()
-        self.http.shutdown()
+        if self.started:  # not when stopped while the servers were starting
+            self.smtp.stop()
+            self.http.shutdown()
+        self.http.server_close()
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content)
@@ -265,24 +269,21 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     for old in log_dir.glob("*.log"):
         old.unlink()
-    say("starting the embedded Apache Kafka (KRaft) and MongoDB (SecantusDB)")
-    servers = EmbeddedServers(data_dir, own_stores=OWN_STORES).start()
-    say(f"Apache Kafka {kafka_version()} at {servers.kafka_bootstrap}, "
-        f"MongoDB (SecantusDB) at {servers.mongodb_uri}; "
-        + "; ".join(f"{s}'s own at {servers.store_uri(s)}" for s in OWN_STORES))
-    inbox = Inbox().start()
-    say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
-    env = {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",
-           "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(inbox.smtp_port),
-           "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat",
-           "BATON_OPERATORS": "dana=dana@example.com",
-           # The demo's payroll and welcome webhooks are the local Inbox: http steps may
-           # reach it only because it is allowlisted (internal addresses are refused).
-           "BATON_OUTBOUND_ALLOW": "127.0.0.1/32"}
-    stack = ServiceStack(env=env, log_dir=log_dir, service_env=servers.service_env())
+    servers, inbox = EmbeddedServers(data_dir, own_stores=OWN_STORES), Inbox()
+    stack = ServiceStack(env={}, log_dir=log_dir)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: a kill, a closed terminal
+        signal.signal(sig, _interrupt)
     try:
+        say("starting the embedded Apache Kafka (KRaft) and MongoDB (SecantusDB)")
+        servers.start()
+        say(f"Apache Kafka {kafka_version()} at {servers.kafka_bootstrap}, "
+            f"MongoDB (SecantusDB) at {servers.mongodb_uri}; "
+            + "; ".join(f"{s}'s own at {servers.store_uri(s)}" for s in OWN_STORES))
+        inbox.start()
+        say(f"a local mail server (port {inbox.smtp_port}) and webhook receiver ({inbox.url})")
+        stack.env = services_env(servers, inbox)
+        stack.service_env = servers.service_env()
         say("starting trigger, stage-coordinator, step-runner, assignment, notification")
         stack.start(timeout=90)
         for name in stack.names:
@@ -297,14 +298,40 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
-        say("stopping")
+        say("stopping: the services, then Kafka and MongoDB")
     finally:
         stop.set()
-        stack.stop()
-        servers.stop()
-        inbox.stop()
+        stop_everything(stack, servers, inbox)
         say("all processes stopped")
     return 0
+
+
+def services_env(servers: EmbeddedServers, inbox: Inbox) -> dict[str, str]:
+    return {**servers.env(), "BATON_ADMIN_TOKEN": DEMO_TOKEN, "BATON_LOG_FORMAT": "text",
+            "BATON_SMTP_HOST": "127.0.0.1", "BATON_SMTP_PORT": str(inbox.smtp_port),
+            "BATON_CHAT_WEBHOOK_URL": f"{inbox.url}/chat",
+            "BATON_OPERATORS": "dana=dana@example.com",
+            # The demo's payroll and welcome webhooks are the local Inbox: http steps may
+            # reach it only because it is allowlisted (internal addresses are refused).
+            "BATON_OUTBOUND_ALLOW": "127.0.0.1/32"}
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_everything(stack: ServiceStack, servers: EmbeddedServers, inbox: Inbox) -> None:
+    """Stop the services first, while the servers they close their clients on are up (each
+    then stops in well under a second), then both servers.
+
+    A second Ctrl-C meanwhile only says so: cutting this short would leave the children to
+    stop by themselves, all at once, when this process is gone.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: say("still stopping"))
+    stack.stop()
+    servers.stop()
+    inbox.stop()
 
 
 if __name__ == "__main__":

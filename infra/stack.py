@@ -89,5 +89,7 @@ class ServiceStack:
             processes.kill(proc)
 
     def stop(self) -> None:
-        for key in list(self.procs):
-            self.stop_one(key)
+        """Stop every process at once (each drains and closes its clients in parallel)."""
+        procs = list(self.procs.values())
+        self.procs.clear()
+        processes.stop_all(procs)

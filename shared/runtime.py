@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Collection,
     Iterable,
@@ -28,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -44,10 +44,12 @@ from shared.mongo import CommandCounter, Index, ensure_indexes, make_client
 from shared.problems import install as answer_problems
 from shared.projection import Apply, TopicProjection, kafka_consumer
 from shared.settings import ServiceSettings
+from shared.stopping import Job, repeat, stop_step
 
 log = logging.getLogger("baton.runtime")
 REPLAY_AGAIN_AFTER = (0.0, 3.0, 10.0)  # seconds between the seeks of a replay
-Job = Callable[[], Awaitable[Any]]
+CLOSE_SECONDS = 1.0  # how long closing the MongoDB client may wait for the server
+GRACE_SECONDS = 3  # how long a stop waits for the requests in progress
 
 
 class Runtime:
@@ -88,6 +90,8 @@ class Runtime:
         self.every(settings.broker_watch_seconds, self.broker_watch, "broker watch")
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
+        # Whether the last shutdown ran every step without an error (the exit code says it).
+        self.stopped = True
         self.http = FastAPI(title=title, lifespan=self._lifespan, version="1")
         self.http.add_middleware(RequestGuard)  # bounded bodies; JSON the services can keep
         answer_problems(self.http)  # every error as RFC 9457 problem details
@@ -248,36 +252,41 @@ class Runtime:
         for hook in self.on_ready:
             await hook()
         self._tasks = [
-            asyncio.create_task(self._loop(seconds, job, name)) for seconds, job, name in self.jobs
+            asyncio.create_task(repeat(seconds, job, name)) for seconds, job, name in self.jobs
         ]
         self.ready = True
+        self.stopped = False
         log.info("%s ready on port %d", self.name, self.port)
         try:
             yield
         finally:
-            self.ready = False
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            for hook in self.on_stop:
-                with contextlib.suppress(Exception):
-                    await hook()
-            await self.broker.stop()
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop the periodic jobs, the projections, the Kafka clients (the consumers commit
+        what they handled), then the MongoDB client; each step runs whatever the one before
+        it raised, so one failure does not leave the rest running."""
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        done = [await stop_step(hook, "a stop hook") for hook in self.on_stop]
+        done.append(await stop_step(self.broker.stop, "the Kafka clients"))
+        done.append(await stop_step(self._close_mongo, "the MongoDB client"))
+        self.stopped = all(done)
+        log.info("%s stopped%s", self.name, "" if self.stopped else " (not cleanly: see above)")
+
+    async def _close_mongo(self) -> None:
+        """Close the client, waiting at most ``CLOSE_SECONDS`` for MongoDB.
+
+        Closing ends the client's server sessions with one command, for which the client
+        waits up to its server selection timeout (10 s) when the server is gone, as when the
+        servers are stopped with the services; the server forgets them by itself anyway.
+        """
+        with pymongo.timeout(CLOSE_SECONDS):
             await self.mongo.close()
             if self.shared_mongo is not self.mongo:
                 await self.shared_mongo.close()
-
-    async def _loop(self, seconds: float, job: Job, name: str) -> None:
-        while True:
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("periodic job %s failed; it runs again in %.1fs", name, seconds)
-            await asyncio.sleep(seconds)
 
     async def _health(self, response: Response) -> dict[str, Any]:
         checks: dict[str, str] = {"consumers": "up" if self.ready else "starting"}
@@ -294,7 +303,16 @@ class Runtime:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def serve(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop (:meth:`_stop`) and exit.
+
+        uvicorn re-raises the signal it stopped on once it has shut down; the handler set
+        here turns it into the exit code: 0 when every step of the shutdown ran, 1 when one
+        failed. Without it the process would end as killed by that signal, whether or not
+        its shutdown ran, and SIGINT would print a traceback.
+        """
         configure_logging(self.name, self.settings.log_level, self.settings.log_format)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._exit)
         config = uvicorn.Config(
             self.http,
             host=self.settings.http_host,
@@ -304,12 +322,18 @@ class Runtime:
             lifespan="on",
             loop=self.settings.event_loop,
             http=self.settings.http_parser,
+            # A request still running at a stop (one waiting for a server that is gone)
+            # is cancelled after this long instead of holding the shutdown.
+            timeout_graceful_shutdown=GRACE_SECONDS,
         )
         if self.settings.profile_dir is None:
             uvicorn.Server(config).run()
             return
         with profiled(self.settings.profile_dir / f"{self.name}-{os.getpid()}.prof"):
             uvicorn.Server(config).run()
+
+    def _exit(self, *_: object) -> None:
+        sys.exit(0 if self.stopped else 1)
 
 
 async def _handles_nothing(envelopes: list[Envelope]) -> None:
@@ -320,11 +344,9 @@ async def _handles_nothing(envelopes: list[Envelope]) -> None:
 def profiled(path: Path) -> Iterator[None]:
     """Run the body under cProfile (timing CPU) and write its statistics to ``path`` at the end.
 
-    uvicorn re-raises the SIGTERM it stopped on once it has shut down; a handler that
-    exits (instead of the default, which ends the process at once) lets the statistics
-    be written.
+    The statistics are written because the signal a stop ends on exits through Python
+    (:meth:`Runtime.serve` sets its handler) instead of ending the process at once.
     """
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     profile = cProfile.Profile(time.process_time)  # CPU, not waits or being descheduled
     profile.enable()
     try:
