@@ -58,7 +58,7 @@ def runs_router(
     @router.get("/{run_id}")
     async def show_run(run_id: str, who: Reader) -> dict[str, Any]:
         doc = await runs.find_one({"_id": run_id, **visible_to(who)},
-                                  {"outbox": 0, "applied": 0})
+                                  {"outbox": 0, "applied": 0, "active_steps.dispatch": 0})
         if doc is None:
             raise HTTPException(404, f"no run {run_id}")
         doc["history"] = await read_history(history, doc)
