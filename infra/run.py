@@ -144,24 +144,48 @@ def demo(stack: ServiceStack, inbox: Inbox) -> None:
         tokens = {user: client.post(f"{guide}/tokens", json={"user_id": user},
                                     headers=admin).json()["token"]
                   for user in ("hana", "ivan", "fatima", "irene")}
-        run_id = start(client, trigger, admin, {
-            "orchestration": "employee-onboarding",
-            "inputs": {"payroll_url": f"{inbox.url}/payroll",
-                       "welcome_webhook_url": f"{inbox.url}/chat/welcome"},
-            "record": {"object_type": "Employee", "record_id": "e1001",
-                       "fields": {"employee_id": "e1001", "name": "Ada Novak",
-                                  "email": "ada.novak@example.com", "department": "R&D"}},
-        })
-        say(f"started onboarding run {run_id} for Ada Novak; the HR form waits in the hr queue")
-        hana = {"Authorization": f"Bearer {tokens['hana']}"}
-        item = wait_for_item(client, guide, hana, run_id)
-        say(f"Hana completes the HR form ({item['id']}) through the Work Guide API")
-        client.post(f"{guide}/work/{item['id']}/complete", headers=hana, json={"values": {
-            "start_date": "2027-01-04", "laptop_model": "developer", "desk_needed": True,
-        }}).raise_for_status()
-        wait_for_run(client, stack, admin, run_id, ("running",), stage="provisioning")
-    say("the run moved on to provisioning: IT, facilities and payroll work in parallel.")
+        run_id, stage = onboarding_run(client, trigger, stack.url("stage-coordinator"), admin,
+                                       inbox.url)
+        if stage == "hr":
+            hana = {"Authorization": f"Bearer {tokens['hana']}"}
+            item = wait_for_item(client, guide, hana, run_id)
+            say(f"Hana completes the HR form ({item['id']}) through the Work Guide API")
+            client.post(f"{guide}/work/{item['id']}/complete", headers=hana, json={"values": {
+                "start_date": "2027-01-04", "laptop_model": "developer", "desk_needed": True,
+            }}).raise_for_status()
+            wait_for_run(client, stack, admin, run_id, ("running",), stage="provisioning")
+            say("the run moved on to provisioning: IT, facilities and payroll work in parallel.")
     print(next_steps(guide, tokens, run_id), flush=True)
+
+
+ADA = "Employee:e1001"  # Ada Novak's record: one onboarding run at a time (examples/)
+
+
+def onboarding_run(client: httpx.Client, trigger: str, coordinator: str,
+                   admin: dict[str, str], inbox_url: str) -> tuple[str, str]:
+    """Ada Novak's onboarding run and its stage: the one an earlier `make run` left open
+    on the kept data (her record allows one at a time, so a second would be refused), or
+    a new one."""
+    found = client.get(f"{coordinator}/runs", headers=admin, params={
+        "orchestration": "employee-onboarding", "record_key": ADA})
+    found.raise_for_status()
+    open_runs = [r for r in found.json() if r.get("status") in ("running", "suspended", "error")]
+    if open_runs:
+        run = open_runs[0]
+        say(f"Ada Novak's onboarding run {run['id']}, from an earlier `make run`, is still "
+            f"open ({run['status']}, stage {run.get('stage')}): going on with it "
+            "(`make run FRESH=1` starts over)")
+        return str(run["id"]), str(run.get("stage"))
+    run_id = start(client, trigger, admin, {
+        "orchestration": "employee-onboarding",
+        "inputs": {"payroll_url": f"{inbox_url}/payroll",
+                   "welcome_webhook_url": f"{inbox_url}/chat/welcome"},
+        "record": {"object_type": "Employee", "record_id": "e1001",
+                   "fields": {"employee_id": "e1001", "name": "Ada Novak",
+                              "email": "ada.novak@example.com", "department": "R&D"}},
+    })
+    say(f"started onboarding run {run_id} for Ada Novak; the HR form waits in the hr queue")
+    return run_id, "hr"
 
 
 def sign_in_link(guide: str, token: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -101,3 +103,38 @@ def test_the_login_page_signs_in_from_a_links_fragment() -> None:
         web / "templates" / "login.html").read_text()
     script = (web / "static" / "signin.js").read_text()
     assert "#token=" in script and 'getElementById("sign-in")' in script
+
+
+def onboarding_client(listed: list[dict[str, Any]], posted: list[dict[str, Any]]) -> httpx.Client:
+    """The coordinator lists Ada's runs; the trigger takes a start."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/runs":
+            assert request.url.params["record_key"] == "Employee:e1001"
+            return httpx.Response(200, json=listed)
+        if request.method == "POST" and request.url.path == "/runs":
+            posted.append(json.loads(request.content))
+            return httpx.Response(202, json={"run_id": "run-new"})
+        return httpx.Response(404)
+    return httpx.Client(transport=httpx.MockTransport(answer), base_url="http://baton")
+
+
+def test_a_second_make_run_goes_on_with_adas_open_onboarding_run() -> None:
+    """Her record allows one onboarding run at a time: a second start would be refused."""
+    posted: list[dict[str, Any]] = []
+    listed = [{"id": "run-done", "status": "completed", "stage": "approval"},
+              {"id": "run-open", "status": "running", "stage": "provisioning"}]
+    with onboarding_client(listed, posted) as client:
+        found = run.onboarding_run(client, "http://baton", "http://baton", {}, "http://inbox")
+
+    assert found == ("run-open", "provisioning")
+    assert posted == []
+
+
+def test_the_first_make_run_starts_adas_onboarding_run() -> None:
+    posted: list[dict[str, Any]] = []
+    listed = [{"id": "run-done", "status": "completed", "stage": "approval"}]
+    with onboarding_client(listed, posted) as client:
+        found = run.onboarding_run(client, "http://baton", "http://baton", {}, "http://inbox")
+
+    assert found == ("run-new", "hr")
+    assert [p["record"]["record_id"] for p in posted] == ["e1001"]
