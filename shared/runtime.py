@@ -59,7 +59,7 @@ class Runtime:
         self.port = settings.http_port or default_port
         self.registry = CollectorRegistry()
         self.metrics = ServiceMetrics(self.registry, self.name)
-        self.broker = make_broker(settings, self.metrics)
+        self.broker = make_broker(settings)
         self.publisher = Publisher(self.broker, self.metrics)
         commands = self.metrics.mongo_commands
         documents = self.metrics.mongo_documents

@@ -50,7 +50,7 @@ async def handler(servers: Any, database: str) -> AsyncIterator[CoordinatorHandl
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "coordinator-it")
     await ensure_topics(servers.kafka_bootstrap)  # when this module runs alone
-    broker = make_broker(settings, metrics)
+    broker = make_broker(settings)
     await broker.connect()
     client = make_client(servers.mongodb_uri, app_name="coordinator-it")
     db = client[database]

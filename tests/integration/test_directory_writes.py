@@ -51,7 +51,7 @@ async def publisher(servers: Any) -> AsyncIterator[tuple[Publisher, ServiceMetri
     metrics = ServiceMetrics(CollectorRegistry(), "directory-it")
     # The topics the assignment service publishes to (its start-up would create them).
     await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
-    broker = make_broker(settings, metrics)
+    broker = make_broker(settings)
     await broker.connect()
     yield Publisher(broker, metrics), metrics
     await broker.stop()

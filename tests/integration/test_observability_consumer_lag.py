@@ -34,7 +34,7 @@ async def test_lag_is_what_the_consumer_has_not_taken_yet(servers: Any) -> None:
     settings = ServiceSettings(service_name="lag-test", kafka_bootstrap=bootstrap,
                                consumer_max_records=1)
     metrics = ServiceMetrics(CollectorRegistry(), settings.service_name)
-    broker = make_broker(settings, metrics)
+    broker = make_broker(settings)
     release = asyncio.Event()
     handled: list[Envelope] = []
 

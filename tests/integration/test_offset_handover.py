@@ -71,7 +71,7 @@ async def test_the_new_group_starts_where_the_old_one_had_got_to(servers: Any) -
 
     settings = ServiceSettings(service_name="handover-test", kafka_bootstrap=bootstrap)
     metrics = ServiceMetrics(CollectorRegistry(), settings.service_name)
-    broker = make_broker(settings, metrics)
+    broker = make_broker(settings)
     handled: list[Envelope] = []
 
     async def handler(envelopes: list[Envelope]) -> None:

@@ -89,7 +89,7 @@ async def stack(servers: Any, database: str) -> AsyncIterator[Stack]:
                                mongodb_uri=servers.mongodb_uri, mongodb_database=database)
     metrics = ServiceMetrics(CollectorRegistry(), "history-it")
     await ensure_topics(servers.kafka_bootstrap)  # when this module runs alone
-    broker = make_broker(settings, metrics)
+    broker = make_broker(settings)
     await broker.connect()
     writes = Writes()
     client = make_client(servers.mongodb_uri, app_name="history-it", listeners=[writes])

@@ -59,7 +59,7 @@ async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
     metrics = ServiceMetrics(CollectorRegistry(), "assignment-it")
     # The topics the assignment service publishes to (its start-up would create them).
     await ensure_topics(servers.kafka_bootstrap, topics_of("assignment"))
-    broker = make_broker(settings, metrics)
+    broker = make_broker(settings)
     await broker.connect()
     client = make_client(servers.mongodb_uri, app_name="assignment-it")
     db = client[database]
