@@ -150,8 +150,11 @@ def template_name(envelope: Envelope) -> str | None:
 
 def render(envelope: Envelope) -> Rendered | None:
     name = template_name(envelope)
-    if name is None:
-        return None
+    return None if name is None else render_template(name, envelope)
+
+
+def render_template(name: str, envelope: Envelope) -> Rendered:
+    """The event's text with template ``name`` (its :func:`template_name`)."""
     template = TEMPLATES[name]
     values = template_values(envelope)
     subject = " ".join(_CONTROL.sub("", template.subject.safe_substitute(values)).split())
