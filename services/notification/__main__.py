@@ -1,6 +1,7 @@
 """The notification process: python -m services.notification
 
-Consumes workitems.events and runs.events; sends one delivery per (event, recipient,
+Consumes workitems.events and runs.events (whose events only ever tell the operators: with
+none configured it parses none of them); sends one delivery per (event, recipient,
 channel) by email (SMTP) or chat (webhook) and stores it once, with its outcome: a batch's
 sent and failed ones as one ``delivery_log`` page, a pending one (a retry is due) in
 ``deliveries`` (decisions 15 and 23); publishes one NotificationSent per notice that
@@ -40,7 +41,7 @@ from services.notification.channels.chat import WebhookChannel
 from services.notification.channels.email import SmtpChannel
 from services.notification.core.plan import contact_from
 from services.notification.core.retry import RetryPolicy
-from services.notification.core.templates import NOTABLE_TYPES
+from services.notification.core.templates import notable_types
 from services.notification.dispatch import Dispatcher
 from services.notification.fanout import FanOut, KafkaChannel
 from services.notification.handler import NotificationHandler
@@ -113,7 +114,8 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     operators = [contact_from(operator, set(channels)) for operator in settings.operators]
     handler = NotificationHandler(store, dispatcher, FanOut(rt.publisher), metrics,
                                   operators=operators, enabled=set(channels))
-    rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler, types=NOTABLE_TYPES)
+    rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler,
+               types=notable_types(operators=bool(operators)))
     rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
     rt.add_indexes(INDEXES)
     authenticator = follow_access(rt)

@@ -24,6 +24,7 @@ from services.notification.core.model import (
     fanout_id,
 )
 from services.notification.core.plan import Notice
+from services.notification.core.templates import Rendered
 from shared.messaging import Publisher
 
 PRODUCER = "notification"
@@ -37,20 +38,20 @@ class FanOut:
         """Publish the notices that reach someone, in one go; a Kafka error propagates (the
         batch is consumed again: its person deliveries are stored by then, and are not resent).
         """
-        messages = [notification_sent(n, now) for n in notices if n.reaches_someone]
+        messages = [notification_sent(n.envelope, rendered, now) for n in notices
+                    if (rendered := n.rendered) is not None]  # None: it reaches nobody
         if messages:
             await self.publisher.publish(messages)
         return len(messages)
 
 
-def notification_sent(notice: Notice, now: datetime) -> Envelope:
-    source = notice.envelope
+def notification_sent(source: Envelope, rendered: Rendered, now: datetime) -> Envelope:
     payload = NotificationSent(
         recipient=BROADCAST_RECIPIENT,
         channel=KAFKA,
-        template=notice.rendered.template,
-        subject=notice.rendered.subject,
-        body=notice.rendered.body,
+        template=rendered.template,
+        subject=rendered.subject,
+        body=rendered.body,
         source_event_id=source.event_id,
         source_type=source.type,
     )

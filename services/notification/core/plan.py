@@ -21,7 +21,7 @@ from services.notification.core.model import (
     UserContact,
     delivery_id,
 )
-from services.notification.core.templates import Rendered, render
+from services.notification.core.templates import Rendered, render_template, template_name
 
 
 class ContactLookup(Protocol):
@@ -102,10 +102,13 @@ def channels_for(contact: UserContact) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """What one notable event tells: its rendered text and the people it reaches."""
+    """What one notable event tells: its rendered text and the people it reaches.
+
+    ``rendered`` is None when it reaches nobody: nothing would carry the text.
+    """
 
     envelope: Envelope
-    rendered: Rendered
+    rendered: Rendered | None
     deliveries: tuple[Delivery, ...]
 
     @property
@@ -123,16 +126,26 @@ def plan_notice(
     """One delivery per reachable recipient and channel; None for an event without a template.
 
     Recipients without a contact are skipped (the directory may have lost them since
-    assignment resolved them): that must not block the others.
+    assignment resolved them): that must not block the others.  The text is rendered
+    only once someone is found to receive it: most notable events reach nobody (a
+    completion tells no one but the owner, who is usually the one who completed it; a run
+    event, the operators, often none), and rendering was most of planning's CPU.
     """
-    rendered = render(envelope)
-    if rendered is None:
+    name = template_name(envelope)
+    if name is None:
         return None
-    deliveries = tuple(
-        _delivery(envelope, rendered, user_id, channel, now, _address(contact, channel))
+    routes = [
+        (user_id, channel, _address(contact, channel))
         for user_id in recipients_of(envelope, operators)
         if (contact := contacts.user(user_id)) is not None
         for channel in channels_for(contact)
+    ]
+    if not routes:
+        return Notice(envelope, None, ())
+    rendered = render_template(name, envelope)
+    deliveries = tuple(
+        _delivery(envelope, rendered, user_id, channel, now, address)
+        for user_id, channel, address in routes
     )
     return Notice(envelope, rendered, deliveries)
 

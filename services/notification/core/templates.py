@@ -17,6 +17,7 @@ from urllib.parse import quote
 from contracts.envelope import Envelope
 from contracts.events.runs import RunEvent
 from contracts.events.workitems import WorkItemEvent, WorkItemReminderDue
+from contracts.registry import REGISTRY
 
 MAX_VALUE_CHARS = 2_000
 MAX_SUBJECT_CHARS = 200
@@ -139,6 +140,15 @@ _TEMPLATE_BY_TYPE = {
 
 # The event types that may notify someone: the consumer parses no others.
 NOTABLE_TYPES = frozenset({*_TEMPLATE_BY_TYPE, "WorkItemReminderDue"})
+# Those of them that tell the operators only (see plan.recipients_of).
+OPERATOR_TYPES = frozenset(type_ for (type_, _), model in REGISTRY.items()
+                           if type_ in NOTABLE_TYPES and issubclass(model, RunEvent))
+
+
+def notable_types(*, operators: bool) -> frozenset[str]:
+    """The event types worth parsing: without operators, run events notify nobody, so the
+    consumer passes them over by their type header instead of parsing and planning them."""
+    return NOTABLE_TYPES if operators else NOTABLE_TYPES - OPERATOR_TYPES
 
 
 def template_name(envelope: Envelope) -> str | None:
@@ -150,8 +160,11 @@ def template_name(envelope: Envelope) -> str | None:
 
 def render(envelope: Envelope) -> Rendered | None:
     name = template_name(envelope)
-    if name is None:
-        return None
+    return None if name is None else render_template(name, envelope)
+
+
+def render_template(name: str, envelope: Envelope) -> Rendered:
+    """The event's text with template ``name`` (its :func:`template_name`)."""
     template = TEMPLATES[name]
     values = template_values(envelope)
     subject = " ".join(_CONTROL.sub("", template.subject.safe_substitute(values)).split())

@@ -21,7 +21,9 @@ from contracts.events.workitems import (
 )
 from services.notification.core.templates import (
     MAX_SUBJECT_CHARS,
+    NOTABLE_TYPES,
     TEMPLATES,
+    notable_types,
     render,
     template_name,
     template_values,
@@ -155,3 +157,10 @@ def test_link_path_escapes_the_work_item_id(make_event: EventFactory) -> None:
 
     assert rendered is not None
     assert "/work/..%2Fadmin%3Fx%3D1" in rendered.body
+
+
+def test_without_operators_run_events_are_not_worth_parsing() -> None:
+    """Run events tell the operators only: with none configured the consumer skips them."""
+    assert notable_types(operators=True) == NOTABLE_TYPES
+    assert NOTABLE_TYPES - notable_types(operators=False) == {
+        "RunCompleted", "RunErrored", "RunCanceled"}
