@@ -180,7 +180,7 @@ def _refusal(published: list[Envelope]) -> str | None:
 
     They were built from validated models, so only what their JSON can break is checked
     (nesting, 64-bit integers, text, size: :func:`contracts.registry.refusal_of_dumped`);
-    parsing each one back as a consumer would was half the CPU of deciding a completion.
+    parsing each one back as a consumer does cost half the CPU of deciding a completion.
     """
     return next(filter(None, (refusal_of_dumped(e.model_dump(mode="json"))
                               for e in published)), None)
