@@ -104,6 +104,21 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
     Person = Annotated[Principal, Depends(auth.principal)]
     Admin = Annotated[Principal, Depends(auth.admin)]
 
+    # A request is routed by trying the routes in order: completing an item (most of the
+    # traffic) first, then "my work" and one item, then the rest.  /bulk/reassign stays
+    # before /{item_id}/reassign, which would take "bulk" for an item id.
+    async def act(item_id: str, who: Principal, command: cmd.Command) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        outcome = await guide.act(item_id, command, directory)
+        if outcome.rejection:
+            raise refuse(outcome.rejection)
+        assert outcome.item is not None
+        return detail(outcome.item, datetime.now(UTC))
+
+    @router.post("/{item_id}/complete", summary="Submit the form (validated against its schema)")
+    async def complete(item_id: str, body: CompleteRequest, who: Person) -> dict[str, Any]:
+        return await act(item_id, who, cmd.Complete(who.user_id, body.values))
+
     @router.get("", summary="My work: items for me, my groups and my queues")
     async def my_work(
         who: Person,
@@ -135,19 +150,6 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
             items.sort(key=lambda i: (i.due_at is None, i.due_at or now, i.created_at))
         return [summary(i, now) for i in items]
 
-    @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
-    async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
-        directory = await guide.directory_for(who)
-        ids = list(dict.fromkeys(body.ids))
-        command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
-        # Together, so the spine group-commits them: one read and one write, not one each.
-        outcomes = await asyncio.gather(*(guide.act(i, command, directory) for i in ids))
-        results = []
-        for item_id, outcome in zip(ids, outcomes, strict=True):
-            error = outcome.rejection.reason if outcome.rejection else None
-            results.append({"id": item_id, "ok": error is None, "error": error})
-        return {"results": results}
-
     @router.get("/{item_id}", summary="One work item with its run's record and context")
     async def show(item_id: str, who: Person) -> dict[str, Any]:
         item = await guide.view(item_id)
@@ -156,14 +158,6 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
             raise refuse(Rejection(f"work item {item_id!r} not found", "not_found"))
         return detail(item, datetime.now(UTC))
 
-    async def act(item_id: str, who: Principal, command: cmd.Command) -> dict[str, Any]:
-        directory = await guide.directory_for(who)
-        outcome = await guide.act(item_id, command, directory)
-        if outcome.rejection:
-            raise refuse(outcome.rejection)
-        assert outcome.item is not None
-        return detail(outcome.item, datetime.now(UTC))
-
     @router.post("/{item_id}/claim")
     async def claim(item_id: str, who: Person) -> dict[str, Any]:
         return await act(item_id, who, cmd.Claim(who.user_id))
@@ -171,10 +165,6 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
     @router.post("/{item_id}/release")
     async def release(item_id: str, who: Person) -> dict[str, Any]:
         return await act(item_id, who, cmd.Release(who.user_id))
-
-    @router.post("/{item_id}/complete", summary="Submit the form (validated against its schema)")
-    async def complete(item_id: str, body: CompleteRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Complete(who.user_id, body.values))
 
     @router.post("/{item_id}/approve")
     async def approve(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
@@ -191,6 +181,19 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
     @router.post("/{item_id}/delegate", summary="Hand it to someone; the owner keeps sight of it")
     async def delegate(item_id: str, body: DelegateRequest, who: Person) -> dict[str, Any]:
         return await act(item_id, who, cmd.Delegate(who.user_id, body.to))
+
+    @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
+    async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
+        directory = await guide.directory_for(who)
+        ids = list(dict.fromkeys(body.ids))
+        command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
+        # Together, so the spine group-commits them: one read and one write, not one each.
+        outcomes = await asyncio.gather(*(guide.act(i, command, directory) for i in ids))
+        results = []
+        for item_id, outcome in zip(ids, outcomes, strict=True):
+            error = outcome.rejection.reason if outcome.rejection else None
+            results.append({"id": item_id, "ok": error is None, "error": error})
+        return {"results": results}
 
     @router.post("/{item_id}/reassign", summary="Admin: move the item to someone else")
     async def reassign(item_id: str, body: ReassignRequest, who: Admin) -> dict[str, Any]:
