@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 
@@ -33,8 +34,11 @@ class CoordinatorHandler:
         definitions: Definitions,
         publisher: Publisher,
         metrics: CoordinatorMetrics,
+        save_every: int = 50,
     ) -> None:
         self.store = store
+        # Runs decided before a part of the batch is handed to the store (decision 29).
+        self.save_every = save_every
         self.definitions = definitions
         self.publisher = publisher
         self.metrics = metrics
@@ -58,23 +62,51 @@ class CoordinatorHandler:
             await self.store.finish(pending)
         changed: dict[str, StoredRun] = {}
         starts: dict[str, Envelope] = {}  # the StartRun that created each new run
-        for run_id, messages in by_run.items():
-            current = stored.get(run_id)
-            for envelope in messages:
-                result = await self._apply(run_id, current, envelope)
-                if result is not None:
-                    if current is None:
-                        starts[run_id] = envelope
-                    current = result
-                    changed[run_id] = result
-        if not changed:
-            return
-        # Saved with the runs, then paged (one more round trip) and published.
-        refused = await self.store.save(list(changed.values()))
-        written = [s for rid, s in changed.items() if rid not in refused]
-        if refused:
-            await self._reject_starts([changed[rid] for rid in refused], starts)
-        self.metrics.observe_transitions(written)
+        saving: asyncio.Task[None] | None = None
+        try:
+            for run_id, messages in by_run.items():
+                current = stored.get(run_id)
+                for envelope in messages:
+                    result = await self._apply(run_id, current, envelope)
+                    if result is not None:
+                        if current is None:
+                            starts[run_id] = envelope
+                        current = result
+                        changed[run_id] = result
+                if len(changed) >= self.save_every:
+                    saving = await self._save_after(saving, changed, starts)
+                    changed = {}
+                elif saving is not None and not saving.done():
+                    await asyncio.sleep(0)  # the part in the store goes on as soon as it can
+            if changed:
+                saving = await self._save_after(saving, changed, starts)
+        finally:
+            if saving is not None:  # on a failure too: nothing of this batch goes on after
+                await saving
+
+    async def _save_after(self, previous: asyncio.Task[None] | None,
+                          changed: dict[str, StoredRun],
+                          starts: dict[str, Envelope]) -> asyncio.Task[None]:
+        """Save these runs once the save before them is written, in a task: the rest of the
+        batch is decided while this part is in the store (decision 29).
+
+        A batch's parts are saved one after the other, in the order they were decided, and
+        the batch is not done until the last is; a failed part fails the parts after it and
+        the batch, which is read again (the parts written drop their messages as repeats).
+        """
+        async def save() -> None:
+            if previous is not None:
+                await previous
+            # Saved with the runs, then paged (one more round trip) and published.
+            refused = await self.store.save(list(changed.values()))
+            written = [s for rid, s in changed.items() if rid not in refused]
+            if refused:
+                await self._reject_starts([changed[rid] for rid in refused], starts)
+            self.metrics.observe_transitions(written)
+
+        task = asyncio.create_task(save())
+        await asyncio.sleep(0)  # its write is sent before the next part is decided
+        return task
 
     async def _reject_starts(self, refused: list[StoredRun], starts: dict[str, Envelope]) -> None:
         """New runs the unique active-per-record index refused: say so on runs.events."""

@@ -369,3 +369,73 @@ async def test_a_failed_publish_is_raised_to_the_next_save_and_sent_again_on_rea
     assert sent[before:before + len(unsent)] == unsent  # next after the first batch's
     done = await coordinator.store.runs.find_one({"_id": run_id})
     assert done is not None and done["status"] == "completed"
+
+
+async def test_a_batch_is_saved_in_parts_while_the_rest_is_decided(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decision 29: every ``save_every`` runs go to the store in a task and the batch's
+    next runs are decided meanwhile; the parts are written one after the other, in order,
+    and the batch returns once the last is."""
+    coordinator.handler.save_every = 2
+    runs = [uuid.uuid4().hex for _ in range(5)]
+    decided: list[str] = []
+    writes: list[list[str]] = []
+    gate = asyncio.Event()
+    apply, write = coordinator.handler._apply, coordinator.store._write
+
+    async def counted(run_id: str, *rest: Any) -> Any:
+        decided.append(run_id)
+        return await apply(run_id, *rest)
+
+    async def held(changed: list[Any], stamp: Any) -> set[str]:
+        writes.append([stored.run.id for stored in changed])
+        if len(writes) == 1:
+            await gate.wait()
+        return await write(changed, stamp)
+    monkeypatch.setattr(coordinator.handler, "_apply", counted)
+    monkeypatch.setattr(coordinator.store, "_write", held)
+
+    batch = asyncio.create_task(coordinator.handler([inputs(r)[0][1] for r in runs]))
+    for _ in range(100):  # the first part is held in the store; the rest is decided
+        await asyncio.sleep(0.01)
+        if len(decided) == len(runs):
+            break
+    assert decided == runs
+    assert writes == [runs[:2]] and not batch.done()
+    assert await coordinator.store.runs.count_documents({"_id": {"$in": runs}}) == 0
+
+    gate.set()
+    await batch
+    assert writes == [runs[:2], runs[2:4], runs[4:]]
+    assert await coordinator.store.runs.count_documents({"_id": {"$in": runs}}) == 5
+    await coordinator.store.finished()
+    assert all(sent_for(coordinator.publisher, r) for r in runs)
+
+
+async def test_a_failed_part_fails_its_batch_and_the_batch_read_again_writes_the_rest(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    coordinator.handler.save_every = 2
+    runs = [uuid.uuid4().hex for _ in range(5)]
+    batch = [inputs(r)[0][1] for r in runs]
+    write = coordinator.store._write
+    calls: list[int] = []
+
+    async def second_fails(changed: list[Any], stamp: Any) -> set[str]:
+        calls.append(len(changed))
+        if len(calls) == 2:
+            raise ConnectionError("MongoDB is away")
+        return await write(changed, stamp)
+    monkeypatch.setattr(coordinator.store, "_write", second_fails)
+    with pytest.raises(ConnectionError):
+        await coordinator.handler(batch)
+    assert calls == [2, 2]  # the part after the failed one is not written
+    written = {d["_id"] async for d in coordinator.store.runs.find({"_id": {"$in": runs}})}
+    assert written == set(runs[:2])
+
+    monkeypatch.setattr(coordinator.store, "_write", write)
+    before = coordinator.written[RUNS]
+    await coordinator.batch_only([("commands", e) for e in batch])  # the batch read again
+    assert coordinator.written[RUNS] - before == 3  # the first part's are repeats
+    assert await coordinator.store.runs.count_documents({"_id": {"$in": runs}}) == 5
