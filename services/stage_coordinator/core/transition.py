@@ -57,6 +57,7 @@ class Transition:
     # For each event applied, the audited fields it changed ({field, old, new} each): the
     # run history says what each event did without replaying it on a copy.
     changes: list[list[dict[str, Any]]] = field(default_factory=list)
+    _context: tuple[Run, int, dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def current(self) -> Run:
@@ -73,6 +74,19 @@ class Transition:
             self.run = evolve(self.current, event)
         self.events.append(event)
         self.changes.append(changed(old, audited(self.run, scope)))
+
+    def context(self) -> dict[str, Any]:
+        """What conditions and templates see of the run as it is now.
+
+        Built once per revision (every event applied makes a new one): advancing asks for
+        it for each step it starts and each route it takes, often with nothing applied
+        in between.  Nothing changes the dict: it is shared until the run changes.
+        """
+        run = self.current
+        if self._context is None or self._context[0] is not run \
+                or self._context[1] != run.revision:
+            self._context = (run, run.revision, expression_context(run))
+        return self._context[2]
 
     def send(self, payload: Payload) -> None:
         self.messages.append(payload)
