@@ -40,12 +40,12 @@ def start_attempt(t: Transition, stage: Stage, step: Step, attempt: int) -> None
     run = t.current
     t.check_step(step.name, StepStatus.IN_PROGRESS)
     context = t.context
-    started = ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt)
     if step.kind is StepKind.BACKGROUND and step.action == WAIT_ACTION:
         timer = _wait_timer(t, step, attempt, render(step.inputs, context))
-        t.apply(started)
+        t.apply(ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt))
         t.apply(ev.TimerScheduled(at=t.now, actor=t.actor, timer=timer))
         return
+    joined: list[str] = []  # whom a work item names that the run does not know yet
     request: Payload
     if step.kind is StepKind.BACKGROUND:
         request = StepRequested(
@@ -65,9 +65,9 @@ def start_attempt(t: Transition, stage: Stage, step: Step, attempt: int) -> None
         request = _work_item_request(t, stage, step, attempt, context)
         named = participants.of_assignee(request.assignee.kind, request.assignee.value,
                                          run.record)
-        started = started.model_copy(
-            update={"participants": participants.new_keys(run.participants, named)})
-    t.apply(started)
+        joined = participants.new_keys(run.participants, named)
+    t.apply(ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt,
+                           participants=joined))
     t.send(request)
 
 
