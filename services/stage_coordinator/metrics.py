@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from services.stage_coordinator.store import StoredRun
@@ -45,26 +46,37 @@ class CoordinatorMetrics:
             "baton_duplicate_messages_total", "Redelivered messages detected by event id",
             registry=registry,
         )
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+    def _labels(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: prometheus_client checks the values and takes a
+        lock on every call, and a run's transitions ask about 14 times."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe_transitions(self, runs: list[StoredRun]) -> None:
         for stored in runs:
             run = stored.run
-            self.transitions.labels(run.orchestration).inc()
+            self._labels(self.transitions, run.orchestration).inc()
             for entry in stored.history_written:
                 kind = entry.get("kind")
                 if kind == "RunCreated":
-                    self.runs_started.labels(run.orchestration).inc()
+                    self._labels(self.runs_started, run.orchestration).inc()
                 elif kind == "RunStatusChanged" and entry["status"] not in PAUSED_OR_RUNNING:
-                    self.runs_finished.labels(run.orchestration, str(entry["status"])).inc()
+                    self._labels(self.runs_finished, run.orchestration,
+                                 str(entry["status"])).inc()
                 elif kind == "StageFinished":
                     stage = run.stages.get(entry["stage"])
                     if stage and stage.started_at and stage.finished_at:
-                        self.stage_seconds.labels(run.orchestration, stage.name).observe(
+                        self._labels(self.stage_seconds, run.orchestration, stage.name).observe(
                             (stage.finished_at - stage.started_at).total_seconds()
                         )
                 elif kind in ("StepSucceeded", "StepFailed"):
                     step = run.steps.get(entry["step"])
                     if step and step.started_at and step.finished_at:
-                        self.step_seconds.labels(
-                            run.orchestration, step.stage, step.name, step.kind
+                        self._labels(
+                            self.step_seconds, run.orchestration, step.stage, step.name, step.kind
                         ).observe((step.finished_at - step.started_at).total_seconds())

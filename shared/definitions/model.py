@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,7 +52,8 @@ class Assignee(StrictModel):
 
     @property
     def kind(self) -> str:
-        return next(k for k, v in self.model_dump().items() if v)
+        # The first field given, in field order (a dump of the model, field by field).
+        return next(k for k in type(self).model_fields if getattr(self, k))
 
     @property
     def value(self) -> str:
@@ -194,10 +196,38 @@ class Definition(StrictModel):
     stages: list[Stage] = Field(min_length=1)
 
     def stage(self, name: str) -> Stage:
-        return next(s for s in self.stages if s.name == name)
+        """The stage named ``name``; StopIteration if there is none (as from a search)."""
+        try:
+            return self.stages_by_name[name]
+        except KeyError:
+            raise StopIteration(name) from None
 
     def stage_index(self, name: str) -> int:
         return next(i for i, s in enumerate(self.stages) if s.name == name)
 
     def step(self, stage: str, step: str) -> Step:
-        return next(s for s in self.stage(stage).steps if s.name == step)
+        """The step ``step`` of stage ``stage``; StopIteration if there is none."""
+        try:
+            return self.steps_by_name[stage, step]
+        except KeyError:
+            raise StopIteration(f"{stage}.{step}") from None
+
+    # The coordinator looks stages and steps up by name for nearly every event it decides.
+    # A definition is frozen, so its lookups are built once, kept beside its fields (neither
+    # compared nor dumped); a copy with other stages (``model_copy(update=...)``) would
+    # keep the old ones.  The first of a name wins, as a search would find it.
+
+    @cached_property
+    def stages_by_name(self) -> dict[str, Stage]:
+        named: dict[str, Stage] = {}
+        for stage in self.stages:
+            named.setdefault(stage.name, stage)
+        return named
+
+    @cached_property
+    def steps_by_name(self) -> dict[tuple[str, str], Step]:
+        named: dict[tuple[str, str], Step] = {}
+        for stage in self.stages_by_name.values():
+            for step in stage.steps:
+                named.setdefault((stage.name, step.name), step)
+        return named

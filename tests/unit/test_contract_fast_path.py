@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.envelope import derived_id
 from contracts.registry import _no_constant, _plainly_safe, check_values
 
 SCALARS = st.one_of(
@@ -62,3 +65,16 @@ def test_hex_ids_with_an_e_and_digits_are_no_exponent_but_numbers_with_one_are()
     assert _plainly_safe(ids.encode())
     for number in ('{"a": 1e308}', '{"a":-2.5E+400}', '{"a": [0, 7e-999]}', '{"a":1e0400}'):
         assert not _plainly_safe(number.encode()), number
+
+
+@settings(max_examples=300)
+@given(st.text(), st.lists(st.one_of(st.integers(), st.text()), max_size=3))
+def test_a_derived_id_is_the_uuid5_of_its_cause_and_parts(cause: str, parts: list[Any]) -> None:
+    name = ":".join([cause, *map(str, parts)])
+    try:
+        expected = uuid.uuid5(uuid.NAMESPACE_URL, name).hex
+    except UnicodeEncodeError:  # a lone surrogate: no id either way
+        with pytest.raises(UnicodeEncodeError):
+            derived_id(cause, *parts)
+        return
+    assert derived_id(cause, *parts) == expected

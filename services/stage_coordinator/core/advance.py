@@ -29,7 +29,6 @@ from services.stage_coordinator.core.transition import (
     MAX_STAGE_ENTRIES,
     Halt,
     Transition,
-    expression_context,
 )
 from shared.definitions import Stage, Step, StepKind
 
@@ -85,7 +84,7 @@ def _advance_once(t: Transition) -> bool:
     if failed:
         _fault(t, stage_def, failed[0])
         return True
-    if stage_def.exit and holds(stage_def.exit, expression_context(run), default=False):
+    if holds(stage_def.exit, t.context, default=False):
         _finish_stage(t, stage_def)
         return True
     if _start_ready(t, stage_def, steps) or _skip_unmet(t, run.stage):
@@ -147,7 +146,7 @@ def _start_ready(t: Transition, stage: Stage, steps: list[StepState]) -> bool:
 
 def _holds_yet(t: Transition, step: Step) -> bool:
     try:
-        return holds(step.when, expression_context(t.current))
+        return holds(step.when, t.context)
     except ExpressionError:
         return False
 
@@ -167,7 +166,7 @@ def _skip_unmet(t: Transition, stage: str) -> bool:
             continue
         step_def = t.definition.step(step.stage, step.name)
         if all(t.current.steps[d].status in STEP_DONE for d in step_def.after):
-            if holds(step_def.when, expression_context(t.current)):
+            if holds(step_def.when, t.context):
                 start_attempt(t, t.definition.stage(stage), step_def, step.attempt + 1)
             else:
                 _skip(t, step.name, "its condition is false")
@@ -181,10 +180,9 @@ def _optional(t: Transition, step: StepState) -> bool:
 
 def _route_from(t: Transition, index: int) -> Route:
     """The first stage from ``index`` whose entry condition holds; none: the run completes."""
-    context = expression_context(t.current)
     skipped: list[Stage] = []
     for stage in t.definition.stages[index:]:
-        if holds(stage.entry, context):
+        if holds(stage.entry, t.context):
             return Route(tuple(skipped), stage)
         skipped.append(stage)
     return Route(tuple(skipped), None)
@@ -192,9 +190,8 @@ def _route_from(t: Transition, index: int) -> Route:
 
 def _route_after(t: Transition, stage: Stage) -> Route:
     """The first decision that holds, else the next stage that may be entered."""
-    context = expression_context(t.current)
     for decision in stage.decisions:
-        if holds(decision.when, context, default=False):
+        if holds(decision.when, t.context, default=False):
             if decision.end:
                 return Route((), None)
             return Route((), t.definition.stage(str(decision.goto)))

@@ -14,9 +14,9 @@ from contracts.events.steps import StepRequested
 from contracts.events.workitems import AssigneeSpec, Escalation, WorkItemRequested
 from services.stage_coordinator.core import events as ev
 from services.stage_coordinator.core import participants
-from services.stage_coordinator.core.expressions import render
+from services.stage_coordinator.core.expressions import ContextOf, render
 from services.stage_coordinator.core.state import StepState, StepStatus, Timer
-from services.stage_coordinator.core.transition import Halt, Transition, expression_context
+from services.stage_coordinator.core.transition import Halt, Transition
 from shared.definitions import Stage, Step, StepKind
 from shared.definitions.durations import parse_duration
 
@@ -39,13 +39,13 @@ def start_attempt(t: Transition, stage: Stage, step: Step, attempt: int) -> None
     """Start an attempt: its request (or its wait timer) is built before the step starts."""
     run = t.current
     t.check_step(step.name, StepStatus.IN_PROGRESS)
-    context = expression_context(run)
-    started = ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt)
+    context = t.context
     if step.kind is StepKind.BACKGROUND and step.action == WAIT_ACTION:
         timer = _wait_timer(t, step, attempt, render(step.inputs, context))
-        t.apply(started)
+        t.apply(ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt))
         t.apply(ev.TimerScheduled(at=t.now, actor=t.actor, timer=timer))
         return
+    joined: list[str] = []  # whom a work item names that the run does not know yet
     request: Payload
     if step.kind is StepKind.BACKGROUND:
         request = StepRequested(
@@ -65,14 +65,14 @@ def start_attempt(t: Transition, stage: Stage, step: Step, attempt: int) -> None
         request = _work_item_request(t, stage, step, attempt, context)
         named = participants.of_assignee(request.assignee.kind, request.assignee.value,
                                          run.record)
-        started = started.model_copy(
-            update={"participants": participants.new_keys(run.participants, named)})
-    t.apply(started)
+        joined = participants.new_keys(run.participants, named)
+    t.apply(ev.StepStarted(at=t.now, actor=t.actor, step=step.name, attempt=attempt,
+                           participants=joined))
     t.send(request)
 
 
 def _work_item_request(
-    t: Transition, stage: Stage, step: Step, attempt: int, context: dict[str, object]
+    t: Transition, stage: Stage, step: Step, attempt: int, context: ContextOf
 ) -> WorkItemRequested:
     run = t.current
     assert step.assignee is not None  # publish-time validation guarantees it

@@ -1,7 +1,9 @@
 """evolve(run, event): the only code that changes a run's state.
 
 Appliers trust the decider: it checked the transition tables before emitting.  They
-mutate the run they are given (the shell hands them a private copy) and return it.
+mutate the run they are given (the shell hands them a private copy, ``Run.fork``) and
+return it.  The stage and step states in it are shared with the run it was forked from:
+an applier replaces one with a changed copy (``_stage``, ``_step``), never changes it.
 
 Two rules hold for every event, so that replaying a history rebuilds the stored state:
 ``revision`` counts the events applied, and a step's timers live only as long as the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import singledispatch
+from typing import Any
 
 from services.stage_coordinator.core import events as ev
 from services.stage_coordinator.core.state import (
@@ -73,6 +76,16 @@ def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[...,
     return _apply.register(cls)
 
 
+def _stage(run: Run, name: str, **changes: Any) -> None:
+    """Put a changed copy of the stage in the run (forks share the stage they hold)."""
+    run.stages[name] = run.stages[name].model_copy(update=changes)
+
+
+def _step(run: Run, name: str, **changes: Any) -> None:
+    """Put a changed copy of the step in the run (forks share the step they hold)."""
+    run.steps[name] = run.steps[name].model_copy(update=changes)
+
+
 def _drop_timers(run: Run, step: str) -> None:
     """A timer is set for one status of one step; when that status ends, so does the timer."""
     run.timers = [t for t in run.timers if t.step != step]
@@ -89,50 +102,36 @@ def _participants_joined(event: ev.ParticipantsJoined, run: Run) -> None:
 
 @_on(ev.StageEntered)
 def _stage_entered(event: ev.StageEntered, run: Run) -> None:
-    stage = run.stages[event.stage]
-    stage.status = StageStatus.IN_PROGRESS
-    stage.started_at = event.at
-    stage.finished_at = None
-    stage.visits += 1
+    visits = run.stages[event.stage].visits + 1
+    _stage(run, event.stage, status=StageStatus.IN_PROGRESS, started_at=event.at,
+           finished_at=None, visits=visits)
     run.stage = event.stage
     run.stage_entries += 1
 
 
 @_on(ev.StageSkipped)
 def _stage_skipped(event: ev.StageSkipped, run: Run) -> None:
-    stage = run.stages[event.stage]
-    stage.status = StageStatus.SKIPPED
-    stage.finished_at = event.at
+    _stage(run, event.stage, status=StageStatus.SKIPPED, finished_at=event.at)
 
 
 @_on(ev.StageFinished)
 def _stage_finished(event: ev.StageFinished, run: Run) -> None:
-    stage = run.stages[event.stage]
-    stage.status = StageStatus(event.status)
-    stage.finished_at = event.at
+    _stage(run, event.stage, status=StageStatus(event.status), finished_at=event.at)
 
 
 @_on(ev.StepStarted)
 def _step_started(event: ev.StepStarted, run: Run) -> None:
-    step = run.steps[event.step]
-    step.status = StepStatus.IN_PROGRESS
-    step.attempt = event.attempt
-    step.started_at = event.at
-    step.finished_at = None
-    step.error = None
+    _step(run, event.step, status=StepStatus.IN_PROGRESS, attempt=event.attempt,
+          started_at=event.at, finished_at=None, error=None)
     _join(run, event.participants)
     _drop_timers(run, event.step)
 
 
 @_on(ev.StepSucceeded)
 def _step_succeeded(event: ev.StepSucceeded, run: Run) -> None:
-    step = run.steps[event.step]
-    step.status = StepStatus.COMPLETED
-    step.finished_at = event.at
-    step.outputs = event.outputs
-    step.completed_by = event.actor
-    step.decision = event.decision
-    step.comment = event.comment
+    _step(run, event.step, status=StepStatus.COMPLETED, finished_at=event.at,
+          outputs=event.outputs, completed_by=event.actor, decision=event.decision,
+          comment=event.comment)
     if event.actor != "system":
         _join(run, [f"user:{event.actor}"])
     if event.merge_into_vars:
@@ -142,38 +141,27 @@ def _step_succeeded(event: ev.StepSucceeded, run: Run) -> None:
 
 @_on(ev.StepRetryScheduled)
 def _step_retry(event: ev.StepRetryScheduled, run: Run) -> None:
-    step = run.steps[event.step]
-    step.status = StepStatus.WAITING_RETRY
-    step.error = event.error
+    _step(run, event.step, status=StepStatus.WAITING_RETRY, error=event.error)
     _drop_timers(run, event.step)
     run.timers.append(event.timer)
 
 
 @_on(ev.StepFailed)
 def _step_failed(event: ev.StepFailed, run: Run) -> None:
-    step = run.steps[event.step]
-    step.status = StepStatus.FAILED
-    step.error = event.error
-    step.finished_at = event.at
+    _step(run, event.step, status=StepStatus.FAILED, error=event.error, finished_at=event.at)
     _drop_timers(run, event.step)
 
 
 @_on(ev.StepSkipped)
 def _step_skipped(event: ev.StepSkipped, run: Run) -> None:
-    step = run.steps[event.step]
-    step.status = StepStatus.SKIPPED
-    step.finished_at = event.at
-    step.outputs = event.outputs
-    step.error = None
-    step.completed_by = event.actor
+    _step(run, event.step, status=StepStatus.SKIPPED, finished_at=event.at,
+          outputs=event.outputs, error=None, completed_by=event.actor)
     _drop_timers(run, event.step)
 
 
 @_on(ev.StepCanceled)
 def _step_canceled(event: ev.StepCanceled, run: Run) -> None:
-    step = run.steps[event.step]
-    step.status = StepStatus.CANCELED
-    step.finished_at = event.at
+    _step(run, event.step, status=StepStatus.CANCELED, finished_at=event.at)
     _drop_timers(run, event.step)
 
 
@@ -226,6 +214,4 @@ def _run_migrated(event: ev.RunMigrated, run: Run) -> None:
         attempt = run.retired_attempts.pop(name, 0)
         run.steps[name] = StepState(name=name, stage=stage, kind=kind, attempt=attempt)
     for stage, name, kind in event.moved_steps:
-        step = run.steps[name]
-        step.stage = stage
-        step.kind = kind
+        _step(run, name, stage=stage, kind=kind)
