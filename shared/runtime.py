@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import logging
 import os
 import signal
@@ -50,6 +51,26 @@ log = logging.getLogger("baton.runtime")
 REPLAY_AGAIN_AFTER = (0.0, 3.0, 10.0)  # seconds between the seeks of a replay
 CLOSE_SECONDS = 1.0  # how long closing the MongoDB client may wait for the server
 GRACE_SECONDS = 3  # how long a stop waits for the requests in progress
+
+
+# Allocations between young collections (CPython's default is 700), and young collections
+# between older ones (10 and 10): decision 30.
+COLLECTOR_THRESHOLDS = (10_000, 20, 20)
+
+
+def settle_the_collector() -> None:
+    """Leave what start-up made out of the garbage collector's sight, and collect less often.
+
+    Modules, FastAPI's routes, pydantic's validators and the definitions live as long as the
+    process (about 100,000 objects), and every full collection walked them all again: about
+    0.1 s each, a third of the coordinator's CPU per run in a burst went to the collector.
+    Frozen, they are never walked again; with a larger young generation a burst's short-lived
+    objects (messages, decisions, documents) are mostly freed by reference counting before a
+    collection looks at them.  Cycles are still collected, only in larger batches.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 class Runtime:
@@ -251,6 +272,7 @@ class Runtime:
         await self.broker.start()
         for hook in self.on_ready:
             await hook()
+        settle_the_collector()
         self._tasks = [
             asyncio.create_task(repeat(seconds, job, name)) for seconds, job, name in self.jobs
         ]
