@@ -27,6 +27,7 @@ are cached between batches; the revision filter makes a stale cache harmless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
 
 log = logging.getLogger("baton.coordinator.store")
+# Saves whose messages may be on their way at once (each holds its runs' outboxes).
+MAX_FINISHING = 8
 RUNS = "runs"
 FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
@@ -110,7 +113,8 @@ class RunStore:
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
         self.cache_size = cache_size
         self.round_trips = 0
-        self._finishing: asyncio.Task[None] | None = None  # the last save's messages, history
+        # The saves whose messages and history are on their way, with their runs.
+        self._finishing: dict[asyncio.Task[None], frozenset[str]] = {}
 
     async def drop_retired_indexes(self) -> None:
         """At start-up: what an older version indexed and this one no longer needs."""
@@ -146,11 +150,12 @@ class RunStore:
         stamped (``outbox_at``/``outbox_by``) and settled once its messages and history are
         out: no write clears what went out.
 
-        The next batch is decided while this save's messages go out (decision 26): a save
-        first waits for the last one's to be out (:meth:`finished`), so a run's messages
-        keep their order and its document keeps what is still on its way.
+        The next batch is decided while this save's messages go out (decision 26).  A save
+        first waits for the messages of the saves before it of the same runs
+        (:meth:`_after_saves_of`), so a run's messages keep their order and its document
+        keeps what is still on its way; other runs' saves go on meanwhile (decision 29).
         """
-        await self.finished()
+        await self._after_saves_of({s.run.id for s in changed})
         stamp = await self.outboxes.stamp() if any(map(_leaves_work, changed)) else None
         try:
             refused = await self._write(changed, stamp)
@@ -162,18 +167,38 @@ class RunStore:
         messages, histories = _hand_over(written)
         task = asyncio.create_task(self._finish(written, messages, histories, stamp))
         task.add_done_callback(_retrieved)
-        self._finishing = task
+        self._finishing[task] = frozenset(s.run.id for s in written)
         return refused
 
-    async def finished(self) -> None:
-        """Wait until the last save's messages are published and its history paged.
+    async def _after_saves_of(self, run_ids: set[str]) -> None:
+        """Wait for the saves still sending messages of these runs (and for the oldest,
+        while more than ``MAX_FINISHING`` are in flight).
 
-        If that failed, it raises here, once: the batch that waits is read again, and the
-        failed save's runs, forgotten, are read back with their outbox and history (their
-        stamp is not settled, so they are sent again then, or by the sweep)."""
-        task, self._finishing = self._finishing, None
-        if task is not None:
-            await task
+        A save whose messages or history failed raises here, once, to whichever save comes
+        next: its runs, forgotten, are read back with their outbox and history (their
+        stamp is not settled, so they are sent again then, or by the sweep), and a batch
+        that decided on one of them from the cache meanwhile is read again."""
+        done = [t for t in self._finishing if t.done()]
+        waiting = [t for t, runs in self._finishing.items()
+                   if not t.done() and not runs.isdisjoint(run_ids)]
+        if len(self._finishing) - len(done) > MAX_FINISHING:
+            waiting.append(next(t for t in self._finishing if not t.done()))
+        for task in [*done, *waiting]:
+            try:
+                await task  # a failed one raises, once
+            finally:
+                self._finishing.pop(task, None)
+
+    async def finished(self) -> None:
+        """Wait until every save's messages are published and its history paged (raising
+        the first that failed, once)."""
+        tasks, self._finishing = list(self._finishing), {}
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await task
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     async def _finish(self, runs: list[StoredRun], messages: list[Envelope],
                       histories: list[list[dict[str, Any]]], stamp: datetime | None) -> None:

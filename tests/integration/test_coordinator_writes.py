@@ -439,3 +439,38 @@ async def test_a_failed_part_fails_its_batch_and_the_batch_read_again_writes_the
     await coordinator.batch_only([("commands", e) for e in batch])  # the batch read again
     assert coordinator.written[RUNS] - before == 3  # the first part's are repeats
     assert await coordinator.store.runs.count_documents({"_id": {"$in": runs}}) == 5
+
+
+async def test_a_save_of_other_runs_does_not_wait_for_messages_on_their_way(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decision 29: only a save of the same run waits for the last one's messages."""
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    gate = asyncio.Event()
+    record = coordinator.publisher.publish
+    held_runs: set[str | None] = set()
+
+    async def held(envelopes: Iterable[Envelope]) -> None:
+        envelopes = list(envelopes)
+        if any(e.run_id == first for e in envelopes):
+            held_runs.update(e.run_id for e in envelopes)
+            await gate.wait()
+        await record(envelopes)
+    monkeypatch.setattr(coordinator.publisher, "publish", held)
+
+    await coordinator.handler([inputs(first)[0][1]])  # written; its messages held
+    await coordinator.handler([inputs(second)[0][1]])  # another run: saved at once
+    assert await coordinator.store.runs.count_documents({"_id": second}) == 1
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert sent_for(coordinator.publisher, second) and held_runs == {first}
+
+    same = asyncio.create_task(coordinator.handler([inputs(first)[1][1]]))
+    for _ in range(20):  # the same run: waits for its messages
+        await asyncio.sleep(0.02)
+    assert not same.done()
+    gate.set()
+    await same
+    await coordinator.store.finished()
+    sent = [e.type for e in coordinator.publisher.sent if e.run_id == first]
+    assert sent[:2] == ["RunStarted", "StepRequested"] and "StageCompleted" in sent[2:]
