@@ -25,6 +25,7 @@ import bson
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from services.stage_coordinator.packed import opened_all
 from shared.mongo import Index
 
 RUN_HISTORY = "run_history"
@@ -132,7 +133,8 @@ async def read_history(history: AsyncCollection[dict[str, Any]], run: Mapping[st
     paged = [entry async for page in cursor for entry in page.get("entries", [])]
     legacy = [{**entry, "run_id": run_id, "revision": revision}
               for revision, entry in enumerate(run.get("history") or [], start=1)]
-    return in_revision_order(run_id, [*legacy, *paged, *(run.get("pending_history") or [])])
+    pending = opened_all(run.get("pending_history"))
+    return in_revision_order(run_id, [*legacy, *paged, *pending])
 
 
 def in_revision_order(run_id: str, entries: Iterable[Mapping[str, Any]]) -> list[Entry]:

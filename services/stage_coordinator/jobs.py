@@ -17,6 +17,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts import parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
+from services.stage_coordinator.packed import opened
 from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
@@ -119,7 +120,8 @@ class Reconciler:
         cursor = self.runs.find(query, {"active_steps": 1})
         batch: list[dict[str, Any]] = []
         async for doc in cursor:
-            batch.extend(a["dispatch"] for a in doc.get("active_steps", []) if a.get("dispatch"))
+            batch.extend(opened(a["dispatch"]) for a in doc.get("active_steps", [])
+                         if a.get("dispatch"))
             if len(batch) >= BATCH:
                 await self.publisher.publish(parse_dict(m) for m in batch)
                 resent, batch = resent + len(batch), []

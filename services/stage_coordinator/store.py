@@ -4,6 +4,8 @@ The document is the run's state plus what rides with it (DESIGN.md):
 - ``revision``: every write is conditional on the revision it read (no lost update);
 - ``applied``: ids of the last messages applied (a redelivery is detected, not re-applied);
 - ``outbox``: the messages this transition must publish, published right after the write;
+  the outbox, the pending history and each active step's dispatch are packed, one BSON
+  value each (packed.py, decision 27);
 - ``pending_history``: the history entries saved with the run, paged to ``run_history``
   right after the write (history.py), so a stop between the two loses nothing;
 - ``outbox_at`` / ``outbox_by``: the stamp of the save and its writer.  Neither the outbox
@@ -42,6 +44,7 @@ from pymongo.errors import BulkWriteError
 from contracts import Envelope, parse_dict
 from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
+from services.stage_coordinator.packed import opened, opened_all, packed
 from shared.due import Alarm
 from shared.messaging import Publisher
 from shared.mongo import Index, drop_retired
@@ -297,8 +300,9 @@ class RunStore:
     async def _resend(self, docs: Sequence[Document]) -> int:
         """What the sweep found left beyond a writer's mark: its history paged, then its
         outbox published (how many messages)."""
-        await write_pages(self.history, pages(d.get("pending_history") or [] for d in docs))
-        messages = [m for d in docs for m in d.get("outbox") or ()]
+        await write_pages(self.history, pages(opened_all(d.get("pending_history"))
+                                              for d in docs))
+        messages = [m for d in docs for m in opened_all(d.get("outbox"))]
         if messages:
             await self.publisher.publish(parse_dict(m) for m in messages)
         return len(messages)
@@ -363,11 +367,11 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
     return StoredRun(
         run=Run.model_validate({**state, "id": doc["_id"]}),
         applied=list(doc.get("applied", [])),
-        outbox=list(doc.get("outbox", [])),
-        unpaged_history=list(doc.get("pending_history", [])),
+        outbox=opened_all(doc.get("outbox")),
+        unpaged_history=opened_all(doc.get("pending_history")),
         timer_due=doc.get("next_timer_at"),
         stored_revision=doc.get("revision"),
-        dispatches={a["step"]: a["dispatch"] for a in doc.get("active_steps", [])
+        dispatches={a["step"]: opened(a["dispatch"]) for a in doc.get("active_steps", [])
                     if a.get("dispatch")},
     )
 
@@ -379,8 +383,9 @@ def to_document(stored: StoredRun, stamp: datetime | None = None,
     doc = run.model_dump(mode="python", exclude={"id"})
     doc["_id"] = run.id
     doc["applied"] = stored.applied[-APPLIED_KEPT:]
-    doc["outbox"] = stored.outbox
-    doc["pending_history"] = [*stored.unpaged_history, *stored.new_history] or None
+    doc["outbox"] = [packed(m) for m in stored.outbox]
+    doc["pending_history"] = [packed(e) for e in [*stored.unpaged_history,
+                                                  *stored.new_history]] or None
     stamped = stamp is not None and (stored.outbox or doc["pending_history"])
     doc["outbox_at"] = stamp if stamped else None
     doc["outbox_by"] = writer if stamped else None
@@ -408,12 +413,13 @@ def active_key(run: Run) -> str | None:
 DISPATCHES = ("StepRequested", "WorkItemRequested")
 
 
-def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> dict[str, Any] | None:
-    """The dispatch of the step's current attempt, if it is out there waiting for an outcome."""
+def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> bytes | None:
+    """The dispatch of the step's current attempt, packed, if it is out there waiting for
+    an outcome."""
     dispatch = stored.dispatches.get(step)
     if status != "in_progress" or dispatch is None:
         return None
-    return dispatch if dispatch["payload"].get("attempt") == attempt else None
+    return packed(dispatch) if dispatch["payload"].get("attempt") == attempt else None
 
 
 def _envelopes(stored: StoredRun) -> list[Envelope]:

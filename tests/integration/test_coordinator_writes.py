@@ -30,7 +30,8 @@ from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted, Work
 from services.stage_coordinator.handler import CoordinatorHandler, from_work_items
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RUNS, RunStore
+from services.stage_coordinator.packed import opened, opened_all
+from services.stage_coordinator.store import RUNS, RunStore, from_document
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
@@ -179,7 +180,7 @@ async def test_the_next_save_replaces_the_paged_history_and_readers_see_each_ent
     await drive(coordinator, inputs(run_id))
     run = await coordinator.store.runs.find_one({"_id": run_id})
     assert run is not None
-    kept = [e["revision"] for e in run["pending_history"]]
+    kept = [e["revision"] for e in opened_all(run["pending_history"])]
     assert kept == list(range(kept[0], run["revision"] + 1)) and kept[0] > 1
     paged = await read_history(coordinator.db[RUN_HISTORY], {"_id": run_id})
     assert [e["revision"] for e in paged] == list(range(1, run["revision"] + 1))
@@ -220,7 +221,7 @@ async def test_a_stop_after_the_save_before_the_publish_is_sent_once_by_another_
         await drive(coordinator, steps[-1:])  # saved; stopped before paging and publishing
     run = await coordinator.store.runs.find_one({"_id": run_id})
     assert run is not None and run["status"] == "completed" and run["outbox"]
-    left = [m["event_id"] for m in run["outbox"]]
+    left = [m["event_id"] for m in opened_all(run["outbox"])]
     assert not set(left) & set(sent_for(coordinator.publisher, run_id))
 
     other, sent = coordinator.another()
@@ -362,7 +363,7 @@ async def test_a_failed_publish_is_raised_to_the_next_save_and_sent_again_on_rea
 
     left = await coordinator.store.runs.find_one({"_id": run_id})
     assert left is not None and left["outbox"]
-    unsent = [m["event_id"] for m in left["outbox"]]
+    unsent = [m["event_id"] for m in opened_all(left["outbox"])]
     assert not set(unsent) & set(sent_for(coordinator.publisher, run_id))
     await drive(coordinator, steps[2:])  # the batch again: what was left goes out first
     sent = sent_for(coordinator.publisher, run_id)
@@ -474,3 +475,28 @@ async def test_a_save_of_other_runs_does_not_wait_for_messages_on_their_way(
     await coordinator.store.finished()
     sent = [e.type for e in coordinator.publisher.sent if e.run_id == first]
     assert sent[:2] == ["RunStarted", "StepRequested"] and "StageCompleted" in sent[2:]
+
+
+async def test_a_run_document_holds_its_outbox_history_and_dispatches_packed(
+    coordinator: Coordinator,
+) -> None:
+    """Decision 27: one binary value each, which the store never looks into; a document
+    written before, with subdocuments, is read the same way."""
+    run_id = uuid.uuid4().hex
+    await drive(coordinator, inputs(run_id)[:2])  # in review: two dispatches out
+    doc = await coordinator.store.runs.find_one({"_id": run_id})
+    assert doc is not None
+    values = [*doc["outbox"], *doc["pending_history"],
+              *(a["dispatch"] for a in doc["active_steps"])]
+    assert len(values) >= 5 and all(isinstance(v, bytes) for v in values)
+
+    legacy = {**doc, "outbox": opened_all(doc["outbox"]),
+              "pending_history": opened_all(doc["pending_history"]),
+              "active_steps": [{**a, "dispatch": opened(a["dispatch"])}
+                               for a in doc["active_steps"]]}
+    now, before = from_document(doc), from_document(legacy)
+    assert now.outbox == before.outbox and now.unpaged_history == before.unpaged_history
+    assert now.dispatches == before.dispatches
+    assert {m["type"] for m in now.outbox} >= {"WorkItemRequested"}
+    entry = now.unpaged_history[-1]
+    assert entry["run_id"] == run_id and entry["at"].tzinfo is not None  # times stay aware
