@@ -25,8 +25,8 @@ import bson
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from services.stage_coordinator.packed import opened_all
 from shared.mongo import Index
+from shared.packed import opened_all
 
 RUN_HISTORY = "run_history"
 RUNS_PER_PAGE = 50

@@ -17,11 +17,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from contracts import parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
-from services.stage_coordinator.packed import opened
 from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
 from shared.mongo import free_lease
+from shared.packed import opened
 from shared.spine.marks import OutboxMarks
 
 log = logging.getLogger("baton.coordinator.jobs")

@@ -44,10 +44,10 @@ from pymongo.errors import BulkWriteError
 from contracts import Envelope, parse_dict
 from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
-from services.stage_coordinator.packed import opened, opened_all, packed
 from shared.due import Alarm
 from shared.messaging import Publisher
 from shared.mongo import Index, drop_retired
+from shared.packed import opened, opened_all, packed
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts import Envelope
+from shared.packed import opened_all
 
 SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "outbox_by", "timers",
                 "next_timer_at", "timer_lease")
@@ -101,7 +102,7 @@ def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
         state={k: v for k, v in doc.items() if k not in SHELL_FIELDS},
         revision=int(doc.get("revision") or 0),
         applied=tuple(doc.get("applied") or ()),
-        outbox=tuple(doc.get("outbox") or ()),
+        outbox=tuple(opened_all(doc.get("outbox"))),  # packed, or as written before
         timers=tuple(doc.get("timers") or ()),
     )
 

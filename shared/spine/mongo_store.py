@@ -27,6 +27,7 @@ from contracts import Envelope
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index
+from shared.packed import packed
 from shared.spine.marks import Document
 from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
 from shared.spine.store import Due, StoreBase
@@ -68,8 +69,11 @@ class MongoAggregateStore(StoreBase):
         return await self.collection.find(dict(query)).to_list(None)
 
     async def _write(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
+        # The outbox is kept packed (shared/packed.py): MongoDB never looks inside it.
+        stored = [(revision, {**doc, "outbox": [packed(m) for m in doc.get("outbox") or ()]})
+                  for revision, doc in docs]
         ops = [ReplaceOne({"_id": doc["_id"], "revision": revision}, doc, upsert=True)
-               if revision else InsertOne(doc) for revision, doc in docs]
+               if revision else InsertOne(doc) for revision, doc in stored]
         try:
             result = await self.collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:

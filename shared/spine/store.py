@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from contracts import Envelope, parse_dict
+from shared.packed import opened_all
 from shared.spine.aggregate import Aggregate, Conflict, aggregate_of, aware, document_of
 from shared.spine.ledger import Ledger
 from shared.spine.marks import Backlog, Document, MarkStorage, OutboxMarks, utc_now
@@ -113,9 +114,9 @@ class StoreBase:
 
     async def publish_outboxes(self, docs: Iterable[Mapping[str, Any]]) -> int:
         """Publish the outboxes of these documents; how many messages went out."""
-        messages = [m for d in docs for m in d.get("outbox") or ()]
+        messages = [m for d in docs for m in opened_all(d.get("outbox"))]
         if messages:
-            await self._send([parse_dict(dict(m)) for m in messages])
+            await self._send([parse_dict(m) for m in messages])
         return len(messages)
 
     def on_timer(self, listener: Callable[[datetime], None]) -> None:

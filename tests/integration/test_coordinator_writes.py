@@ -30,12 +30,12 @@ from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted, Work
 from services.stage_coordinator.handler import CoordinatorHandler, from_work_items
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.packed import opened, opened_all
 from services.stage_coordinator.store import RUNS, RunStore, from_document
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
 from shared.mongo import CommandCounter, make_client
+from shared.packed import opened, opened_all
 from shared.spine.mongo_marks import SYSTEM
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,10 @@ from services.assignment.store import WorkItemStore
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, make_client
+from shared.packed import opened
 from shared.settings import ServiceSettings
 from shared.spine import Aggregate, Conflict, Decided
+from shared.spine.aggregate import aggregate_of
 from shared.topics import ensure_topics, topics_of
 
 pytestmark = pytest.mark.integration
@@ -188,9 +190,36 @@ async def test_an_outbox_a_crash_left_unpublished_is_sent_once_by_another_store(
         await DispatchHandler(crashed, parts["directory"])([dispatch(run_id)])
     stored = await parts["store"].items.find_one({"_id": f"{run_id}:do:1"})
     assert stored is not None and stored["outbox_by"] == crashed.spine.ledger.writer
+    # Kept packed, one BSON value a message (decision 27): opened, the envelope as built.
+    assert stored["outbox"] and all(isinstance(m, bytes) for m in stored["outbox"])
+    assert [opened(m)["type"] for m in stored["outbox"]] == ["WorkItemAssigned"]
     await asyncio.sleep(0.01)  # the stamp is in the past now (it may lead the clock by 1 ms)
     restarted = Recorder()
     sweeper = WorkItemStore(db, restarted, metrics)  # type: ignore[arg-type]
     await sweeper.spine.sweep(timedelta(0))
+    await sweeper.spine.sweep(timedelta(0))
+    assert [e.type for e in restarted.sent if e.run_id == run_id] == ["WorkItemAssigned"]
+
+
+async def test_an_outbox_written_before_packing_is_read_and_sent_the_same(
+        parts: dict[str, Any]) -> None:
+    """Documents written by an earlier version hold their outbox as subdocuments."""
+    db, metrics = parts["store"].items.database, parts["store"].spine.metrics
+    crashed = WorkItemStore(db, Recorder(broken=True), metrics)  # type: ignore[arg-type]
+    run_id = uuid.uuid4().hex
+    key = f"{run_id}:do:1"
+    with pytest.raises(ConnectionError):
+        await DispatchHandler(crashed, parts["directory"])([dispatch(run_id)])
+    items = parts["store"].items
+    stored = await items.find_one({"_id": key})
+    assert stored is not None
+    await items.update_one({"_id": key},
+                           {"$set": {"outbox": [opened(m) for m in stored["outbox"]]}})
+    before = await items.find_one({"_id": key})
+    assert before is not None and isinstance(before["outbox"][0], dict)
+    assert [m["type"] for m in aggregate_of(before).outbox] == ["WorkItemAssigned"]
+    await asyncio.sleep(0.01)
+    restarted = Recorder()
+    sweeper = WorkItemStore(db, restarted, metrics)  # type: ignore[arg-type]
     await sweeper.spine.sweep(timedelta(0))
     assert [e.type for e in restarted.sent if e.run_id == run_id] == ["WorkItemAssigned"]

@@ -1,11 +1,11 @@
-"""What a run document carries for the coordinator alone, packed: one BSON value each.
+"""Values a document carries for its writer alone, packed: one BSON value each.
 
-The outbox's messages, the history entries not paged yet and each active step's dispatch
-are never queried inside: MongoDB only keeps them.  Packed, each is one binary value
-instead of a tree of fields, which the embedded server would otherwise decode, copy and
-encode again on every update of the run: about half of its CPU for a run in review
-(decision 27).  Documents written before hold them as subdocuments; :func:`opened` reads
-both.
+What is never queried inside (a run's or a work item's outbox messages, a run's history
+entries not paged yet and each active step's dispatch) MongoDB only keeps.  Packed, each is
+one binary value instead of a tree of fields, which the embedded server would otherwise
+decode, copy and encode again on every update of the document: about half of its CPU for a
+run in review (decision 27).  Documents written before hold them as subdocuments;
+:func:`opened` reads both.
 """
 
 from __future__ import annotations
