@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.bench_harness import DEFINITION
 from coordinator_builders import ACTIONS, Story, definition
 from coordinator_invariants import replayed_changes
 from hypothesis import given, settings
@@ -28,20 +29,7 @@ from shared.definitions.loading import load_definition
 from shared.definitions.validate import validate_definition
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-BENCH = definition(
-    """
-name: bench
-stages:
-  - name: prepare
-    steps: [{name: prepare, action: noop}]
-  - name: review
-    steps:
-      - {name: legal, kind: interactive, title: Legal review, assignee: {user: alice}}
-      - {name: finance, kind: interactive, title: Finance review, assignee: {user: bob}}
-  - name: close
-    steps: [{name: close, action: noop}]
-"""
-)
+BENCH = definition(DEFINITION)  # the bench workload (docs/benchmarks.md)
 
 
 def example(name: str) -> Definition:
