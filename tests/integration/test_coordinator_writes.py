@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from e2e.conftest import wait_for
 from prometheus_client import CollectorRegistry
 
 from contracts import Envelope
@@ -398,10 +399,10 @@ async def test_a_batch_is_saved_in_parts_while_the_rest_is_decided(
     monkeypatch.setattr(coordinator.store, "_write", held)
 
     batch = asyncio.create_task(coordinator.handler([inputs(r)[0][1] for r in runs]))
-    for _ in range(100):  # the first part is held in the store; the rest is decided
-        await asyncio.sleep(0.01)
-        if len(decided) == len(runs):
-            break
+
+    async def all_decided() -> bool:
+        return len(decided) == len(runs)
+    await wait_for(all_decided, timeout=60)  # the first part held in the store meanwhile
     assert decided == runs
     assert writes == [runs[:2]] and not batch.done()
     assert await coordinator.store.runs.count_documents({"_id": {"$in": runs}}) == 0
@@ -462,9 +463,11 @@ async def test_a_save_of_other_runs_does_not_wait_for_messages_on_their_way(
     await coordinator.handler([inputs(first)[0][1]])  # written; its messages held
     await coordinator.handler([inputs(second)[0][1]])  # another run: saved at once
     assert await coordinator.store.runs.count_documents({"_id": second}) == 1
-    for _ in range(20):
-        await asyncio.sleep(0.01)
-    assert sent_for(coordinator.publisher, second) and held_runs == {first}
+
+    async def second_sent() -> bool:
+        return bool(sent_for(coordinator.publisher, second))
+    await wait_for(second_sent, timeout=60)  # while the first run's messages are held
+    assert held_runs == {first} and not sent_for(coordinator.publisher, first)
 
     same = asyncio.create_task(coordinator.handler([inputs(first)[1][1]]))
     for _ in range(20):  # the same run: waits for its messages
