@@ -1,7 +1,8 @@
 """Runs in MongoDB: one document per run, written with one bulk write per consumed batch.
 
 The document is the run's state plus what rides with it (DESIGN.md):
-- ``revision``: every write is conditional on the revision it read (no lost update);
+- ``revision``: every write replaces the run only if it still holds the revision its writer
+  read (no lost update; ``shared.mongo.replace_at``, decision 31);
 - ``applied``: ids of the last messages applied (a redelivery is detected, not re-applied);
 - ``outbox``: the messages this transition must publish, published right after the write;
   the outbox, the pending history and each active step's dispatch are packed, one BSON
@@ -23,7 +24,7 @@ Three indexes, no more: every index costs the embedded MongoDB CPU for every run
 active-run index or through the history pages.
 
 The coordinator is the only writer of a run, and one partition owns a run, so runs
-are cached between batches; the revision filter makes a stale cache harmless.
+are cached between batches; the revision guard makes a stale cache harmless.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
 from shared.messaging import Publisher
-from shared.mongo import Index, drop_retired
+from shared.mongo import Index, drop_retired, replace_at
 from shared.packed import opened, opened_all, packed
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
@@ -61,6 +62,10 @@ SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "outbox_by", "history",
                 "pending_history", "next_timer_at", "timer_lease_until", "active_steps",
                 "active_key")
 OPTIONAL_FIELDS = ("outbox_at", "outbox_by", "next_timer_at", "active_key", "pending_history")
+# What a run's replacement carries over from the document it replaces: the history of runs
+# written before it moved to run_history, and a timer's lease while the timers are as read.
+KEPT = ("history",)
+KEPT_WITH_LEASE = ("history", "timer_lease_until")
 # What the sweep sends again of a run a stop left: its outbox and its unpaged history.
 SWEPT_FIELDS = {**OUTBOX_FIELDS, "pending_history": 1}
 # Created by earlier versions, no longer used (outboxes are marked, not cleared: decision 16).
@@ -234,29 +239,25 @@ class RunStore:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         for stored in changed:
             doc = to_document(stored, stamp, self.outboxes.writer)
-            unset = {k: "" for k in OPTIONAL_FIELDS if doc.get(k) is None}
-            if not stored.is_new and doc.get("next_timer_at") != stored.timer_due:
-                # The timers changed (the fired one was applied): release the firer's lease,
-                # or the run's next timer would wait for the lease to run out.
-                unset["timer_lease_until"] = ""
-            for key in unset:
-                doc.pop(key, None)
+            for key in OPTIONAL_FIELDS:
+                if doc.get(key) is None:
+                    doc.pop(key, None)
             if stored.is_new:
                 ops.append(InsertOne(doc))
                 continue
-            doc.pop("_id")
-            update: dict[str, Any] = {"$set": doc}
-            if unset:
-                update["$unset"] = unset
-            guard = {"_id": stored.run.id, "revision": stored.stored_revision}
-            ops.append(UpdateOne(guard, update))
+            # A timer's lease stays while the timers are as read; when they changed (the
+            # fired one was applied) it goes, or the next timer would wait for it to run out.
+            timers_as_read = doc.get("next_timer_at") == stored.timer_due
+            assert stored.stored_revision is not None  # a stored run was read with one
+            ops.append(replace_at(doc, stored.stored_revision,
+                                  KEPT_WITH_LEASE if timers_as_read else KEPT))
         if not ops:
             return set()
         self.round_trips += 1
         duplicates: set[str] = set()
         try:
             result = await self.runs.bulk_write(ops, ordered=False)
-            matched = result.matched_count
+            replaced = result.modified_count
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             for error in errors:
@@ -267,11 +268,11 @@ class RunStore:
             if len(duplicates) != len(errors):
                 self.forget(changed)
                 raise WriteConflict(f"{len(errors)} run writes failed: {errors[:3]}") from exc
-            matched = exc.details.get("nMatched", 0)
+            replaced = exc.details.get("nModified", 0)
         expected = sum(1 for s in changed if not s.is_new)
-        if matched != expected:
+        if replaced != expected:
             self.forget(changed)
-            raise WriteConflict(f"{expected - matched} runs changed underneath")
+            raise WriteConflict(f"{expected - replaced} runs changed underneath")
         for stored in changed:
             if stored.run.id in duplicates:
                 continue

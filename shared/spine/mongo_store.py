@@ -1,13 +1,13 @@
 """The aggregate store on MongoDB: one collection, one document per aggregate.
 
-A save is one ``bulk_write``: ``InsertOne(doc)`` for a new aggregate and
-``ReplaceOne({_id, revision: read}, doc, upsert=True)`` for a changed one (one ``insert``
-and one ``update`` command when a save holds both).  A document whose revision moved
-matches nothing, so the upsert tries to insert a second document with its ``_id`` and
-fails on the unique ``_id``, as an insert of an aggregate another writer created first
-does: that write error names the aggregate that lost.  New aggregates are inserted, not
-upserted, because the embedded MongoDB plans an upsert's query over every index first
-(about three times the cost of an insert there).
+A save is one ``bulk_write``: ``InsertOne(doc)`` for a new aggregate and, for a changed
+one, a replacement by ``_id`` that takes place only while the document holds the revision
+read (:func:`shared.mongo.replace_at`; one ``insert`` and one ``update`` command when a
+save holds both).  An insert of an aggregate another writer created first fails on the
+unique ``_id``, and a replacement of a document whose revision moved fails too (the
+``LOST_RACE`` write error): each error names the aggregate that lost.  The filter is the ``_id`` alone, and new aggregates are inserted,
+not upserted, because the embedded MongoDB plans any other filter, and an upsert's query,
+over every index of the collection first (decision 31).
 
 The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from contracts import Envelope
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
-from shared.mongo import Index
+from shared.mongo import LOST_RACE, Index, replace_at
 from shared.packed import packed
 from shared.spine.marks import Document
 from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
@@ -72,19 +72,23 @@ class MongoAggregateStore(StoreBase):
         # The outbox is kept packed (shared/packed.py): MongoDB never looks inside it.
         stored = [(revision, {**doc, "outbox": [packed(m) for m in doc.get("outbox") or ()]})
                   for revision, doc in docs]
-        ops = [ReplaceOne({"_id": doc["_id"], "revision": revision}, doc, upsert=True)
-               if revision else InsertOne(doc) for revision, doc in stored]
+        ops = [replace_at(doc, revision) if revision else InsertOne(doc)
+               for revision, doc in stored]
+        replacing = sum(1 for revision, _ in stored if revision)
         try:
             result = await self.collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            if others:
+            if any(e.get("code") not in (DUPLICATE_KEY, LOST_RACE) for e in errors):
                 raise
-            return {docs[e["index"]][1]["_id"] for e in errors}
-        if result.matched_count + result.upserted_count + result.inserted_count == len(docs):
+            lost = {docs[e["index"]][1]["_id"] for e in errors}
+            raced = sum(1 for e in errors if e.get("code") == LOST_RACE)
+            if exc.details.get("nModified", 0) + raced == replacing:
+                return lost
+            return lost | await self._not_written(docs)  # and a document that is gone
+        if result.modified_count == replacing:
             return set()
-        return await self._not_written(docs)  # a server that reports no write error
+        return await self._not_written(docs)  # a document that is gone
 
     async def _not_written(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
         keys = [doc["_id"] for _, doc in docs]

@@ -31,7 +31,7 @@ from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted, Work
 from services.stage_coordinator.handler import CoordinatorHandler, from_work_items
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RUNS, RunStore, from_document
+from services.stage_coordinator.store import RUNS, RunStore, WriteConflict, from_document
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
@@ -503,3 +503,43 @@ async def test_a_run_document_holds_its_outbox_history_and_dispatches_packed(
     assert {m["type"] for m in now.outbox} >= {"WorkItemRequested"}
     entry = now.unpaged_history[-1]
     assert entry["run_id"] == run_id and entry["at"].tzinfo is not None  # times stay aware
+
+
+async def test_a_save_over_a_run_another_writer_moved_on_is_a_conflict_and_changes_nothing(
+    coordinator: Coordinator,
+) -> None:
+    """Decision 31: the guard is in the replacement, not the filter; a lost race is still
+    refused, whole, and the batch is read again from the store."""
+    run_id = uuid.uuid4().hex
+    await drive(coordinator, inputs(run_id)[:2])
+    other, _ = coordinator.another()
+    theirs = (await other.load([run_id]))[run_id]
+    theirs.run = theirs.run.model_copy(update={"revision": theirs.run.revision + 1})
+    await other.save([theirs])  # another writer moves the run on
+    before = await coordinator.store.runs.find_one({"_id": run_id})
+    with pytest.raises(WriteConflict, match="1 run writes failed"):
+        await coordinator.batch_only([inputs(run_id)[4]])  # on the cached, stale run
+    assert await coordinator.store.runs.find_one({"_id": run_id}) == before
+    assert run_id not in coordinator.store.cache  # the next batch reads it again
+
+
+async def test_a_timer_lease_stays_while_the_timers_are_as_read_and_goes_with_them(
+    coordinator: Coordinator,
+) -> None:
+    """The replacement carries over what other writers set: a timer's lease (and the
+    history of runs written before it was paged)."""
+    run_id = uuid.uuid4().hex
+    await drive(coordinator, inputs(run_id)[:2])
+    lease = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    await coordinator.store.runs.update_one(
+        {"_id": run_id}, {"$set": {"timer_lease_until": lease, "history": [{"old": 1}]}})
+    await coordinator.batch([inputs(run_id)[4]])  # changes no timer: the lease stays
+    doc = await coordinator.store.runs.find_one({"_id": run_id})
+    assert doc is not None and doc["timer_lease_until"] == lease
+    assert doc["history"] == [{"old": 1}]
+    stored = coordinator.store.cache[run_id]
+    stored.timer_due = lease  # as if a timer had been due when the run was read
+    await coordinator.batch([inputs(run_id)[5]])
+    doc = await coordinator.store.runs.find_one({"_id": run_id})
+    assert doc is not None and "timer_lease_until" not in doc
+    assert doc["history"] == [{"old": 1}]
