@@ -5,9 +5,10 @@ one, a replacement by ``_id`` that takes place only while the document holds the
 read (:func:`shared.mongo.replace_at`; one ``insert`` and one ``update`` command when a
 save holds both).  An insert of an aggregate another writer created first fails on the
 unique ``_id``, and a replacement of a document whose revision moved fails too (the
-``LOST_RACE`` write error): each error names the aggregate that lost.  The filter is the ``_id`` alone, and new aggregates are inserted,
-not upserted, because the embedded MongoDB plans any other filter, and an upsert's query,
-over every index of the collection first (decision 31).
+``LOST_RACE`` write error): each error names the aggregate that lost.  The filter is the
+``_id`` alone, and new aggregates are inserted, not upserted, because the embedded
+MongoDB plans any other filter, and an upsert's query, over every index of the collection
+first (decision 31).
 
 The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
