@@ -17,6 +17,7 @@ from contracts.events import commands as cmd
 from contracts.registry import MAX_MESSAGE_BYTES, encode
 from services.stage_coordinator import listing
 from services.stage_coordinator.history import read_history
+from services.stage_coordinator.store import unpacked
 from shared.auth import Authenticator, Principal
 from shared.messaging import Publisher
 
@@ -57,10 +58,12 @@ def runs_router(
 
     @router.get("/{run_id}")
     async def show_run(run_id: str, who: Reader) -> dict[str, Any]:
-        doc = await runs.find_one({"_id": run_id, **visible_to(who)},
-                                  {"outbox": 0, "applied": 0, "active_steps.dispatch": 0})
-        if doc is None:
+        found = await runs.find_one({"_id": run_id, **visible_to(who)},
+                                    {"outbox": 0, "applied": 0, "active_steps.dispatch": 0})
+        if found is None:
             raise HTTPException(404, f"no run {run_id}")
+        doc = unpacked(found)
+        doc.pop("applied", None)
         doc["history"] = await read_history(history, doc)
         doc.pop("pending_history", None)
         return _public(doc)

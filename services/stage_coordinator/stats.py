@@ -31,6 +31,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from services.stage_coordinator.history import runs_changed_since
 from services.stage_coordinator.store import ACTIVE_RUNS as HAS_ACTIVE_KEY
+from services.stage_coordinator.store import unpacked
 from shared.times import when
 
 MAX_RUNS = 20_000
@@ -39,7 +40,8 @@ ACTIVE_RUNS = ("running", "suspended", "error")
 ACTIVE_STEPS = ("in_progress", "waiting_retry")
 FINISHED_STEPS = ("completed", "failed")
 FINISHED_STAGES = ("completed", "faulted", "discontinued")
-PROJECTION = {"orchestration": 1, "status": 1, "stage": 1, "stages": 1, "steps": 1,
+# ``state`` holds the stages and steps (packed, decision 27; older documents: the fields).
+PROJECTION = {"orchestration": 1, "status": 1, "stage": 1, "stages": 1, "steps": 1, "state": 1,
               "created_at": 1, "updated_at": 1, "finished_at": 1}
 
 
@@ -220,4 +222,4 @@ async def load_runs(
     active = await cursor.limit(limit + 1).to_list(None)
     truncated = truncated or len(active) > limit
     docs.extend(active[:limit])
-    return docs, truncated
+    return [unpacked(doc) for doc in docs], truncated

@@ -7,6 +7,8 @@ The document is the run's state plus what rides with it (DESIGN.md):
 - ``outbox``: the messages this transition must publish, published right after the write;
   the outbox, the pending history and each active step's dispatch are packed, one BSON
   value each (packed.py, decision 27);
+- ``state``: what no query looks into (stages, steps, record, inputs, vars, retired
+  attempts, applied ids), packed in one value; readers open it with :func:`unpacked`;
 - ``pending_history``: the history entries saved with the run, paged to ``run_history``
   right after the write (history.py), so a stop between the two loses nothing;
 - ``outbox_at`` / ``outbox_by``: the stamp of the save and its writer.  Neither the outbox
@@ -58,10 +60,14 @@ MAX_FINISHING = 8
 RUNS = "runs"
 FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
-SHELL_FIELDS = ("_id", "applied", "outbox", "outbox_at", "outbox_by", "history",
+SHELL_FIELDS = ("_id", "applied", "state", "outbox", "outbox_at", "outbox_by", "history",
                 "pending_history", "next_timer_at", "timer_lease_until", "active_steps",
                 "active_key")
 OPTIONAL_FIELDS = ("outbox_at", "outbox_by", "next_timer_at", "active_key", "pending_history")
+# What no query looks into, packed in one value (``state``): the embedded MongoDB decodes,
+# copies and encodes every field of a document it replaces, and these are most of a run's
+# (decision 27).  Queries and projections use the fields left outside.
+PACKED_STATE = ("stages", "steps", "record", "inputs", "vars", "retired_attempts", "applied")
 # What a run's replacement carries over from the document it replaces: the history of runs
 # written before it moved to run_history, and a timer's lease while the timers are as read.
 KEPT = ("history",)
@@ -363,7 +369,18 @@ def _on_active_key(error: dict[str, Any]) -> bool:
     return "active_key" in str(error.get("errmsg", ""))
 
 
+def unpacked(doc: dict[str, Any]) -> dict[str, Any]:
+    """A run document with its packed ``state`` opened into fields, as readers want it (a
+    document written before packing holds them as fields already)."""
+    if "state" not in doc:
+        return doc
+    opened_doc = {**doc, **opened(doc["state"])}
+    del opened_doc["state"]
+    return opened_doc
+
+
 def from_document(doc: dict[str, Any]) -> StoredRun:
+    doc = unpacked(doc)
     state = {k: v for k, v in doc.items() if k not in SHELL_FIELDS}
     return StoredRun(
         run=Run.model_validate({**state, "id": doc["_id"]}),
@@ -398,6 +415,7 @@ def to_document(stored: StoredRun, stamp: datetime | None = None,
         if s.status.value in ("in_progress", "waiting_retry")
     ]
     doc["active_key"] = active_key(run)
+    doc["state"] = packed({name: doc.pop(name) for name in PACKED_STATE})
     return doc
 
 

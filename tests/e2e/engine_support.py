@@ -25,6 +25,7 @@ from contracts import Envelope, encode, new_event
 from contracts.events.records import RecordChanged
 from contracts.topics import TOPICS
 from services.stage_coordinator.history import read_history
+from services.stage_coordinator.store import unpacked
 
 FINAL = ("completed", "canceled", "error")
 
@@ -163,9 +164,11 @@ async def control(stack: Any, admin: dict[str, str], run_id: str, action: str,
 
 async def run_doc(mongo: Any, run_id: str) -> dict[str, Any] | None:
     """The run document, with its history read from ``run_history`` as the API reads it."""
-    doc: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
-    if doc is not None:
-        doc["history"] = await read_history(mongo.run_history, doc)
+    found: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
+    if found is None:
+        return None
+    doc = unpacked(found)  # the run's state as fields
+    doc["history"] = await read_history(mongo.run_history, doc)
     return doc
 
 

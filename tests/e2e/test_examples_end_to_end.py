@@ -18,6 +18,7 @@ from e2e.conftest import ADMIN_TOKEN, ROOT, topic_messages, wait_for
 from e2e.engine_support import Reply, change, send, serve_scripted
 
 from infra.stack import ServiceStack
+from services.stage_coordinator.store import unpacked
 
 pytestmark = pytest.mark.e2e
 
@@ -57,14 +58,15 @@ async def act_on(client: httpx.AsyncClient, stack: ServiceStack, who: dict[str, 
 async def run_of_record(mongo: Any, record_key: str) -> dict[str, Any]:
     async def found() -> dict[str, Any] | None:
         doc: dict[str, Any] | None = await mongo.runs.find_one({"record_key": record_key})
-        return doc
+        return unpacked(doc) if doc else None
     return dict(await wait_for(found, timeout=30))
 
 
 async def finished(mongo: Any, run_id: str) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         doc: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
-        return doc if doc and doc["status"] in ("completed", "error", "canceled") else None
+        final = doc and doc["status"] in ("completed", "error", "canceled")
+        return unpacked(doc) if doc and final else None
     return dict(await wait_for(done, timeout=45))
 
 

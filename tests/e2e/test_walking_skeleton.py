@@ -14,14 +14,17 @@ from e2e.conftest import ROOT, publish_definition, topic_messages, wait_for
 from contracts import encode, new_event
 from contracts.events.records import RecordChanged
 from services.stage_coordinator.history import read_history
+from services.stage_coordinator.store import unpacked
 
 pytestmark = pytest.mark.e2e
 
 
 async def run_doc(mongo: Any, run_id: str) -> dict[str, Any] | None:
-    doc: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
-    if doc is not None:
-        doc["history"] = await read_history(mongo.run_history, doc)
+    found: dict[str, Any] | None = await mongo.runs.find_one({"_id": run_id})
+    if found is None:
+        return None
+    doc = unpacked(found)  # the run's state as fields
+    doc["history"] = await read_history(mongo.run_history, doc)
     return doc
 
 

@@ -18,7 +18,7 @@ from contracts.events.steps import StepCompleted
 from services.stage_coordinator.handler import CoordinatorHandler
 from services.stage_coordinator.history import read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RunStore
+from services.stage_coordinator.store import RunStore, unpacked
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
@@ -81,8 +81,7 @@ async def test_two_outcomes_of_one_run_in_one_batch_land_together(
     await handler(outcomes)
     await handler.store.finished()
 
-    stored = await handler.store.runs.find_one({"_id": run_id})
-    assert stored is not None
+    stored = unpacked(await handler.store.runs.find_one({"_id": run_id}) or {})
     assert stored["stage"] == "after"
     assert stored["steps"]["left"]["status"] == stored["steps"]["right"]["status"] == "completed"
     history = await read_history(handler.store.history, stored)

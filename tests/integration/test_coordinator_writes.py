@@ -31,7 +31,13 @@ from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted, Work
 from services.stage_coordinator.handler import CoordinatorHandler, from_work_items
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RUNS, RunStore, WriteConflict, from_document
+from services.stage_coordinator.store import (
+    RUNS,
+    RunStore,
+    WriteConflict,
+    from_document,
+    unpacked,
+)
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
@@ -293,7 +299,7 @@ async def test_a_runs_messages_from_outcomes_and_work_items_in_one_batch_are_one
     run = await coordinator.store.runs.find_one({"_id": run_id})
     assert run is not None and run["stage"] == "close"
     assert {"user:carol", "user:alice", "user:bob"} <= set(run["participants"])
-    assert run["applied"][-3:] == [e.event_id for _, e in together]
+    assert unpacked(run)["applied"][-3:] == [e.event_id for _, e in together]
 
     # Read again (a stop before the offsets were committed): every one a repeat by id,
     # the completion too (its outcome keeps the work-item event's id).
@@ -483,21 +489,25 @@ async def test_a_save_of_other_runs_does_not_wait_for_messages_on_their_way(
 async def test_a_run_document_holds_its_outbox_history_and_dispatches_packed(
     coordinator: Coordinator,
 ) -> None:
-    """Decision 27: one binary value each, which the store never looks into; a document
-    written before, with subdocuments, is read the same way."""
+    """Decision 27: one binary value each, which the store never looks into, and the run's
+    state besides what queries use; a document written before, with subdocuments and
+    fields, is read the same way."""
     run_id = uuid.uuid4().hex
     await drive(coordinator, inputs(run_id)[:2])  # in review: two dispatches out
     doc = await coordinator.store.runs.find_one({"_id": run_id})
     assert doc is not None
-    values = [*doc["outbox"], *doc["pending_history"],
+    values = [*doc["outbox"], *doc["pending_history"], doc["state"],
               *(a["dispatch"] for a in doc["active_steps"])]
-    assert len(values) >= 5 and all(isinstance(v, bytes) for v in values)
+    assert len(values) >= 6 and all(isinstance(v, bytes) for v in values)
+    assert not {"steps", "stages", "record", "applied"} & set(doc)  # all in ``state``
 
-    legacy = {**doc, "outbox": opened_all(doc["outbox"]),
+    legacy = {**unpacked(doc), "outbox": opened_all(doc["outbox"]),
               "pending_history": opened_all(doc["pending_history"]),
               "active_steps": [{**a, "dispatch": opened(a["dispatch"])}
                                for a in doc["active_steps"]]}
+    assert "state" not in legacy and legacy["steps"]["legal"]["status"] == "in_progress"
     now, before = from_document(doc), from_document(legacy)
+    assert now.run == before.run and now.applied == before.applied and len(now.applied) == 2
     assert now.outbox == before.outbox and now.unpaged_history == before.unpaged_history
     assert now.dispatches == before.dispatches
     assert {m["type"] for m in now.outbox} >= {"WorkItemRequested"}
