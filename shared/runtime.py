@@ -289,6 +289,8 @@ class Runtime:
         what they handled), then the MongoDB client; each step runs whatever the one before
         it raised, so one failure does not leave the rest running."""
         self.ready = False
+        for consumer in self.consumers:
+            consumer.hurry()  # what they handled is committed before their clients stop
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

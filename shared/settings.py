@@ -65,6 +65,10 @@ class ServiceSettings(BaseSettings):
     # data does, so the wait costs no latency; each empty answer costs the broker CPU, and
     # twice Kafka's default halves what idle consumers cost it (docs/benchmarks.md).
     consumer_fetch_max_wait_ms: int = Field(default=1000, ge=0)
+    # How often a consumer commits its offsets while batches keep coming (after a quiet
+    # spell it commits at once).  Each commit costs the broker a write; what is handled and
+    # not yet committed is read again after a crash and dropped as a repeat (decision 31).
+    consumer_commit_seconds: float = Field(default=0.5, ge=0)
     handler_attempts: int = Field(default=3, ge=1, description="tries before a dead letter")
     # How often the outbox sweep runs; the coordinator's sweep wakes on what is due
     # instead, and takes this as the age at which an outbox is a stop's leftover.

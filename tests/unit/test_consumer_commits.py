@@ -114,3 +114,25 @@ async def test_a_batch_in_flight_when_the_consumer_is_sought_back_commits_nothin
 
     assert client.commits == []
     assert consumer.watermarks.safe() == {TP: 3}
+
+
+async def test_batches_after_a_commit_share_the_next_one_which_a_stop_makes_at_once() -> None:
+    """One commit per interval while batches keep coming (each is a write for the broker);
+    a stop does not wait for the interval (decision 31)."""
+    async def handle(_: list[Envelope]) -> None:
+        return None
+
+    consumer, client = consumer_with(handle)
+    consumer.settings = ServiceSettings(handler_attempts=1, consumer_commit_seconds=3600)
+    await consumer.consume([record(0), record(1)])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert client.commits == [{TP: 2}]  # the first after a quiet spell: at once
+    await consumer.consume([record(2)])
+    await consumer.consume([record(3)])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert client.commits == [{TP: 2}]  # the next waits for its time
+    consumer.hurry()
+    await settle(consumer)
+    assert client.commits == [{TP: 2}, {TP: 4}]

@@ -105,7 +105,7 @@ def consumer_of(handler: StepHandler, kafka: Kafka) -> StepConsumer:
     consumer = StepConsumer(
         topics=(TP.topic,), group_id="step-runner", handler=handler,
         publisher=handler.publisher, metrics=ServiceMetrics(registry, "step-runner"),
-        settings=ServiceSettings(),
+        settings=ServiceSettings(consumer_commit_seconds=0),  # which offsets, not when
     )
     consumer.subscriber = SimpleNamespace(consumer=kafka)
     return consumer
