@@ -140,12 +140,25 @@ def refusal_of_dumped(data: dict[str, Any]) -> str | None:
     (``model_dump(mode="json")``): only what its JSON can break is checked (nesting,
     64-bit integers, finite numbers, valid text, the size), without validating again what
     the models validated when it was built.
+
+    The JSON is written first (its size is needed anyway): when it is plainly safe (as
+    :func:`parse` judges received bytes) the walk over every value is skipped.  Anything
+    JSON cannot write (a lone surrogate, a number that is not finite, nesting too deep
+    for the encoder) leaves no bytes to judge, and the walk says why.
     """
     try:
-        check_values(data)
-        size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+        raw: bytes | None = json.dumps(data, ensure_ascii=False, allow_nan=False,
+                                       separators=(",", ":")).encode()
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        raw = None
+    try:
+        if raw is None or not _plainly_safe(raw):
+            check_values(data)
     except ContractError as exc:
         return str(exc)
+    if raw is None:
+        return "the message cannot be written as JSON"
+    size = len(raw)
     if size > MAX_MESSAGE_BYTES:
         return f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"
     return None

@@ -14,7 +14,13 @@ from contracts.events.commands import StartRun
 from contracts.events.runs import RunCompleted, RunStarted, StageCompleted
 from contracts.events.steps import StepRequested
 from contracts.events.workitems import WorkItemRequested
-from contracts.registry import LATEST, MAX_MESSAGE_BYTES, REGISTRY
+from contracts.registry import (
+    LATEST,
+    MAX_MESSAGE_BYTES,
+    REGISTRY,
+    check_values,
+    refusal_of_dumped,
+)
 
 ENTRIES = sorted(REGISTRY)
 IDS = [generate.name_of(*key) for key in ENTRIES]
@@ -292,3 +298,32 @@ def test_extra_envelope_field_and_non_object_payload_are_rejected() -> None:
     assert "colour" in _reason(raw(data))
     data = {**load_sample("CancelRun", 1), "payload": [1]}
     assert "'payload' must be a JSON object" in _reason(raw(data))
+
+
+def _walked(data: dict[str, Any]) -> str | None:
+    """What refusal_of_dumped answered before it skipped the walk for plainly safe JSON."""
+    try:
+        check_values(data)
+    except ContractError as exc:
+        return str(exc)
+    size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    return f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}" if (
+        size > MAX_MESSAGE_BYTES) else None
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("value", [
+    "plain", "naïve ünïcode ✓", "\ud800", "bad\udfffend", 2**63, -(2**63) - 1, 2**63 - 1,
+    float("inf"), float("nan"), 1e308, {"k\x00": 1}, {"\ud800": 1}, "a\x00b",
+    _nested(63), _nested(65), _nested(200), ["x" * 1000] * 2000,
+    {"deep": [[[[["\ud83d"]]]]]}, "9999-12-31T23:59:59-23:59",
+])
+def test_a_dumped_message_is_refused_for_the_same_reason_as_by_the_walk(value: Any) -> None:
+    data = {"type": "WorkItemCompleted", "payload": {"outputs": {"answer": value}}}
+    assert refusal_of_dumped(data) == _walked(data)
