@@ -94,7 +94,7 @@ def parse(raw: bytes) -> Envelope:
         raise ContractError(f"not JSON: {str(exc).split('; use sys.')[0]}") from exc
     if not isinstance(data, dict):
         raise ContractError("the message is not a JSON object")
-    plain = _plainly_safe(raw)
+    plain = plainly_safe(raw)
     if not plain:
         check_values(data)
     envelope = parse_dict(data)
@@ -112,7 +112,7 @@ def parse(raw: bytes) -> Envelope:
 _SUSPECT = re.compile(rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-|0001-")
 
 
-def _plainly_safe(raw: bytes) -> bool:
+def plainly_safe(raw: bytes) -> bool:
     """Whether the raw JSON cannot hold what :func:`check_values` and
     :func:`_check_moments` refuse, so both can be skipped (most messages: the walk over
     every value cost a tenth of a service's CPU).  Conservative: any doubt walks."""
@@ -152,7 +152,7 @@ def refusal_of_dumped(data: dict[str, Any]) -> str | None:
     except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         raw = None
     try:
-        if raw is None or not _plainly_safe(raw):
+        if raw is None or not plainly_safe(raw):
             check_values(data)
     except ContractError as exc:
         return str(exc)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.envelope import derived_id
-from contracts.registry import _no_constant, _plainly_safe, check_values
+from contracts.registry import _no_constant, check_values, plainly_safe
 
 SCALARS = st.one_of(
     st.none(), st.booleans(),
@@ -38,7 +38,7 @@ def encoded(value: Any, ascii_only: bool) -> bytes | None:
 def test_whatever_the_fast_path_lets_through_passes_the_checks(value: Any, ascii_only: bool
                                                                ) -> None:
     raw = encoded({"payload": value}, ascii_only)
-    if raw is None or not _plainly_safe(raw):
+    if raw is None or not plainly_safe(raw):
         return
     try:
         data = json.loads(raw, parse_constant=_no_constant)  # as the parse reads it
@@ -52,19 +52,19 @@ def test_whatever_the_fast_path_lets_through_passes_the_checks(value: Any, ascii
 def test_the_fast_path_is_taken_for_an_ordinary_message_and_not_for_suspect_ones() -> None:
     ordinary = json.dumps({"type": "StepCompleted", "payload": {"step": "a", "n": 12,
                                                                "at": "2025-03-04T09:15:00Z"}})
-    assert _plainly_safe(ordinary.encode())
+    assert plainly_safe(ordinary.encode())
     for suspect in ('{"a": "\\ud800"}', '{"a\\u0000": 1}', '{"a": 9223372036854775808}',
                     '{"a": 1e400}', '{"a": "9999-12-31T23:59:59-23:59"}', "[" * 65 + "]" * 65):
-        assert not _plainly_safe(suspect.encode()), suspect
+        assert not plainly_safe(suspect.encode()), suspect
 
 
 def test_hex_ids_with_an_e_and_digits_are_no_exponent_but_numbers_with_one_are() -> None:
     """An "e" followed by digits inside an id's hex is text; after a colon, comma or bracket
     (where JSON numbers stand) it is an exponent, and a big one needs the walk."""
     ids = json.dumps({"event_id": "5e1234abcdef", "run_id": "0e999e100", "n": 3e10})
-    assert _plainly_safe(ids.encode())
+    assert plainly_safe(ids.encode())
     for number in ('{"a": 1e308}', '{"a":-2.5E+400}', '{"a": [0, 7e-999]}', '{"a":1e0400}'):
-        assert not _plainly_safe(number.encode()), number
+        assert not plainly_safe(number.encode()), number
 
 
 @settings(max_examples=300)
