@@ -6,11 +6,16 @@ one binary value instead of a tree of fields, which the embedded server would ot
 decode, copy and encode again on every update of the document: about half of its CPU for a
 run in review (decision 27).  Documents written before hold them as subdocuments;
 :func:`opened` reads both.
+
+:class:`Packing` goes one step further for a whole document: the fields no query, sort,
+projection or index of the server names go into one packed value beside those it needs
+(a work item's, decision 32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -34,3 +39,39 @@ def opened(value: bytes | Mapping[str, Any]) -> dict[str, Any]:
 
 def opened_all(values: Iterable[bytes | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     return [opened(value) for value in values or ()]
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Which top-level fields of a document its store keeps inside one packed value ``into``.
+
+    The store packs what it writes and opens what it reads, so its callers see documents
+    as they were before: :meth:`open` also reads a document written before packing (the
+    fields in place, no packed value).  Only names the server never looks at belong here:
+    it can neither find, sort, index nor project by what is inside.
+    """
+
+    fields: frozenset[str] = frozenset()
+    into: str = "packed"
+
+    def pack(self, doc: dict[str, Any]) -> dict[str, Any]:
+        inside = {k: v for k, v in doc.items() if k in self.fields}
+        if not inside:
+            return doc
+        kept = {k: v for k, v in doc.items() if k not in self.fields}
+        return {**kept, self.into: packed(inside)}
+
+    def open(self, doc: dict[str, Any], leaving_out: Iterable[str] = ()) -> dict[str, Any]:
+        """``doc`` with the packed fields in place, but those in ``leaving_out`` (what a
+        projection left out: the server could only leave the packed value out whole)."""
+        value = doc.pop(self.into, None)
+        if value is not None:
+            doc.update(opened(value))
+        for name in leaving_out:
+            doc.pop(name, None)
+        return doc
+
+    def leaving_out(self, names: Iterable[str]) -> dict[str, int]:
+        """The projection that leaves ``names`` out, as the server can: the names of packed
+        fields are dropped from it (:meth:`open` drops those fields afterwards)."""
+        return {name: 0 for name in names if name not in self.fields}

@@ -30,7 +30,7 @@ STATUS_CODES = {"not_found": 404, "forbidden": 403, "conflict": 409, "invalid": 
 SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "status",
                   "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
                   "delegated_from", "due_at", "created_at", "updated_at")
-LIST_FIELDS = {"history": 0, "outbox": 0, "applied": 0, "lookup": 0}  # what a list leaves out
+LIST_FIELDS = ("history", "outbox", "applied", "lookup")  # what a list leaves out
 StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 

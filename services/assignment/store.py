@@ -15,6 +15,12 @@ carried into every event about the item) and ``lookup``, the keys it is found by
 Three indexes, every one on every item write: ``lookup`` (multikey), the spine's
 ``next_timer_at`` and ``(outbox_by, outbox_at)``
 (docs/decisions/0019-work-items-found-by-one-lookup-field.md).
+
+Only the fields the server reads stay plain (:data:`PLAIN`); the rest of the item (its
+history, record, context, form, outputs...) is one packed value, which the embedded
+server keeps without decoding it on every write (:data:`PACKING`, decision 32).  Every
+read here opens it, so callers see documents as before; documents written before it are
+read the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from services.assignment.lookup import LOOKUP, lookup_keys, of_runs, with_status
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index, drop_retired
+from shared.packed import Packing
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
 from shared.spine.mongo_store import SYSTEM, MongoAggregateStore, due_query, spine_indexes
 
@@ -56,6 +63,16 @@ def work_item_id(run_id: str, step: str, attempt: int) -> str:
 
 
 ITEM_FIELDS = frozenset(WorkItem.model_fields)  # (a class attribute read per key costs)
+# What the server reads of a work item, kept plain: the spine's shell fields (but
+# ``applied``), ``lookup`` and the clauses queries put beside it (``orchestration``,
+# ``assignee_kind``, ``assignee``, ``due_at``), the lists' sorts (``due_at``, ``created_at``,
+# ``updated_at``), the gauges' aggregation (``status`` too), the back-fill of ``lookup``
+# (:data:`BACKFILL_FIELDS`), and ``run_id``/``step`` for operators looking in a shell.
+PLAIN = frozenset({"_id", "revision", "outbox", "outbox_at", "outbox_by", "timers",
+                   "next_timer_at", "timer_lease", LOOKUP, "orchestration", "due_at",
+                   "created_at", "updated_at", *BACKFILL_FIELDS, "step"})
+# Everything else of an item, in one packed value (decision 32).
+PACKING = Packing(frozenset({*ITEM_FIELDS, "correlation_id", "applied"} - PLAIN - {"id"}))
 
 
 def item_of(doc: dict[str, Any] | None) -> WorkItem | None:
@@ -143,15 +160,15 @@ class WorkItemStore:
         self.items = db[WORK_ITEMS]
         self.system = db[SYSTEM]
         self.spine = MongoAggregateStore(self.items, publisher, metrics, system=self.system,
-                                         mark_delay=mark_delay)
+                                         mark_delay=mark_delay, packing=PACKING)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = await self.items.find_one({"_id": item_id})
-        return None if doc is None else self.spine.forget_published(doc)
+        return None if doc is None else self.spine.forget_published(PACKING.open(doc))
 
     async def of_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
         docs = await self.items.find(of_runs(run_ids)).to_list(None)
-        return [self.spine.forget_published(doc) for doc in docs]
+        return [self.spine.forget_published(PACKING.open(doc)) for doc in docs]
 
     async def waiting(self, limit: int) -> list[str]:
         """Items waiting for the directory to name an assignee (their ``waiting:*`` key)."""
@@ -161,13 +178,24 @@ class WorkItemStore:
     async def find(
         self,
         query: dict[str, Any],
-        projection: dict[str, Any],
+        leaving_out: Iterable[str],
         order: Sequence[tuple[str, int]],
         limit: int,
     ) -> list[dict[str, Any]]:
-        """Items matching ``query`` (built on ``lookup``, so one indexed read), in ``order``."""
-        cursor = self.items.find(query, projection).sort(list(order)).limit(limit)
-        return await cursor.to_list(None)
+        """Items matching ``query`` (built on ``lookup``, so one indexed read), in ``order``,
+        without the fields ``leaving_out``.
+
+        A query or an order naming a packed field is a mistake the server would not
+        report (it would find nothing, or not sort): refused here.
+        """
+        named = {name.split(".")[0] for name in [*query, *(n for n, _ in order)]}
+        if named & PACKING.fields:
+            raise ValueError(f"work items cannot be found or sorted by the packed fields "
+                             f"{sorted(named & PACKING.fields)}")
+        leaving_out = list(leaving_out)
+        cursor = self.items.find(query, PACKING.leaving_out(leaving_out) or None)
+        docs = await cursor.sort(list(order)).limit(limit).to_list(None)
+        return [PACKING.open(doc, leaving_out) for doc in docs]
 
     async def migrate(self, batch: int = BACKFILL_BATCH) -> int:
         """Bring a collection an older version wrote up to date (idempotent; at start-up).

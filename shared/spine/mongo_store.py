@@ -10,6 +10,10 @@ unique ``_id``, and a replacement of a document whose revision moved fails too (
 MongoDB plans any other filter, and an upsert's query, over every index of the collection
 first (decision 31).
 
+Each outbox message is written packed, and the fields of the service's ``packing`` (those
+no query of its collection names) go into one packed value: the store opens what it reads
+(:class:`shared.packed.Packing`, decisions 27 and 32).
+
 The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
 
@@ -28,7 +32,7 @@ from contracts import Envelope
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import LOST_RACE, Index, replace_at
-from shared.packed import packed
+from shared.packed import Packing, packed
 from shared.spine.marks import Document
 from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
 from shared.spine.store import Due, StoreBase
@@ -59,20 +63,25 @@ class MongoAggregateStore(StoreBase):
         *,
         system: AsyncCollection[Document],
         mark_delay: float = 1.0,
+        packing: Packing = Packing(),
     ) -> None:
         super().__init__(MongoMarks(collection, system), mark_delay=mark_delay,
                          backlog=metrics.outbox_backlog.labels(metrics.service))
         self.collection = collection
         self.publisher = publisher
         self.metrics = metrics
+        self.packing = packing
 
     async def _find(self, query: Mapping[str, Any]) -> list[Document]:
-        return await self.collection.find(dict(query)).to_list(None)
+        docs = await self.collection.find(dict(query)).to_list(None)
+        return [self.packing.open(doc) for doc in docs]
 
     async def _write(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
-        # The outbox is kept packed (shared/packed.py): MongoDB never looks inside it.
-        stored = [(revision, {**doc, "outbox": [packed(m) for m in doc.get("outbox") or ()]})
-                  for revision, doc in docs]
+        # The outbox and the packing's fields are kept packed (shared/packed.py): MongoDB
+        # never looks inside them.
+        stored = [(revision, self.packing.pack(
+            {**doc, "outbox": [packed(m) for m in doc.get("outbox") or ()]}))
+            for revision, doc in docs]
         ops = [replace_at(doc, revision) if revision else InsertOne(doc)
                for revision, doc in stored]
         replacing = sum(1 for revision, _ in stored if revision)

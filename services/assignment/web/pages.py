@@ -60,8 +60,8 @@ MAX_FORM_BYTES = 256 * 1024
 LIST_LIMIT = 100
 QUEUE_LIMIT = 200
 DUE_SOON = timedelta(hours=24)
-LIST_PROJECTION = {"history": 0, "outbox": 0, "applied": 0, "lookup": 0, "record": 0, "context": 0,
-                   "form": 0, "timers": 0, "outputs": 0}
+LIST_LEAVES_OUT = ("history", "outbox", "applied", "lookup", "record", "context", "form",
+                   "timers", "outputs")
 ASSIGNEE_KINDS: tuple[AssigneeKind, ...] = ("user", "group", "queue", "manager_of",
                                             "record_field")
 ACTIONS = ("claim", "release", "complete", "approve", "reject", "comment")
@@ -248,7 +248,7 @@ class WorkGuidePages:
             query["due_at"] = {"$lt": now}
         order = ([("due_at", 1), ("created_at", 1)] if status == "active"
                  else [("updated_at", -1)])
-        docs = await self.guide.store.find(query, LIST_PROJECTION, order, LIST_LIMIT)
+        docs = await self.guide.store.find(query, LIST_LEAVES_OUT, order, LIST_LIMIT)
         items = [i for i in map(item_of, docs)
                  if i and can_see(i, viewer.user_id, viewer.directory)]
         if status == "active":
@@ -410,7 +410,7 @@ class WorkGuidePages:
             query["assignee_kind"], query["assignee"] = kind, pool_id
         if overdue:
             query["due_at"] = {"$lt": datetime.now(UTC)}
-        docs = await self.guide.store.find(query, LIST_PROJECTION,
+        docs = await self.guide.store.find(query, LIST_LEAVES_OUT,
                                            [("due_at", 1), ("created_at", 1)], QUEUE_LIMIT)
         return [i for i in map(item_of, docs) if i]
 
