@@ -47,23 +47,10 @@ class WorkItemGauges:
 
     async def __call__(self) -> None:
         now = datetime.now(UTC)
-        pool = {"$cond": [{"$in": ["$assignee_kind", list(POOLED_KINDS)]}, "$assignee", ""]}
-        overdue = {"$cond": [
-            {"$and": [{"$ne": ["$due_at", None]}, {"$lt": ["$due_at", now]}]}, 1, 0,
-        ]}
-        pipeline: list[dict[str, Any]] = [
-            {"$match": with_status(ACTIVE)},
-            {"$group": {
-                "_id": {"kind": "$assignee_kind", "pool": pool, "status": "$status"},
-                "count": {"$sum": 1},
-                "oldest": {"$min": "$created_at"},
-                "overdue": {"$sum": overdue},
-            }},
-        ]
         counts: dict[tuple[str, ...], float] = defaultdict(float)
         ages: dict[tuple[str, ...], float] = defaultdict(float)
         late: dict[tuple[str, ...], float] = defaultdict(float)
-        async for row in await self.items.aggregate(pipeline):
+        async for row in await self.items.aggregate(pipeline(now)):
             key = row["_id"]
             kind, name = str(key.get("kind") or ""), str(key.get("pool") or "")
             labels = (kind, name, str(key["status"]))
@@ -77,6 +64,24 @@ class WorkItemGauges:
         self.oldest.replace(ages)
         self.overdue.replace(late)
         self.clock.tick()
+
+
+def pipeline(now: datetime) -> list[dict[str, Any]]:
+    """The active items counted per assignee kind, pool and status, with the oldest's
+    creation and how many are overdue at ``now`` (fields the server reads: kept plain)."""
+    pool = {"$cond": [{"$in": ["$assignee_kind", list(POOLED_KINDS)]}, "$assignee", ""]}
+    overdue = {"$cond": [
+        {"$and": [{"$ne": ["$due_at", None]}, {"$lt": ["$due_at", now]}]}, 1, 0,
+    ]}
+    return [
+        {"$match": with_status(ACTIVE)},
+        {"$group": {
+            "_id": {"kind": "$assignee_kind", "pool": pool, "status": "$status"},
+            "count": {"$sum": 1},
+            "oldest": {"$min": "$created_at"},
+            "overdue": {"$sum": overdue},
+        }},
+    ]
 
 
 def _aware(value: datetime) -> datetime:

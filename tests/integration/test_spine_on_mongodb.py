@@ -19,7 +19,8 @@ from services.assignment.core import commands as cmd
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
-from services.assignment.store import WorkItemStore
+from services.assignment.lookup import held_by
+from services.assignment.store import PACKING, WorkItemStore, item_of
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, make_client
@@ -58,10 +59,10 @@ async def parts(servers: Any, database: str) -> AsyncIterator[dict[str, Any]]:
     await client.close()
 
 
-def dispatch(run_id: str, kind: str = "user", value: str = "ann") -> Any:
+def dispatch(run_id: str, kind: str = "user", value: str = "ann", **extra: Any) -> Any:
     request = WorkItemRequested(orchestration="it", version=1, stage="s", step="do", attempt=1,
                                 kind="interactive", title="Do it",
-                                assignee=AssigneeSpec(kind=kind, value=value))
+                                assignee=AssigneeSpec(kind=kind, value=value), **extra)
     return new_event(request, producer="test", run_id=run_id)
 
 
@@ -223,3 +224,64 @@ async def test_an_outbox_written_before_packing_is_read_and_sent_the_same(
     sweeper = WorkItemStore(db, restarted, metrics)  # type: ignore[arg-type]
     await sweeper.spine.sweep(timedelta(0))
     assert [e.type for e in restarted.sent if e.run_id == run_id] == ["WorkItemAssigned"]
+
+
+RECORD = {"customer": {"name": "Ada", "tags": ["a", "b"]}, "amount": 12.5}
+
+
+async def test_a_work_item_keeps_what_no_query_names_in_one_binary_value(
+        parts: dict[str, Any]) -> None:
+    """Decision 32: the server gets the fields it finds, sorts and counts by, plain, and
+    the rest (history, record, context...) as one BSON value it never decodes."""
+    run_id = uuid.uuid4().hex
+    await parts["handler"]([dispatch(run_id, "queue", "desk", record=RECORD,
+                                     context={"vars": {"n": 1}, "inputs": {}})])
+    key = f"{run_id}:do:1"
+    raw = await parts["store"].items.find_one({"_id": key})
+    assert raw is not None and isinstance(raw["packed"], bytes)
+    assert not {"history", "record", "context", "applied", "title"} & set(raw)
+    assert raw["lookup"] == [f"run:{run_id}", "open:*", "open:queue:desk"]
+    assert (raw["status"], raw["assignee_kind"], raw["assignee"]) == ("open", "queue", "desk")
+    assert opened(raw["packed"])["record"] == RECORD
+    item = await parts["guide"].view(key)
+    assert item is not None and item.record == RECORD and item.title == "Do it"
+    assert item.history and item.history[0].action == "open"
+
+
+async def test_a_work_item_written_before_packing_is_read_found_and_acted_on(
+        parts: dict[str, Any]) -> None:
+    """Documents an earlier version wrote hold every field in place: read the same, found
+    by the same lists, and packed by their next write."""
+    run_id = uuid.uuid4().hex
+    await parts["handler"]([dispatch(run_id, "queue", "desk", record=RECORD)])
+    key, items, store = f"{run_id}:do:1", parts["store"].items, parts["store"]
+    packed_item = await parts["guide"].view(key)
+    raw = await items.find_one({"_id": key})
+    assert raw is not None
+    await items.replace_one({"_id": key}, PACKING.open(raw))
+    before = await items.find_one({"_id": key})
+    assert before is not None and "packed" not in before and before["record"] == RECORD
+    assert await parts["guide"].view(key) == packed_item
+    listed = await store.find(held_by(["queue:desk"], ["open"]), ["history"],
+                              [("created_at", 1)], 500)
+    found = [item_of(d) for d in listed if d["_id"] == key]
+    assert found == [packed_item.model_copy(update={"history": ()})]  # type: ignore[union-attr]
+
+    directory = await parts["directory"].current()
+    claimed = await parts["guide"].act(key, cmd.Claim("bo"), directory)
+    assert claimed.rejection is None
+    after = await items.find_one({"_id": key})
+    assert after is not None and isinstance(after["packed"], bytes) and "record" not in after
+    item = await parts["guide"].view(key)
+    assert item is not None and item.claimed_by == "bo" and item.record == RECORD
+    assert packed_item is not None
+    kept = len(packed_item.history)
+    assert item.history[:kept] == packed_item.history and item.history[-1].action == "claim"
+
+
+async def test_a_list_by_a_packed_field_is_refused(parts: dict[str, Any]) -> None:
+    """The server would find nothing (it cannot look inside the packed value)."""
+    with pytest.raises(ValueError, match="packed fields"):
+        await parts["store"].find({"title": "Do it"}, [], [("created_at", 1)], 10)
+    with pytest.raises(ValueError, match="packed fields"):
+        await parts["store"].find(held_by(["user:ann"], ["open"]), [], [("title", 1)], 10)

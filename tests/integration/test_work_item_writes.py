@@ -32,7 +32,7 @@ from services.assignment.core.workitem import Status, WorkItem
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
-from services.assignment.store import WorkItemStore, item_of, next_document
+from services.assignment.store import PACKING, WorkItemStore, item_of, next_document
 from services.assignment.web import pages
 from shared.auth import Principal
 from shared.messaging import Publisher, make_broker
@@ -200,12 +200,14 @@ def stored_item(tag: str, name: str, *, due_in_days: int, **fields: Any) -> dict
     return next_document(None, item, published=[], now=now)
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "written-before-packing"])
 async def test_my_work_is_one_query_whatever_makes_an_item_ones_own(
-    parts: dict[str, Any], servers: Any, database: str
+    parts: dict[str, Any], servers: Any, database: str, packed: bool
 ) -> None:
     """Assigned, in my queue (claimed by someone else), delegated to me, delegated by me:
     the API and the page each find them with one read, soonest due first; nobody else's
-    item and no finished one comes along."""
+    item and no finished one comes along.  The same whether the items were stored packed
+    (decision 32) or by a version before."""
     tag = uuid.uuid4().hex
     mine = [
         stored_item(tag, "assigned", due_in_days=3, assignee_kind="user", assignee="ann"),
@@ -221,7 +223,8 @@ async def test_my_work_is_one_query_whatever_makes_an_item_ones_own(
         stored_item(tag, "done", due_in_days=1, assignee_kind="user", assignee="ann",
                     status=Status.COMPLETED),
     ]
-    await parts["db"].work_items.insert_many([*mine, *others])
+    await parts["db"].work_items.insert_many(
+        [PACKING.pack(d) if packed else d for d in [*mine, *others]])
     listener = FindsOnWorkItems()
     client = make_client(servers.mongodb_uri, app_name="my-work", listeners=[listener])
     try:
@@ -235,6 +238,7 @@ async def test_my_work_is_one_query_whatever_makes_an_item_ones_own(
         assert answer.status_code == 200, answer.text
         assert [i["title"] for i in answer.json()] == [
             "in-my-queue", "delegated-to-me", "assigned", "delegated-by-me"]
+        assert {(i["stage"], i["kind"]) for i in answer.json()} == {("s", "interactive")}
         assert listener.finds == 1
 
         ui = pages.WorkGuidePages(guide, cast(Any, Caller("ann")), "http://coordinator")

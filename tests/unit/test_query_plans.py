@@ -9,14 +9,16 @@ against the indexes the services declare.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from services.assignment import gauges as item_gauges
 from services.assignment import guide as assignment_guide
 from services.assignment import lookup
 from services.assignment.core.directory import Directory
 from services.assignment.handler import Dispatches
-from services.assignment.store import ACTIVE, WORK_ITEMS
+from services.assignment.store import ACTIVE, BACKFILL_FIELDS, PACKING, WORK_ITEMS
 from services.assignment.store import INDEXES as ITEM_INDEXES
 from services.notification import delivery_log
 from services.notification import store as deliveries
@@ -164,6 +166,31 @@ def test_the_hot_work_items_collection_keeps_three_indexes_each_serving_a_query(
     declared = {index.name for index in ITEM_INDEXES if index.collection == WORK_ITEMS}
     assert declared == {"lookup_1", "next_timer_at_1", "outbox_by_1_outbox_at_1"}
     assert declared <= {index for _, index in ITEM_QUERIES.values()}
+
+
+# The orders the Work Guide lists items in (its API and its pages).
+ITEM_ORDERS = ["due_at", "created_at", "updated_at"]
+
+
+def field_paths(value: Any) -> set[str]:
+    """The document fields an aggregation stage names (``"$field"`` values)."""
+    if isinstance(value, str):
+        return {value[1:].split(".")[0]} if value.startswith("$") else set()
+    if isinstance(value, dict):
+        return set().union(*map(field_paths, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(field_paths, value)) if value else set()
+    return set()
+
+
+def test_no_work_item_query_sort_index_or_aggregation_names_a_packed_field() -> None:
+    """The server cannot look inside the packed value (decision 32): what it reads stays."""
+    named = {key.split(".")[0] for query, _ in ITEM_QUERIES.values() for key in query}
+    named |= {key for index in ITEM_INDEXES for key, _ in index.keys}
+    named |= set(ITEM_ORDERS) | set(BACKFILL_FIELDS)
+    named |= field_paths(item_gauges.pipeline(NOW)[1:])  # its $match is a query above
+    assert {"lookup", "due_at", "assignee_kind", "status", "created_at"} <= named
+    assert named & PACKING.fields == set()
 
 
 def test_my_work_asks_for_exact_keys_of_one_field() -> None:
