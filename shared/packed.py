@@ -52,7 +52,7 @@ class Packing:
     """
 
     fields: frozenset[str] = frozenset()
-    into: str = "packed"
+    into: str = "state"  # as a run document names its own (the coordinator's store)
 
     def pack(self, doc: dict[str, Any]) -> dict[str, Any]:
         inside = {k: v for k, v in doc.items() if k in self.fields}

@@ -238,11 +238,11 @@ async def test_a_work_item_keeps_what_no_query_names_in_one_binary_value(
                                      context={"vars": {"n": 1}, "inputs": {}})])
     key = f"{run_id}:do:1"
     raw = await parts["store"].items.find_one({"_id": key})
-    assert raw is not None and isinstance(raw["packed"], bytes)
+    assert raw is not None and isinstance(raw["state"], bytes)
     assert not {"history", "record", "context", "applied", "title"} & set(raw)
     assert raw["lookup"] == [f"run:{run_id}", "open:*", "open:queue:desk"]
     assert (raw["status"], raw["assignee_kind"], raw["assignee"]) == ("open", "queue", "desk")
-    assert opened(raw["packed"])["record"] == RECORD
+    assert opened(raw["state"])["record"] == RECORD
     item = await parts["guide"].view(key)
     assert item is not None and item.record == RECORD and item.title == "Do it"
     assert item.history and item.history[0].action == "open"
@@ -260,7 +260,7 @@ async def test_a_work_item_written_before_packing_is_read_found_and_acted_on(
     assert raw is not None
     await items.replace_one({"_id": key}, PACKING.open(raw))
     before = await items.find_one({"_id": key})
-    assert before is not None and "packed" not in before and before["record"] == RECORD
+    assert before is not None and "state" not in before and before["record"] == RECORD
     assert await parts["guide"].view(key) == packed_item
     listed = await store.find(held_by(["queue:desk"], ["open"]), ["history"],
                               [("created_at", 1)], 500)
@@ -271,7 +271,7 @@ async def test_a_work_item_written_before_packing_is_read_found_and_acted_on(
     claimed = await parts["guide"].act(key, cmd.Claim("bo"), directory)
     assert claimed.rejection is None
     after = await items.find_one({"_id": key})
-    assert after is not None and isinstance(after["packed"], bytes) and "record" not in after
+    assert after is not None and isinstance(after["state"], bytes) and "record" not in after
     item = await parts["guide"].view(key)
     assert item is not None and item.claimed_by == "bo" and item.record == RECORD
     assert packed_item is not None

@@ -36,9 +36,9 @@ def document(**fields: Any) -> dict[str, Any]:
 def test_only_what_the_server_reads_stays_plain_beside_one_packed_value() -> None:
     doc = document()
     stored = PACKING.pack(doc)
-    assert set(stored) == (set(doc) & PLAIN) | {"packed"}
-    assert isinstance(stored["packed"], bytes)
-    inside = opened(stored["packed"])
+    assert set(stored) == (set(doc) & PLAIN) | {"state"}
+    assert isinstance(stored["state"], bytes)
+    inside = opened(stored["state"])
     assert {"history", "record", "context", "form", "outputs", "applied",
             "correlation_id"} <= set(inside)
     assert {"lookup", "status", "due_at", "created_at", "revision"} <= set(stored)
