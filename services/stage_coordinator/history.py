@@ -10,6 +10,9 @@ entry's identity.  A page may repeat entries another page holds already (the his
 a run saved but not yet paged when a process stopped is paged again by the next owner);
 readers keep one entry per revision, in revision order.
 
+Each entry is packed, one BSON value (decision 27): pages written before hold them as
+subdocuments, and readers open both.
+
 A page's ``_id`` starts with the time of its first entry, so pages sort by time without
 an index; ``run_ids`` (multikey, the collection's one secondary index) finds a run's pages.
 """
@@ -26,7 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from shared.mongo import Index
-from shared.packed import opened_all
+from shared.packed import opened_all, packed
 
 RUN_HISTORY = "run_history"
 RUNS_PER_PAGE = 50
@@ -84,7 +87,8 @@ def _page(histories: list[Sequence[Entry]]) -> dict[str, Any]:
         "_id": page_id(first),
         "at": first.get("at"),
         "run_ids": [history[0]["run_id"] for history in histories],
-        "entries": entries,
+        # Packed, one value an entry: MongoDB only keeps them (decision 27).
+        "entries": [packed(entry) for entry in entries],
     }
 
 
@@ -130,7 +134,7 @@ async def read_history(history: AsyncCollection[dict[str, Any]], run: Mapping[st
     """
     run_id = run["_id"]
     cursor = history.find({"run_ids": run_id}, {"entries": 1}).sort("_id", 1)
-    paged = [entry async for page in cursor for entry in page.get("entries", [])]
+    paged = [entry async for page in cursor for entry in opened_all(page.get("entries"))]
     legacy = [{**entry, "run_id": run_id, "revision": revision}
               for revision, entry in enumerate(run.get("history") or [], start=1)]
     pending = opened_all(run.get("pending_history"))

@@ -31,6 +31,7 @@ from shared.definitions.validate import validate_definition
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
+from shared.packed import opened_all
 from shared.settings import ServiceSettings
 from shared.topics import ensure_topics
 
@@ -131,12 +132,21 @@ async def test_a_batch_of_many_runs_writes_one_history_page_in_one_more_round_tr
                                  ("insert", RUN_HISTORY)]
     pages = await stack.db[RUN_HISTORY].find({"run_ids": {"$in": run_ids}}).to_list(None)
     assert len(pages) == 1 and sorted(pages[0]["run_ids"]) == sorted(run_ids)
+    assert all(isinstance(entry, bytes) for entry in pages[0]["entries"])  # packed
+    read = {}
     for run_id in run_ids:
         run = await stack.db.runs.find_one({"_id": run_id})
         assert "history" not in run
         history = await read_history(stack.db[RUN_HISTORY], run)
         assert [e["revision"] for e in history] == list(range(1, run["revision"] + 1))
         assert history[0]["kind"] == "RunCreated"
+        read[run_id] = (run, history)
+    # A page written before entries were packed holds them as subdocuments: read the same.
+    await stack.db[RUN_HISTORY].replace_one(
+        {"_id": pages[0]["_id"]},
+        {**pages[0], "entries": opened_all(pages[0]["entries"])})
+    for run, history in read.values():
+        assert await read_history(stack.db[RUN_HISTORY], run) == history
 
 
 async def test_a_stop_between_the_run_save_and_its_history_page_loses_nothing(

@@ -28,6 +28,7 @@ from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.history import event_of, in_revision_order, numbered
 from services.stage_coordinator.history import pages as history_pages
 from shared.definitions.migration import check_migration
+from shared.packed import opened, opened_all, packed
 
 V1 = definition(
     """
@@ -225,7 +226,7 @@ class Simulation:
     def check_stored_history_replays(self) -> None:
         """The history as stored replays to the run as stored.
 
-        As ``run_history`` holds it: plain dicts numbered by revision, in pages that may
+        As ``run_history`` holds it: packed entries numbered by revision, in pages that may
         come back in any order and repeat entries (a page written again after a stop).
         """
         entries = numbered(self.run.id, 0, [e.model_dump(mode="python")
@@ -233,10 +234,12 @@ class Simulation:
         other = numbered("another-run", 0, [{"kind": "RunCreated"}])
         pages = [*history_pages([entries[: len(entries) // 2], other]),
                  *history_pages([entries])]
-        read = in_revision_order(self.run.id, [e for p in reversed(pages) for e in p["entries"]])
+        read = in_revision_order(self.run.id, [e for p in reversed(pages)
+                                               for e in opened_all(p["entries"])])
         assert [e["revision"] for e in read] == list(range(1, self.run.revision + 1))
         rebuilt = replay(EVENT_ADAPTER.validate_python(event_of(doc)) for doc in read)
-        run = Run.model_validate(self.run.model_dump(mode="python"))
+        # As MongoDB stores them both: times to the millisecond.
+        run = Run.model_validate(opened(packed(self.run.model_dump(mode="python"))))
         assert rebuilt.model_dump() == run.model_dump()
 
 

@@ -15,6 +15,7 @@ from services.stage_coordinator.history import (
     page_id,
     pages,
 )
+from shared.packed import opened_all
 
 AT = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
@@ -55,7 +56,7 @@ def test_reading_keeps_one_entry_per_revision_in_order_whatever_the_pages() -> N
     other = transition("r2", 0, "RunCreated")
     # A stop after the run save: the next batch pages the leftover again with its own.
     stored = [*pages([two, one]), *pages([other, [*one, *two]])]
-    read = in_revision_order("r1", [e for p in reversed(stored) for e in p["entries"]])
+    read = in_revision_order("r1", [e for p in reversed(stored) for e in opened_all(p["entries"])])
     assert [e["revision"] for e in read] == [1, 2, 3]
     assert [e["kind"] for e in read] == ["RunCreated", "StageEntered", "StepStarted"]
 
