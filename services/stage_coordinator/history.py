@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import bson
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -66,29 +65,29 @@ def pages(histories: Iterable[Sequence[Entry]]) -> list[dict[str, Any]]:
     At most :data:`RUNS_PER_PAGE` runs and about :data:`PAGE_BYTES` a page, far below
     MongoDB's 16 MB a document, whatever the runs' records and outputs weigh.
     """
-    chunks: list[list[Sequence[Entry]]] = [[]]
+    chunks: list[list[tuple[Sequence[Entry], list[bytes]]]] = [[]]
     size = 0
     for history in histories:
         if not history:
             continue
-        weight = len(bson.encode({"h": list(history)}))
+        # Packed, one value an entry: MongoDB only keeps them (decision 27).
+        entries = [packed(entry) for entry in history]
+        weight = sum(map(len, entries))
         if chunks[-1] and (len(chunks[-1]) == RUNS_PER_PAGE or size + weight > PAGE_BYTES):
             chunks.append([])
             size = 0
-        chunks[-1].append(history)
+        chunks[-1].append((history, entries))
         size += weight
     return [_page(chunk) for chunk in chunks if chunk]
 
 
-def _page(histories: list[Sequence[Entry]]) -> dict[str, Any]:
-    entries = [entry for history in histories for entry in history]
-    first = entries[0]
+def _page(histories: list[tuple[Sequence[Entry], list[bytes]]]) -> dict[str, Any]:
+    first = histories[0][0][0]
     return {
         "_id": page_id(first),
         "at": first.get("at"),
-        "run_ids": [history[0]["run_id"] for history in histories],
-        # Packed, one value an entry: MongoDB only keeps them (decision 27).
-        "entries": [packed(entry) for entry in entries],
+        "run_ids": [history[0]["run_id"] for history, _ in histories],
+        "entries": [entry for _, entries in histories for entry in entries],
     }
 
 
