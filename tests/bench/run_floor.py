@@ -7,7 +7,9 @@ input that changes it (5), each work item when opened and when completed (4), an
 mails' deliveries as one page per batch (decision 23): 9 and a little. The floor does
 exactly that for ``runs`` runs, in batches of ``batch`` runs (a burst, as the services see
 it), with the clients Baton uses (an idempotent producer with acks=all, a long-polling
-consumer, AsyncMongoClient with one bulk write per batch and collection) against the same
+consumer, AsyncMongoClient with one bulk write per batch and collection, each change a
+replacement guarded by the revision read, written as Baton writes it: ``replace_at``,
+decision 31) against the same
 embedded servers and the collections' real indexes: the runs on the coordinator's
 SecantusDB, the work items on assignment's, the mail pages on the shared one (decision 25),
 each store's writes of a batch at the same time as the others'. Nothing is decided: it is
@@ -24,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo import AsyncMongoClient, InsertOne
 
 from contracts.topics import TOPICS
 from infra.embedded import OWN_STORES, EmbeddedServers
 from services.assignment.store import INDEXES as WORK_ITEM_INDEXES
 from services.notification.store import INDEXES as DELIVERY_INDEXES
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
-from shared.mongo import ensure_indexes
+from shared.mongo import ensure_indexes, replace_at
 from shared.spine.mongo_store import spine_indexes
 from shared.topics import TopicPolicy, ensure_topics
 
@@ -118,17 +120,17 @@ async def _runs(runs: Any, ids: list[str]) -> None:
     await runs.bulk_write([InsertOne({"_id": r, "revision": 1, "status": "running"})
                            for r in ids], ordered=False)
     for revision in range(1, 5):  # the four outcomes that change a run
-        await runs.bulk_write([UpdateOne({"_id": r, "revision": revision},
-                                         {"$set": {"revision": revision + 1}}) for r in ids],
+        await runs.bulk_write([replace_at({"_id": r, "revision": revision + 1,
+                                           "status": "running"}, revision) for r in ids],
                               ordered=False)
 
 
 async def _items(items: Any, keys: list[str]) -> None:
     await items.bulk_write([InsertOne({"_id": k, "run_id": k.split(":")[0], "revision": 1,
                                        "status": "open"}) for k in keys], ordered=False)
-    await items.bulk_write([UpdateOne({"_id": k, "revision": 1},
-                                      {"$set": {"revision": 2, "status": "completed"}})
-                            for k in keys], ordered=False)
+    await items.bulk_write([replace_at({"_id": k, "run_id": k.split(":")[0], "revision": 2,
+                                       "status": "completed"}, 1) for k in keys],
+                           ordered=False)
 
 
 async def _page(pages: Any, first: int, keys: list[str]) -> None:
