@@ -59,19 +59,24 @@ def event_of(entry: Mapping[str, Any]) -> dict[str, Any]:
     return event
 
 
-def pages(histories: Iterable[Sequence[Entry]]) -> list[dict[str, Any]]:
+def pages(histories: Iterable[Sequence[Entry]],
+          packed_as: Iterable[Sequence[bytes]] | None = None) -> list[dict[str, Any]]:
     """Page documents for the unpaged histories of some runs (one sequence per run).
 
     At most :data:`RUNS_PER_PAGE` runs and about :data:`PAGE_BYTES` a page, far below
-    MongoDB's 16 MB a document, whatever the runs' records and outputs weigh.
+    MongoDB's 16 MB a document, whatever the runs' records and outputs weigh.  Each entry
+    is packed, one value (decision 27); ``packed_as`` gives them packed already (as the
+    run's save wrote them into ``pending_history``), one sequence per history.
     """
-    chunks: list[list[tuple[Sequence[Entry], list[bytes]]]] = [[]]
+    chunks: list[list[tuple[Sequence[Entry], Sequence[bytes]]]] = [[]]
     size = 0
+    known = iter(packed_as) if packed_as is not None else None
     for history in histories:
+        given = next(known, None) if known is not None else None
         if not history:
             continue
-        # Packed, one value an entry: MongoDB only keeps them (decision 27).
-        entries = [packed(entry) for entry in history]
+        entries = given if given is not None and len(given) == len(history) else [
+            packed(entry) for entry in history]
         weight = sum(map(len, entries))
         if chunks[-1] and (len(chunks[-1]) == RUNS_PER_PAGE or size + weight > PAGE_BYTES):
             chunks.append([])
@@ -81,7 +86,7 @@ def pages(histories: Iterable[Sequence[Entry]]) -> list[dict[str, Any]]:
     return [_page(chunk) for chunk in chunks if chunk]
 
 
-def _page(histories: list[tuple[Sequence[Entry], list[bytes]]]) -> dict[str, Any]:
+def _page(histories: list[tuple[Sequence[Entry], Sequence[bytes]]]) -> dict[str, Any]:
     first = histories[0][0][0]
     return {
         "_id": page_id(first),

@@ -101,6 +101,9 @@ class StoredRun:
     # document's ``pending_history``); and those the last save wrote (for the metrics).
     new_history: list[dict[str, Any]] = field(default_factory=list)
     unpaged_history: list[dict[str, Any]] = field(default_factory=list)
+    # The unpaged entries packed, as the last save wrote them: the next save and the page
+    # take them as they are instead of encoding them again (empty: pack them).
+    unpaged_packed: list[bytes] = field(default_factory=list)
     history_written: list[dict[str, Any]] = field(default_factory=list)
     is_new: bool = False
     timer_due: datetime | None = None  # next_timer_at as stored
@@ -215,7 +218,8 @@ class RunStore:
                 raise task.exception()  # type: ignore[misc]
 
     async def _finish(self, runs: list[StoredRun], messages: list[Envelope],
-                      histories: list[list[dict[str, Any]]], stamp: datetime | None) -> None:
+                      histories: list[tuple[list[dict[str, Any]], list[bytes]]],
+                      stamp: datetime | None) -> None:
         done = False
         try:
             await asyncio.gather(self.publisher.publish(messages), self._page(histories))
@@ -243,8 +247,10 @@ class RunStore:
 
     async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
+        history_packed: dict[str, list[bytes]] = {}
         for stored in changed:
             doc = to_document(stored, stamp, self.outboxes.writer)
+            history_packed[stored.run.id] = doc["pending_history"] or []
             for key in OPTIONAL_FIELDS:
                 if doc.get(key) is None:
                     doc.pop(key, None)
@@ -287,11 +293,12 @@ class RunStore:
             stored.timer_due = min((t.due_at for t in stored.run.timers), default=None)
             stored.history_written, stored.new_history = stored.new_history, []
             stored.unpaged_history.extend(stored.history_written)
+            stored.unpaged_packed = history_packed[stored.run.id]
             self.timers.due(stored.timer_due)
             self.remember(stored)
         return duplicates
 
-    async def _page(self, histories: list[list[dict[str, Any]]]) -> int:
+    async def _page(self, histories: list[tuple[list[dict[str, Any]], list[bytes]]]) -> int:
         """Write saved history entries to ``run_history``: one round trip.
 
         After the run save (the run document holds the entries meanwhile): a stop in
@@ -302,7 +309,8 @@ class RunStore:
         if not histories:
             return 0
         self.round_trips += 1
-        return await write_pages(self.history, pages(histories))
+        return await write_pages(self.history, pages([entries for entries, _ in histories],
+                                                     [done for _, done in histories]))
 
     async def _resend(self, docs: Sequence[Document]) -> int:
         """What the sweep found left beyond a writer's mark: its history paged, then its
@@ -333,16 +341,18 @@ class RunStore:
         self.cache.clear()
 
 
-def _hand_over(runs: Sequence[StoredRun]) -> tuple[list[Envelope], list[list[dict[str, Any]]]]:
+def _hand_over(runs: Sequence[StoredRun]
+               ) -> tuple[list[Envelope], list[tuple[list[dict[str, Any]], list[bytes]]]]:
     """What saved runs leave to do, taken off them: their messages and unpaged history.
 
     The cached runs start their next save with neither: it is written only once these
     are out (:meth:`RunStore.save` waits), and a failure forgets the runs, so that they
     are read back with what their documents still hold."""
     messages = [m for s in runs if s.outbox for m in _envelopes(s)]
-    histories = [s.unpaged_history for s in runs if s.unpaged_history]
+    histories = [(s.unpaged_history, s.unpaged_packed) for s in runs if s.unpaged_history]
     for stored in runs:
         stored.outbox, stored.sending, stored.unpaged_history = [], [], []
+        stored.unpaged_packed = []
     return messages, histories
 
 
@@ -387,6 +397,7 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
         applied=list(doc.get("applied", [])),
         outbox=opened_all(doc.get("outbox")),
         unpaged_history=opened_all(doc.get("pending_history")),
+        unpaged_packed=[v for v in doc.get("pending_history") or () if isinstance(v, bytes)],
         timer_due=doc.get("next_timer_at"),
         stored_revision=doc.get("revision"),
         dispatches={a["step"]: opened(a["dispatch"]) for a in doc.get("active_steps", [])
@@ -402,8 +413,9 @@ def to_document(stored: StoredRun, stamp: datetime | None = None,
     doc["_id"] = run.id
     doc["applied"] = stored.applied[-APPLIED_KEPT:]
     doc["outbox"] = [packed(m) for m in stored.outbox]
-    doc["pending_history"] = [packed(e) for e in [*stored.unpaged_history,
-                                                  *stored.new_history]] or None
+    unpaged = (stored.unpaged_packed if len(stored.unpaged_packed) == len(stored.unpaged_history)
+               else [packed(e) for e in stored.unpaged_history])
+    doc["pending_history"] = [*unpaged, *(packed(e) for e in stored.new_history)] or None
     stamped = stamp is not None and (stored.outbox or doc["pending_history"])
     doc["outbox_at"] = stamp if stamped else None
     doc["outbox_by"] = writer if stamped else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
 from e2e.conftest import wait_for
 from prometheus_client import CollectorRegistry
@@ -553,3 +554,26 @@ async def test_a_timer_lease_stays_while_the_timers_are_as_read_and_goes_with_th
     doc = await coordinator.store.runs.find_one({"_id": run_id})
     assert doc is not None and "timer_lease_until" not in doc
     assert doc["history"] == [{"old": 1}]
+
+
+async def test_a_page_takes_the_entries_as_the_save_packed_them(
+    coordinator: Coordinator, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each history entry is encoded once: into the run's pending_history by its save, and
+    the page takes those bytes (decision 27)."""
+    import services.stage_coordinator.history as history
+
+    encoded: list[dict[str, Any]] = []
+
+    def counting(entry: dict[str, Any]) -> bytes:
+        encoded.append(entry)
+        return bson.encode(entry)
+
+    monkeypatch.setattr(history, "packed", counting)
+    run_id = uuid.uuid4().hex
+    await drive(coordinator, inputs(run_id)[:2])
+    run = await coordinator.store.runs.find_one({"_id": run_id})
+    assert run is not None and run["pending_history"]
+    pages = await coordinator.db[RUN_HISTORY].find({"run_ids": run_id}).to_list(None)
+    assert run["pending_history"][-1] in pages[-1]["entries"]  # the same bytes
+    assert encoded == []  # none packed again for its page
