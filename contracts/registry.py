@@ -110,15 +110,32 @@ def parse(raw: bytes) -> Envelope:
 # a date in year 1 or 9999 (the only ones without a UTC equivalent), or enough brackets to
 # nest too deep.
 _SUSPECT = re.compile(rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-|0001-")
+# The same, in steps that are each a fast search for a literal: the bytes with every digit
+# made a 0 hold nineteen 0s for a run of nineteen digits, and "e000" (or its variants) for
+# an exponent of three digits, which the exact pattern then confirms (a hex id's "e123"
+# is no number).  About a third of the regular expression's time (28 us for a 900-byte
+# message: each service parses every message it consumes).
+_ZEROED = bytes.maketrans(b"123456789", b"000000000")
+_RUN_OF_19 = b"0" * 19
+_EXPONENTS = (b"e000", b"E000", b"e+000", b"E+000", b"e-000", b"E-000")
+_EXPONENT = re.compile(rb"[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}")
 
 
 def plainly_safe(raw: bytes) -> bool:
     """Whether the raw JSON cannot hold what :func:`check_values` and
     :func:`_check_moments` refuse, so both can be skipped (most messages: the walk over
-    every value cost a tenth of a service's CPU).  Conservative: any doubt walks."""
+    every value cost a tenth of a service's CPU).  Conservative: any doubt walks.  The
+    same answer as ``_SUSPECT.search(raw) is None``, sooner."""
     if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
         return False
-    return _SUSPECT.search(raw) is None
+    if b"\\u" in raw or b"9999-" in raw or b"0001-" in raw:
+        return False
+    zeroed = raw.translate(_ZEROED)
+    if _RUN_OF_19 in zeroed:
+        return False
+    if any(exponent in zeroed for exponent in _EXPONENTS):
+        return _EXPONENT.search(raw) is None
+    return True
 
 
 def refusal(envelope: Envelope) -> str | None:

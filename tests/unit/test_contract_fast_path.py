@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.envelope import derived_id
-from contracts.registry import _no_constant, check_values, plainly_safe
+from contracts.registry import _SUSPECT, MAX_DEPTH, _no_constant, check_values, plainly_safe
 
 SCALARS = st.one_of(
     st.none(), st.booleans(),
@@ -78,3 +78,14 @@ def test_a_derived_id_is_the_uuid5_of_its_cause_and_parts(cause: str, parts: lis
             derived_id(cause, *parts)
         return
     assert derived_id(cause, *parts) == expected
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from([b"0", b"1", b"9", b"e", b"E", b"+", b"-", b".", b":", b",",
+                                 b"[", b"]", b"{", b"}", b" ", b'"', b"\\", b"u", b"a",
+                                 b"9999-", b"0001-", b"1234567890"]), max_size=80))
+def test_the_literal_searches_answer_as_the_one_regular_expression(parts: list[bytes]) -> None:
+    """plainly_safe looks for literals in steps; its answer is the single pattern's."""
+    raw = b"".join(parts)
+    shallow = raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
+    assert plainly_safe(raw) == (shallow and _SUSPECT.search(raw) is None)
