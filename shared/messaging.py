@@ -247,6 +247,7 @@ class BatchConsumer:
             max_records=s.consumer_max_records,
             batch_timeout_ms=s.consumer_batch_timeout_ms,
             fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+            fetch_min_bytes=s.consumer_fetch_min_bytes,
             # A group with no committed position (a first start, or a cluster that lost
             # its offsets) reads what was published before it joined: none of it is stale,
             # and repeats are dropped by id.

@@ -65,6 +65,10 @@ class ServiceSettings(BaseSettings):
     # data does, so the wait costs no latency; each empty answer costs the broker CPU, and
     # twice Kafka's default halves what idle consumers cost it (docs/benchmarks.md).
     consumer_fetch_max_wait_ms: int = Field(default=1000, ge=0)
+    # How much the broker gathers before it answers a fetch (or the wait above runs out).
+    # One byte: a message goes to its consumer at once.  A consumer off the runs' path may
+    # wait for more, and then reads a burst in fewer, larger fetches (notification).
+    consumer_fetch_min_bytes: int = Field(default=1, ge=1)
     # How often a consumer commits its offsets while batches keep coming (after a quiet
     # spell it commits at once).  Each commit costs the broker a write; what is handled and
     # not yet committed is read again after a crash and dropped as a repeat (decision 31).

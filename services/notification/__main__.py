@@ -76,6 +76,11 @@ class NotificationSettings(ServiceSettings):
     retry_max_delay_seconds: float = Field(default=3_600.0, ge=0)
     lease_seconds: float = Field(default=60.0, gt=0, description="how long a send may take")
     send_concurrency: int = Field(default=16, ge=1)
+    # Off the runs' path: a notice may wait a fifth of a second for its fetch, and a burst's
+    # events come in fetches of 64 KiB instead of one per handful of events (each a request
+    # for the broker and a batch, a delivery page, for this service).
+    consumer_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
+    consumer_fetch_max_wait_ms: int = Field(default=200, ge=0)
 
     @field_validator("operators", mode="before")
     @classmethod
