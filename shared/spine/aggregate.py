@@ -70,6 +70,9 @@ class Aggregate:
     timers: tuple[Mapping[str, Any], ...] = ()
     changed: bool = False
     answers: tuple[Envelope, ...] = field(default=(), compare=False)
+    # The outbox's messages as built, to publish without parsing them back; shorter than
+    # ``outbox`` when the aggregate was read with messages still in it.
+    sending: tuple[Envelope, ...] = field(default=(), compare=False)
 
     def after(self, decided: Decided, message_id: str | None = None) -> Aggregate:
         """This aggregate once ``decided`` is applied (still under the revision read)."""
@@ -84,6 +87,7 @@ class Aggregate:
             state=dict(decided.state) if decided.state is not None else self.state,
             applied=applied,
             outbox=(*self.outbox, *(e.model_dump(mode="json") for e in decided.publish)),
+            sending=(*self.sending, *decided.publish),
             timers=self.timers if decided.timers is None else tuple(decided.timers),
             changed=True,
             answers=answers,

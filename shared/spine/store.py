@@ -95,7 +95,7 @@ class StoreBase:
             docs = {a.key: document_of(a, stamp, self.outboxes.writer) for a in changed}
             lost = await self._write([(a.revision, docs[a.key]) for a in changed])
             landed = [docs[a.key] for a in changed if a.key not in lost]
-            await self.publish_outboxes(landed)
+            await self.publish(_outgoing([a for a in changed if a.key not in lost]))
             published = True
         finally:
             if stamp is not None:
@@ -144,3 +144,11 @@ class StoreBase:
 
     async def sweep(self, older_than: timedelta = timedelta(seconds=5)) -> int:
         return await self.outboxes.sweep(older_than)
+
+
+def _outgoing(aggregates: Iterable[Aggregate]) -> list[Envelope]:
+    """The outboxes of saved aggregates: as built, or (read back with messages still in the
+    outbox) parsed from what the document holds."""
+    return [envelope for a in aggregates
+            for envelope in (a.sending if len(a.sending) == len(a.outbox)
+                             else [parse_dict(dict(m)) for m in a.outbox])]

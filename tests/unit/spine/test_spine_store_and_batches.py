@@ -139,3 +139,20 @@ async def test_timers_are_kept_sorted_with_the_soonest_indexed_and_announced() -
     assert doc["next_timer_at"] == sooner and heard == [sooner]
     await store.save([(await store.load(["k"]))["k"].after(Decided(timers=[]))])
     assert "next_timer_at" not in store.documents["k"]
+
+
+async def test_a_saved_outbox_goes_out_as_built_without_parsing_it_back() -> None:
+    class Keeping(Counting):
+        def __init__(self) -> None:
+            super().__init__()
+            self.built: list[Envelope] = []
+
+        def decide(self, aggregate: Aggregate, message: Envelope) -> Decided:
+            decided = super().decide(aggregate, message)
+            self.built.extend(decided.publish)
+            return decided
+
+    store, decider = MemoryAggregateStore(), Keeping()
+    await process(store, [note(uuid.uuid4().hex, "a") for _ in range(3)], decider)
+    assert len(store.published) == 3
+    assert all(sent is built for sent, built in zip(store.published, decider.built, strict=True))
