@@ -53,6 +53,7 @@ from shared.mongo import Index, drop_retired, replace_at
 from shared.packed import opened, opened_all, packed
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
+from shared.spine.store import as_sent
 
 log = logging.getLogger("baton.coordinator.store")
 # Saves whose messages may be on their way at once (each holds its runs' outboxes).
@@ -348,7 +349,7 @@ def _hand_over(runs: Sequence[StoredRun]
     The cached runs start their next save with neither: it is written only once these
     are out (:meth:`RunStore.save` waits), and a failure forgets the runs, so that they
     are read back with what their documents still hold."""
-    messages = [m for s in runs if s.outbox for m in _envelopes(s)]
+    messages = [m for s in runs if s.outbox for m in as_sent(s.sending, s.outbox)]
     histories = [(s.unpaged_history, s.unpaged_packed) for s in runs if s.unpaged_history]
     for stored in runs:
         stored.outbox, stored.sending, stored.unpaged_history = [], [], []
@@ -453,8 +454,3 @@ def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> byt
     return packed(dispatch) if dispatch["payload"].get("attempt") == attempt else None
 
 
-def _envelopes(stored: StoredRun) -> list[Envelope]:
-    """The outbox as envelopes: those built with it, or (read back from MongoDB) parsed."""
-    if len(stored.sending) == len(stored.outbox):
-        return stored.sending
-    return [parse_dict(m) for m in stored.outbox]

@@ -147,8 +147,13 @@ class StoreBase:
 
 
 def _outgoing(aggregates: Iterable[Aggregate]) -> list[Envelope]:
-    """The outboxes of saved aggregates: as built, or (read back with messages still in the
-    outbox) parsed from what the document holds."""
-    return [envelope for a in aggregates
-            for envelope in (a.sending if len(a.sending) == len(a.outbox)
-                             else [parse_dict(dict(m)) for m in a.outbox])]
+    """The outboxes of saved aggregates, as :func:`as_sent` gives each."""
+    return [envelope for a in aggregates for envelope in as_sent(a.sending, a.outbox)]
+
+
+def as_sent(sending: Sequence[Envelope], outbox: Sequence[Mapping[str, Any]]) -> list[Envelope]:
+    """An outbox as envelopes to publish: those built with it, or (read back from MongoDB
+    with messages still in it) parsed from what the document holds."""
+    if len(sending) == len(outbox):
+        return list(sending)
+    return [parse_dict(dict(m)) for m in outbox]
