@@ -24,6 +24,7 @@ from services.stage_coordinator.core.state import (
     StageStatus,
     StepState,
     StepStatus,
+    copied,
 )
 
 
@@ -78,12 +79,12 @@ def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[...,
 
 def _stage(run: Run, name: str, **changes: Any) -> None:
     """Put a changed copy of the stage in the run (forks share the stage they hold)."""
-    run.stages[name] = run.stages[name].model_copy(update=changes)
+    run.stages[name] = copied(run.stages[name], changes)
 
 
 def _step(run: Run, name: str, **changes: Any) -> None:
     """Put a changed copy of the step in the run (forks share the step they hold)."""
-    run.steps[name] = run.steps[name].model_copy(update=changes)
+    run.steps[name] = copied(run.steps[name], changes)
 
 
 def _drop_timers(run: Run, step: str) -> None:
