@@ -136,6 +136,18 @@ class ParticipantsJoined(RunEvent):
     participants: list[str]
 
 
+def fields_of(event: RunEvent) -> dict[str, Any]:
+    """``event.model_dump()``, at a fifth of its cost: the shell makes a history entry of
+    every event it stores.
+
+    The fields come in the same order; a nested model (a timer) is dumped, other values
+    are the event's own, not copies: events are frozen, and neither they nor the run
+    change a JSON value in place (``Run.fork``).
+    """
+    return {name: value.model_dump() if isinstance(value, BaseModel) else value
+            for name, value in event.__dict__.items()}
+
+
 AnyRunEvent = Annotated[
     RunCreated
     | StageEntered
