@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from contracts.envelope import Payload
@@ -221,19 +222,33 @@ def _audited_in(run: Run, scope: Scope) -> dict[str, Any]:
     if scope.run:
         fields.update(status=_text(run.status), stage=run.stage, version=run.version,
                       error=run.error)
-    if scope.stage is not None and scope.stage in run.stages:
-        fields[f"stages.{scope.stage}.status"] = _text(run.stages[scope.stage].status)
-    if scope.step is not None and scope.step in run.steps:
-        step = run.steps[scope.step]
-        fields[f"steps.{scope.step}.status"] = _text(step.status)
-        fields[f"steps.{scope.step}.attempt"] = step.attempt
-        fields[f"steps.{scope.step}.error"] = step.error
+    stage = run.stages.get(scope.stage) if scope.stage is not None else None
+    if stage is not None:
+        fields[_stage_key(scope.stage)] = _text(stage.status)
+    step = run.steps.get(scope.step) if scope.step is not None else None
+    if step is not None:
+        status, attempt, error = _step_keys(scope.step)
+        fields[status] = _text(step.status)
+        fields[attempt] = step.attempt
+        fields[error] = step.error
     if scope.vars:
         for name, value in run.vars.items():
             fields[f"vars.{name}"] = value
     if scope.timers:
         fields["timers"] = sorted([timer.id for timer in run.timers]) if run.timers else []
     return fields
+
+
+# The audited names of a stage's and a step's fields, asked for twice an event (before
+# and after it) for the few names a definition has.
+@lru_cache(maxsize=4096)
+def _stage_key(stage: str) -> str:
+    return f"stages.{stage}.status"
+
+
+@lru_cache(maxsize=4096)
+def _step_keys(step: str) -> tuple[str, str, str]:
+    return f"steps.{step}.status", f"steps.{step}.attempt", f"steps.{step}.error"
 
 
 def expression_context(run: Run) -> dict[str, Any]:
