@@ -14,6 +14,7 @@ from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemCompleted, WorkItemEvent
 from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.decide import Context, decide
+from services.stage_coordinator.core.events import fields_of
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.history import numbered
@@ -185,7 +186,7 @@ class CoordinatorHandler:
         outbox = [envelope.model_dump(mode="json") for envelope in sending]
         before = current.run if current else None
         history = numbered(run.id, before.revision if before else 0, [
-            {**event.model_dump(mode="python"), "cause": cause.type, "cause_id": cause.event_id,
+            {**fields_of(event), "cause": cause.type, "cause_id": cause.event_id,
              "changes": changes}
             for event, changes in zip(t.events, t.changes, strict=True)
         ])

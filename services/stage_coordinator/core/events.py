@@ -136,6 +136,22 @@ class ParticipantsJoined(RunEvent):
     participants: list[str]
 
 
+def fields_of(event: RunEvent) -> dict[str, Any]:
+    """``event.model_dump()``, at an eighth of its cost: the shell makes a history entry of
+    every event it stores.
+
+    The fields come in the same order.  A timer, the one model an event holds, is dumped;
+    the other values are the event's own, not copies: events are frozen, and neither they
+    nor the run change a JSON value in place (``Run.fork``).  The coordinator's invariant
+    tests compare this with the dump of every event they see.
+    """
+    fields = dict(event.__dict__)
+    timer = fields.get("timer")
+    if timer is not None:
+        fields["timer"] = timer.model_dump()
+    return fields
+
+
 AnyRunEvent = Annotated[
     RunCreated
     | StageEntered

@@ -12,7 +12,7 @@ step status they were set for (any change of the step's status drops them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from functools import singledispatch
 from typing import Any
 
@@ -24,6 +24,7 @@ from services.stage_coordinator.core.state import (
     StageStatus,
     StepState,
     StepStatus,
+    copied,
 )
 
 
@@ -62,7 +63,8 @@ def replay(history: Iterable[ev.RunEvent]) -> Run:
 
 def evolve(run: Run, event: ev.RunEvent) -> Run:
     _apply(event, run)
-    run.updated_at = max(run.updated_at, event.at)
+    if event.at > run.updated_at:
+        run.updated_at = event.at
     run.revision += 1
     return run
 
@@ -78,21 +80,23 @@ def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[...,
 
 def _stage(run: Run, name: str, **changes: Any) -> None:
     """Put a changed copy of the stage in the run (forks share the stage they hold)."""
-    run.stages[name] = run.stages[name].model_copy(update=changes)
+    run.stages[name] = copied(run.stages[name], changes)
 
 
 def _step(run: Run, name: str, **changes: Any) -> None:
     """Put a changed copy of the step in the run (forks share the step they hold)."""
-    run.steps[name] = run.steps[name].model_copy(update=changes)
+    run.steps[name] = copied(run.steps[name], changes)
 
 
 def _drop_timers(run: Run, step: str) -> None:
     """A timer is set for one status of one step; when that status ends, so does the timer."""
-    run.timers = [t for t in run.timers if t.step != step]
+    if run.timers:  # most runs have none: nothing to copy
+        run.timers = [t for t in run.timers if t.step != step]
 
 
-def _join(run: Run, keys: Iterable[str]) -> None:
-    run.participants.extend(k for k in dict.fromkeys(keys) if k not in run.participants)
+def _join(run: Run, keys: Collection[str]) -> None:
+    if keys:
+        run.participants.extend(k for k in dict.fromkeys(keys) if k not in run.participants)
 
 
 @_on(ev.ParticipantsJoined)

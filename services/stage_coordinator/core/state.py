@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,6 +92,29 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
 
+M = TypeVar("M", bound=Model)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def copied(state: M, changes: dict[str, Any]) -> M:
+    """``state.model_copy(update=changes)``, at half its cost: evolve copies a state for
+    nearly every event it applies (copy on write, ``Run.fork``).
+
+    Like ``model_copy``, it validates nothing (the decider checked what evolve sets) and
+    the copy is shallow; unlike it, it goes through neither ``copy.copy`` nor a
+    ``__setattr__`` per field.  The states have no extra fields and no private ones.
+    """
+    copy = _new(type(state))
+    values = state.__dict__.copy()
+    values.update(changes)
+    _set(copy, "__dict__", values)
+    _set(copy, "__pydantic_fields_set__", state.__pydantic_fields_set__ | changes.keys())
+    _set(copy, "__pydantic_extra__", None)
+    _set(copy, "__pydantic_private__", None)
+    return copy
+
+
 class StepState(Model):
     name: str
     stage: str
@@ -165,7 +188,7 @@ class Run(Model):
         The JSON values inside (record, inputs, vars, a step's outputs) are shared likewise:
         evolve replaces them and never changes one in place.
         """
-        return self.model_copy(update={
+        return copied(self, {
             "record": dict(self.record), "inputs": dict(self.inputs), "vars": dict(self.vars),
             "stages": dict(self.stages), "steps": dict(self.steps), "timers": list(self.timers),
             "participants": list(self.participants),

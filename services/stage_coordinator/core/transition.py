@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from contracts.envelope import Payload
 from services.stage_coordinator.core import events as ev
@@ -137,9 +139,12 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
 _text = str.__str__
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The audited fields one event can change: those of its applier in evolve.py."""
+class Scope(NamedTuple):
+    """The audited fields one event can change: those of its applier in evolve.py.
+
+    A tuple rather than a frozen dataclass: one is built for every event applied, and a
+    frozen dataclass sets each field through ``object.__setattr__``.
+    """
 
     run: bool = False  # status, stage, version, error
     stage: str | None = None
@@ -152,6 +157,30 @@ EVERYTHING = None  # the scope of RunCreated and RunMigrated: every audited fiel
 _NOTHING = Scope()  # ParticipantsJoined: participants are not audited
 
 
+def _step_scope(event: Any) -> Scope:
+    return Scope(step=event.step, timers=True)
+
+
+def _stage_scope(event: Any) -> Scope:
+    return Scope(stage=event.stage)
+
+
+# By the event's type (one lookup, where a match statement tries each class in turn).
+_SCOPES: dict[type[ev.RunEvent], Callable[[Any], Scope]] = {
+    ev.StepSucceeded: lambda event: Scope(step=event.step, timers=True,
+                                          vars=event.merge_into_vars),
+    **dict.fromkeys((ev.StepStarted, ev.StepRetryScheduled, ev.StepFailed, ev.StepSkipped,
+                     ev.StepCanceled, ev.StepReset), _step_scope),
+    ev.StageEntered: lambda event: Scope(run=True, stage=event.stage),
+    ev.StageSkipped: _stage_scope,
+    ev.StageFinished: _stage_scope,
+    ev.TimerScheduled: lambda _: Scope(timers=True),
+    ev.TimerCleared: lambda _: Scope(timers=True),
+    ev.RunStatusChanged: lambda _: Scope(run=True, timers=True),
+    ev.ParticipantsJoined: lambda _: _NOTHING,
+}
+
+
 def audit_scope(event: ev.RunEvent) -> Scope | None:
     """What ``event`` can change of :func:`audited`'s fields, so that an event's changes
     compare a few fields rather than the whole run flattened twice.
@@ -160,23 +189,8 @@ def audit_scope(event: ev.RunEvent) -> Scope | None:
     run flattened (coordinator_invariants.replayed_changes): an applier that changes more
     than its scope here fails them.
     """
-    match event:
-        case ev.StepSucceeded():
-            return Scope(step=event.step, timers=True, vars=event.merge_into_vars)
-        case (ev.StepStarted() | ev.StepRetryScheduled() | ev.StepFailed() | ev.StepSkipped()
-              | ev.StepCanceled() | ev.StepReset()):
-            return Scope(step=event.step, timers=True)
-        case ev.StageEntered():
-            return Scope(run=True, stage=event.stage)
-        case ev.StageSkipped() | ev.StageFinished():
-            return Scope(stage=event.stage)
-        case ev.TimerScheduled() | ev.TimerCleared():
-            return Scope(timers=True)
-        case ev.RunStatusChanged():
-            return Scope(run=True, timers=True)
-        case ev.ParticipantsJoined():
-            return _NOTHING
-    return EVERYTHING
+    scope_of = _SCOPES.get(type(event))
+    return EVERYTHING if scope_of is None else scope_of(event)
 
 
 def audited(run: Run | None, scope: Scope | None = EVERYTHING) -> dict[str, Any]:
@@ -208,19 +222,33 @@ def _audited_in(run: Run, scope: Scope) -> dict[str, Any]:
     if scope.run:
         fields.update(status=_text(run.status), stage=run.stage, version=run.version,
                       error=run.error)
-    if scope.stage is not None and scope.stage in run.stages:
-        fields[f"stages.{scope.stage}.status"] = _text(run.stages[scope.stage].status)
-    if scope.step is not None and scope.step in run.steps:
-        step = run.steps[scope.step]
-        fields[f"steps.{scope.step}.status"] = _text(step.status)
-        fields[f"steps.{scope.step}.attempt"] = step.attempt
-        fields[f"steps.{scope.step}.error"] = step.error
+    stage = run.stages.get(scope.stage) if scope.stage is not None else None
+    if stage is not None:
+        fields[_stage_key(scope.stage)] = _text(stage.status)
+    step = run.steps.get(scope.step) if scope.step is not None else None
+    if step is not None:
+        status, attempt, error = _step_keys(scope.step)
+        fields[status] = _text(step.status)
+        fields[attempt] = step.attempt
+        fields[error] = step.error
     if scope.vars:
         for name, value in run.vars.items():
             fields[f"vars.{name}"] = value
     if scope.timers:
-        fields["timers"] = sorted(timer.id for timer in run.timers)
+        fields["timers"] = sorted([timer.id for timer in run.timers]) if run.timers else []
     return fields
+
+
+# The audited names of a stage's and a step's fields, asked for twice an event (before
+# and after it) for the few names a definition has.
+@lru_cache(maxsize=4096)
+def _stage_key(stage: str) -> str:
+    return f"stages.{stage}.status"
+
+
+@lru_cache(maxsize=4096)
+def _step_keys(step: str) -> tuple[str, str, str]:
+    return f"steps.{step}.status", f"steps.{step}.attempt", f"steps.{step}.error"
 
 
 def expression_context(run: Run) -> dict[str, Any]:

@@ -126,6 +126,8 @@ def check_transition(before: Run | None, t: Transition, versions: Mapping[int, D
     assert t.changes == replayed_changes(before, t.events), "the audit differs from a replay"
     rebuilt = check_moves(before, t.events)
     assert rebuilt.model_dump() == t.current.model_dump(), "events do not rebuild the run"
+    for event in t.events:  # the history entry's fields: the event's dump, in its order
+        assert list(ev.fields_of(event).items()) == list(event.model_dump().items())
     if before is not None:
         assert t.current.revision == before.revision + len(t.events)
     started = {
