@@ -16,21 +16,21 @@ three; the envelopes of the old forms are parsed and encoded as they were publis
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 
-from contracts import Envelope, encode, headers_of, parse_dict
+from contracts import Envelope, encode, header_pairs, parse_dict
 from shared.packed import CODEC, opened
 
 # The outbox's packed value: {RECORDS: [{topic, key, value, headers}, ...]}.
 RECORDS = "records"
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """What the producer sends for one message; ``headers`` in the order Kafka gets them."""
+class Outgoing(NamedTuple):
+    """What the producer sends for one message; ``headers`` in the order Kafka gets them.
+
+    A named tuple: built for every message, it costs a quarter of a frozen dataclass."""
 
     topic: str
     key: bytes
@@ -51,7 +51,7 @@ class Outgoing:
 def outgoing(envelope: Envelope) -> Outgoing:
     """``envelope`` encoded once, as the producer sends it."""
     return Outgoing(envelope.payload.TOPIC, envelope.partition_key.encode(), encode(envelope),
-                    tuple((name, text.encode()) for name, text in headers_of(envelope).items()))
+                    header_pairs(envelope))
 
 
 def outgoing_all(envelopes: Iterable[Envelope]) -> list[Outgoing]:
