@@ -532,6 +532,8 @@ async def test_a_run_document_holds_its_outbox_history_and_dispatches_packed(
     assert {m.type for m in now.outbox} >= {"WorkItemRequested"}
     assert len(now.dispatches) == 2
     assert from_document(packed_lists).unpaged_packed == items_of(doc["pending_history"])
+    for a, d in zip(doc["active_steps"], dispatches, strict=True):  # what a reconcile sends
+        assert dispatched(bson.encode(d)) == dispatched(d) == dispatched(a["dispatch"])
     for legacy in (packed_lists, subdocuments):
         before = from_document(legacy)
         assert now.run == before.run and now.applied == before.applied
