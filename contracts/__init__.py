@@ -7,13 +7,22 @@ newest model of each type.
 """
 
 from contracts.envelope import Envelope, new_event
-from contracts.registry import REGISTRY, ContractError, encode, headers_of, parse, parse_dict
+from contracts.registry import (
+    REGISTRY,
+    ContractError,
+    encode,
+    header_pairs,
+    headers_of,
+    parse,
+    parse_dict,
+)
 
 __all__ = [
     "REGISTRY",
     "ContractError",
     "Envelope",
     "encode",
+    "header_pairs",
     "headers_of",
     "new_event",
     "parse",

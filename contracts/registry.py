@@ -73,13 +73,17 @@ def encode(envelope: Envelope) -> bytes:
     return envelope.model_dump_json().encode()
 
 
+def header_pairs(envelope: Envelope) -> tuple[tuple[str, bytes], ...]:
+    """Type and version ride in Kafka headers too, so routers need not parse the body:
+    as the producer takes them, encoded."""
+    return (("type", envelope.type.encode()),
+            ("schema_version", str(envelope.schema_version).encode()),
+            ("correlation_id", envelope.correlation_id.encode()))
+
+
 def headers_of(envelope: Envelope) -> dict[str, str]:
-    """Type and version ride in Kafka headers too, so routers need not parse the body."""
-    return {
-        "type": envelope.type,
-        "schema_version": str(envelope.schema_version),
-        "correlation_id": envelope.correlation_id,
-    }
+    """The headers as text (a dead letter keeps them so)."""
+    return {name: value.decode() for name, value in header_pairs(envelope)}
 
 
 def parse(raw: bytes) -> Envelope:

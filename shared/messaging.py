@@ -47,6 +47,7 @@ from shared.handover import OffsetHandover, admin_offsets
 from shared.kafka_connection import client_id, client_options, security
 from shared.logs import message_context
 from shared.metrics import ServiceMetrics
+from shared.outgoing import Outgoing, outgoing_all
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("baton.messaging")
@@ -88,7 +89,8 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
 
 
 class Publisher:
-    """Publishes envelopes keyed by run (or record) with type and version headers.
+    """Publishes envelopes keyed by run (or record) with type and version headers, or
+    messages encoded already (:mod:`shared.outgoing`).
 
     Each message goes straight to the aiokafka producer FastStream's broker connected
     (decision 28): FastStream's publish pipeline (its middlewares, a correlation id and
@@ -103,20 +105,22 @@ class Publisher:
         self.metrics = metrics
 
     async def publish(self, envelopes: Iterable[Envelope]) -> None:
+        await self.send(outgoing_all(envelopes))
+
+    async def send(self, messages: Iterable[Outgoing]) -> None:
+        """Send messages encoded already (an outbox as stored, decision 35): as they are."""
         producer = kafka_producer(self.broker)
         futures = []
-        for envelope in envelopes:
-            topic = envelope.payload.TOPIC
-            value, key = encode(envelope), envelope.partition_key.encode()
-            headers = headers_of(envelope)
+        for message in messages:
             if producer is not None:
-                futures.append(await producer.send(
-                    topic, value, key=key,
-                    headers=[(name, text.encode()) for name, text in headers.items()]))
+                futures.append(await producer.send(message.topic, message.value,
+                                                   key=message.key, headers=list(message.headers)))
             else:
                 futures.append(await self.broker.publish(
-                    value, topic=topic, key=key, headers=headers, no_confirm=True))
-            self.metrics.sent(topic)
+                    message.value, topic=message.topic, key=message.key,
+                    headers={name: text.decode() for name, text in message.headers},
+                    no_confirm=True))
+            self.metrics.sent(message.topic)
         if futures:
             await asyncio.gather(*futures)
 

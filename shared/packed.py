@@ -5,7 +5,9 @@ entries not paged yet and each active step's dispatch) MongoDB only keeps.  Pack
 one binary value instead of a tree of fields, which the embedded server would otherwise
 decode, copy and encode again on every update of the document: about half of its CPU for a
 run in review (decision 27).  Documents written before hold them as subdocuments;
-:func:`opened` reads both.
+:func:`opened` reads both.  A list of such values (a run's pending history) is itself one
+packed value (:func:`packed_list`, decision 35); :func:`opened_all` reads it and the lists
+written before.
 
 :class:`Packing` goes one step further for a whole document: the fields no query, sort,
 projection or index of the server names go into one packed value beside those it needs
@@ -14,7 +16,7 @@ projection or index of the server names go into one packed value beside those it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -24,6 +26,7 @@ from bson.codec_options import CodecOptions
 
 # As the services' client reads documents (shared/mongo.py): times come back aware, in UTC.
 CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
+ITEMS = "items"  # the one field of a packed list
 
 
 def packed(value: Mapping[str, Any]) -> bytes:
@@ -37,8 +40,26 @@ def opened(value: bytes | Mapping[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
-def opened_all(values: Iterable[bytes | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    return [opened(value) for value in values or ()]
+def packed_list(values: Sequence[bytes]) -> bytes:
+    """Packed values in one packed value: the server walks one node instead of one each
+    (decision 35)."""
+    return bson.encode({ITEMS: list(values)})
+
+
+def items_of(values: bytes | Iterable[bytes | Mapping[str, Any]] | None
+             ) -> list[bytes | Mapping[str, Any]]:
+    """The values of :func:`packed_list`, or of a list written before (each packed, or a
+    subdocument)."""
+    if not values:
+        return []
+    if isinstance(values, bytes):
+        return list(bson.decode(values, codec_options=CODEC)[ITEMS])
+    return list(values)
+
+
+def opened_all(values: bytes | Iterable[bytes | Mapping[str, Any]] | None
+               ) -> list[dict[str, Any]]:
+    return [opened(value) for value in items_of(values)]
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.history import numbered
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import DISPATCHES, RunStore, StoredRun
+from services.stage_coordinator.store import RunStore, StoredRun, dispatches_of
 from shared.definitions.catalog import Definitions
 from shared.definitions.store import UnknownDefinition
 from shared.messaging import Publisher
+from shared.outgoing import outgoing_all
 
 log = logging.getLogger("baton.coordinator")
 PRODUCER = "stage-coordinator"
@@ -183,7 +184,7 @@ class CoordinatorHandler:
             )
             for index, payload in enumerate(t.messages)
         ]
-        outbox = [envelope.model_dump(mode="json") for envelope in sending]
+        outbox = outgoing_all(sending)  # encoded once: stored and sent as they are
         before = current.run if current else None
         history = numbered(run.id, before.revision if before else 0, [
             {**fields_of(event), "cause": cause.type, "cause_id": cause.event_id,
@@ -194,14 +195,13 @@ class CoordinatorHandler:
             run=run,
             applied=[*(current.applied if current else []), cause.event_id],
             outbox=[*(current.outbox if current else []), *outbox],
-            sending=[*(current.sending if current else []), *sending],
             new_history=[*(current.new_history if current else []), *history],
             unpaged_history=list(current.unpaged_history) if current else [],
             is_new=current is None or current.is_new,
             timer_due=current.timer_due if current else None,
             stored_revision=current.stored_revision if current else None,
             dispatches={**(current.dispatches if current else {}),
-                        **{m["payload"]["step"]: m for m in outbox if m["type"] in DISPATCHES}},
+                        **dispatches_of(sending, outbox)},
         )
 
 

@@ -14,14 +14,13 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from contracts import parse_dict
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
-from services.stage_coordinator.store import ACTIVE_RUNS
+from services.stage_coordinator.store import ACTIVE_RUNS, dispatched
 from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
 from shared.mongo import free_lease
-from shared.packed import opened
+from shared.outgoing import Outgoing
 from shared.spine.marks import OutboxMarks
 
 log = logging.getLogger("baton.coordinator.jobs")
@@ -118,14 +117,14 @@ class Reconciler:
         resent = 0
         query = {**ACTIVE_RUNS, "status": "running", "active_steps.dispatch": {"$ne": None}}
         cursor = self.runs.find(query, {"active_steps": 1})
-        batch: list[dict[str, Any]] = []
+        batch: list[Outgoing] = []
         async for doc in cursor:
-            batch.extend(opened(a["dispatch"]) for a in doc.get("active_steps", [])
+            batch.extend(dispatched(a["dispatch"]) for a in doc.get("active_steps", [])
                          if a.get("dispatch"))
             if len(batch) >= BATCH:
-                await self.publisher.publish(parse_dict(m) for m in batch)
+                await self.publisher.send(batch)
                 resent, batch = resent + len(batch), []
-        await self.publisher.publish(parse_dict(m) for m in batch)
+        await self.publisher.send(batch)
         resent += len(batch)
         swept = await self.outboxes.sweep(older_than=timedelta(0))
         await self.runs.update_many({"timer_lease_until": {"$exists": True}},

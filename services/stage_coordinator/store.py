@@ -4,9 +4,10 @@ The document is the run's state plus what rides with it (DESIGN.md):
 - ``revision``: every write replaces the run only if it still holds the revision its writer
   read (no lost update; ``shared.mongo.replace_at``, decision 31);
 - ``applied``: ids of the last messages applied (a redelivery is detected, not re-applied);
-- ``outbox``: the messages this transition must publish, published right after the write;
-  the outbox, the pending history and each active step's dispatch are packed, one BSON
-  value each (packed.py, decision 27);
+- ``outbox``: the messages this transition must publish, published right after the write,
+  kept as the producer sends them (encoded once when decided, shared/outgoing.py); the
+  outbox, the pending history and each active step's dispatch are packed, one BSON value
+  each (packed.py, decisions 27 and 35);
 - ``state``: what no query looks into (stages, steps, record, inputs, vars, retired
   attempts, applied ids), packed in one value; readers open it with :func:`unpacked`;
 - ``pending_history``: the history entries saved with the run, paged to ``run_history``
@@ -44,16 +45,16 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from contracts import Envelope, parse_dict
+from contracts import Envelope
 from services.stage_coordinator.core.state import Run, RunStatus
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
 from shared.messaging import Publisher
 from shared.mongo import Index, drop_retired, replace_at
-from shared.packed import opened, opened_all, packed
+from shared.outgoing import Outgoing, from_stored, opened_outbox, packed_outbox
+from shared.packed import items_of, opened, opened_all, packed, packed_list
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
-from shared.spine.store import as_sent
 
 log = logging.getLogger("baton.coordinator.store")
 # Saves whose messages may be on their way at once (each holds its runs' outboxes).
@@ -94,10 +95,7 @@ class WriteConflict(RuntimeError):
 class StoredRun:
     run: Run
     applied: list[str] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
-    # The outbox's messages as built (not stored): published without parsing them again.
-    # Shorter than ``outbox`` when the outbox was read back from MongoDB.
-    sending: list[Envelope] = field(default_factory=list)
+    outbox: list[Outgoing] = field(default_factory=list)  # as the producer sends them
     # History entries of transitions not saved yet; saved but not paged yet (the run
     # document's ``pending_history``); and those the last save wrote (for the metrics).
     new_history: list[dict[str, Any]] = field(default_factory=list)
@@ -111,9 +109,9 @@ class StoredRun:
     # The revision the store holds: the guard of the next write.  Several transitions
     # of one run in one batch move ``run.revision`` on, but are written at once.
     stored_revision: int | None = None
-    # The last dispatch (StepRequested or WorkItemRequested envelope) of each step, kept
-    # while the step is active: what the reconcile re-sends if the broker loses it.
-    dispatches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The last dispatch (StepRequested or WorkItemRequested) of each step, kept while the
+    # step is active: what the reconcile re-sends if the broker loses it.
+    dispatches: dict[str, Dispatch] = field(default_factory=dict)
 
 
 class RunStore:
@@ -218,12 +216,12 @@ class RunStore:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def _finish(self, runs: list[StoredRun], messages: list[Envelope],
+    async def _finish(self, runs: list[StoredRun], messages: list[Outgoing],
                       histories: list[tuple[list[dict[str, Any]], list[bytes]]],
                       stamp: datetime | None) -> None:
         done = False
         try:
-            await asyncio.gather(self.publisher.publish(messages), self._page(histories))
+            await asyncio.gather(self.publisher.send(messages), self._page(histories))
             done = True
         except Exception:
             log.warning("publishing or paging the last save of %d runs failed; they are "
@@ -244,14 +242,14 @@ class RunStore:
         then the readers merge ``pending_history``.
         """
         messages, histories = _hand_over(runs)
-        await asyncio.gather(self.publisher.publish(messages), self._page(histories))
+        await asyncio.gather(self.publisher.send(messages), self._page(histories))
 
     async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         history_packed: dict[str, list[bytes]] = {}
         for stored in changed:
-            doc = to_document(stored, stamp, self.outboxes.writer)
-            history_packed[stored.run.id] = doc["pending_history"] or []
+            pending = history_packed[stored.run.id] = pending_entries(stored)
+            doc = to_document(stored, stamp, self.outboxes.writer, pending)
             for key in OPTIONAL_FIELDS:
                 if doc.get(key) is None:
                     doc.pop(key, None)
@@ -318,9 +316,9 @@ class RunStore:
         outbox published (how many messages)."""
         await write_pages(self.history, pages(opened_all(d.get("pending_history"))
                                               for d in docs))
-        messages = [m for d in docs for m in opened_all(d.get("outbox"))]
+        messages = [m for d in docs for m in opened_outbox(d.get("outbox"))]
         if messages:
-            await self.publisher.publish(parse_dict(m) for m in messages)
+            await self.publisher.send(messages)
         return len(messages)
 
     def remember(self, stored: StoredRun) -> None:
@@ -343,16 +341,16 @@ class RunStore:
 
 
 def _hand_over(runs: Sequence[StoredRun]
-               ) -> tuple[list[Envelope], list[tuple[list[dict[str, Any]], list[bytes]]]]:
+               ) -> tuple[list[Outgoing], list[tuple[list[dict[str, Any]], list[bytes]]]]:
     """What saved runs leave to do, taken off them: their messages and unpaged history.
 
     The cached runs start their next save with neither: it is written only once these
     are out (:meth:`RunStore.save` waits), and a failure forgets the runs, so that they
     are read back with what their documents still hold."""
-    messages = [m for s in runs if s.outbox for m in as_sent(s.sending, s.outbox)]
+    messages = [m for s in runs for m in s.outbox]
     histories = [(s.unpaged_history, s.unpaged_packed) for s in runs if s.unpaged_history]
     for stored in runs:
-        stored.outbox, stored.sending, stored.unpaged_history = [], [], []
+        stored.outbox, stored.unpaged_history = [], []
         stored.unpaged_packed = []
     return messages, histories
 
@@ -396,27 +394,37 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
     return StoredRun(
         run=Run.model_validate({**state, "id": doc["_id"]}),
         applied=list(doc.get("applied", [])),
-        outbox=opened_all(doc.get("outbox")),
+        outbox=opened_outbox(doc.get("outbox")),
         unpaged_history=opened_all(doc.get("pending_history")),
-        unpaged_packed=[v for v in doc.get("pending_history") or () if isinstance(v, bytes)],
+        unpaged_packed=[v for v in items_of(doc.get("pending_history")) if isinstance(v, bytes)],
         timer_due=doc.get("next_timer_at"),
         stored_revision=doc.get("revision"),
-        dispatches={a["step"]: opened(a["dispatch"]) for a in doc.get("active_steps", [])
+        dispatches={a["step"]: Dispatch.read(a["dispatch"]) for a in doc.get("active_steps", [])
                     if a.get("dispatch")},
     )
 
 
+def pending_entries(stored: StoredRun) -> list[bytes]:
+    """The history entries a save of the run writes into ``pending_history``, each packed
+    once: the page takes the same bytes, and the next save those it wrote already."""
+    unpaged = (stored.unpaged_packed if len(stored.unpaged_packed) == len(stored.unpaged_history)
+               else [packed(e) for e in stored.unpaged_history])
+    return [*unpaged, *(packed(e) for e in stored.new_history)]
+
+
 def to_document(stored: StoredRun, stamp: datetime | None = None,
-                writer: str | None = None) -> dict[str, Any]:
-    """The run's document; stamped ``stamp`` by ``writer`` if it leaves work after the write."""
+                writer: str | None = None, pending: list[bytes] | None = None
+                ) -> dict[str, Any]:
+    """The run's document; stamped ``stamp`` by ``writer`` if it leaves work after the write;
+    ``pending``: its :func:`pending_entries`, when the caller has them already."""
     run = stored.run
     doc = _fields(run)
     doc["_id"] = run.id
     doc["applied"] = stored.applied[-APPLIED_KEPT:]
-    doc["outbox"] = [packed(m) for m in stored.outbox]
-    unpaged = (stored.unpaged_packed if len(stored.unpaged_packed) == len(stored.unpaged_history)
-               else [packed(e) for e in stored.unpaged_history])
-    doc["pending_history"] = [*unpaged, *(packed(e) for e in stored.new_history)] or None
+    doc["outbox"] = packed_outbox(stored.outbox)
+    if pending is None:
+        pending = pending_entries(stored)
+    doc["pending_history"] = packed_list(pending) if pending else None
     stamped = stamp is not None and (stored.outbox or doc["pending_history"])
     doc["outbox_at"] = stamp if stamped else None
     doc["outbox_by"] = writer if stamped else None
@@ -460,12 +468,43 @@ def active_key(run: Run) -> str | None:
 DISPATCHES = ("StepRequested", "WorkItemRequested")
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """A step's last dispatch as sent, packed once with its attempt (as ``active_steps``
+    keeps it, written again by every save while the step is active)."""
+
+    attempt: int
+    packed: bytes
+
+    @classmethod
+    def of(cls, attempt: int, message: Outgoing) -> Dispatch:
+        return cls(attempt, packed({"attempt": attempt, **message.stored()}))
+
+    @classmethod
+    def read(cls, value: bytes | dict[str, Any]) -> Dispatch:
+        """As a document holds it: this version's, or an earlier one's envelope (packed,
+        or a subdocument)."""
+        doc = opened(value)
+        if "attempt" in doc:
+            return cls(doc["attempt"], value if isinstance(value, bytes) else packed(doc))
+        return cls.of(doc["payload"]["attempt"], from_stored(doc))
+
+
+def dispatches_of(sending: Sequence[Envelope], outbox: Sequence[Outgoing]) -> dict[str, Dispatch]:
+    """The dispatches among messages built (``sending``) and encoded (``outbox``), by step."""
+    return {e.payload.step: Dispatch.of(e.payload.attempt, m)  # type: ignore[attr-defined]
+            for e, m in zip(sending, outbox, strict=True) if e.type in DISPATCHES}
+
+
+def dispatched(value: bytes | dict[str, Any]) -> Outgoing:
+    """The message of a stored dispatch, to send again (either form, :meth:`Dispatch.read`)."""
+    return from_stored(opened(value))
+
+
 def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> bytes | None:
     """The dispatch of the step's current attempt, packed, if it is out there waiting for
     an outcome."""
     dispatch = stored.dispatches.get(step)
     if status != "in_progress" or dispatch is None:
         return None
-    return packed(dispatch) if dispatch["payload"].get("attempt") == attempt else None
-
-
+    return dispatch.packed if dispatch.attempt == attempt else None

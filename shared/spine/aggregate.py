@@ -3,7 +3,8 @@
 An aggregate is one document: the service's own fields (``state``) beside the spine's
 shell fields: ``revision`` (every write is conditional on the one read), ``applied``
 (the ids of the messages already applied: the inbox), ``outbox`` (messages written with
-the change, published after it), ``outbox_at``/``outbox_by`` (the stamp and the writer of
+the change, published after it: encoded once, as the producer sends them, and packed in one
+value, :mod:`shared.outgoing`), ``outbox_at``/``outbox_by`` (the stamp and the writer of
 the outbox, see :mod:`shared.spine.ledger`), ``timers`` (pending timers, each a dict with
 at least a ``due_at``) and ``next_timer_at`` (the soonest, indexed by the store).
 """
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts import Envelope
-from shared.packed import opened_all
+from shared.outgoing import Outgoing, opened_outbox, outgoing_all, packed_outbox
 
 SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "outbox_by", "timers",
                 "next_timer_at", "timer_lease")
@@ -66,13 +67,10 @@ class Aggregate:
     state: Mapping[str, Any] | None = None  # None: nothing stored under this key yet
     revision: int = 0  # the revision read (0: new); the save is conditional on it
     applied: tuple[str, ...] = ()
-    outbox: tuple[Mapping[str, Any], ...] = ()  # unpublished messages, as JSON
+    outbox: tuple[Outgoing, ...] = ()  # unpublished messages, as the producer sends them
     timers: tuple[Mapping[str, Any], ...] = ()
     changed: bool = False
     answers: tuple[Envelope, ...] = field(default=(), compare=False)
-    # The outbox's messages as built, to publish without parsing them back; shorter than
-    # ``outbox`` when the aggregate was read with messages still in it.
-    sending: tuple[Envelope, ...] = field(default=(), compare=False)
 
     def after(self, decided: Decided, message_id: str | None = None) -> Aggregate:
         """This aggregate once ``decided`` is applied (still under the revision read)."""
@@ -86,8 +84,7 @@ class Aggregate:
             self,
             state=dict(decided.state) if decided.state is not None else self.state,
             applied=applied,
-            outbox=(*self.outbox, *(e.model_dump(mode="json") for e in decided.publish)),
-            sending=(*self.sending, *decided.publish),
+            outbox=(*self.outbox, *outgoing_all(decided.publish)),
             timers=self.timers if decided.timers is None else tuple(decided.timers),
             changed=True,
             answers=answers,
@@ -106,7 +103,7 @@ def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
         state={k: v for k, v in doc.items() if k not in SHELL_FIELDS},
         revision=int(doc.get("revision") or 0),
         applied=tuple(doc.get("applied") or ()),
-        outbox=tuple(opened_all(doc.get("outbox"))),  # packed, or as written before
+        outbox=tuple(opened_outbox(doc.get("outbox"))),  # packed, or as written before
         timers=tuple(doc.get("timers") or ()),
     )
 
@@ -118,7 +115,7 @@ def document_of(aggregate: Aggregate, stamp: datetime | None,
     doc: dict[str, Any] = {**(aggregate.state or {}), "_id": aggregate.key,
                            "revision": aggregate.revision + 1,
                            "applied": list(aggregate.applied),
-                           "outbox": list(aggregate.outbox)}
+                           "outbox": packed_outbox(aggregate.outbox)}
     if aggregate.outbox:
         doc["outbox_at"] = stamp
         if writer is not None:

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from contracts import Envelope
+from contracts import Envelope, parse
+from shared.outgoing import Outgoing
 from shared.spine.aggregate import aware
 from shared.spine.marks import Document, Marks, Resend, utc_now
 from shared.spine.store import Due, StoreBase
@@ -30,7 +31,9 @@ class MemoryAggregateStore(StoreBase):
         self.round_trips: Counter[str] = Counter()
         super().__init__(MemoryMarks(self.documents, self.writers, self.round_trips),
                          mark_delay=mark_delay, clock=clock)
+        # What went out, as a consumer parses it (and as sent: ``sent``).
         self.published: list[Envelope] = []
+        self.sent: list[Outgoing] = []
         self.broken = False  # publishing fails (a broker away, or a crash before it)
         # Runs just before a write lands (a test's way to slip another writer in first).
         self.before_write: Callable[[], Awaitable[None]] | None = None
@@ -53,10 +56,11 @@ class MemoryAggregateStore(StoreBase):
                 self.documents[doc["_id"]] = copy.deepcopy(doc)
         return lost
 
-    async def _send(self, envelopes: Sequence[Envelope]) -> None:
+    async def _send(self, messages: Sequence[Outgoing]) -> None:
         if self.broken:
             raise ConnectionError("the broker is away")
-        self.published.extend(envelopes)
+        self.sent.extend(messages)
+        self.published.extend(parse(m.value) for m in messages)
 
     async def due(self, until: datetime, limit: int) -> list[Due]:
         self.round_trips["find"] += 1

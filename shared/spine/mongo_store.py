@@ -10,9 +10,10 @@ unique ``_id``, and a replacement of a document whose revision moved fails too (
 MongoDB plans any other filter, and an upsert's query, over every index of the collection
 first (decision 31).
 
-Each outbox message is written packed, and the fields of the service's ``packing`` (those
-no query of its collection names) go into one packed value: the store opens what it reads
-(:class:`shared.packed.Packing`, decisions 27 and 32).
+The outbox is one packed value of the messages as the producer sends them (encoded when
+they were decided, :mod:`shared.outgoing`, decision 35), and the fields of the service's
+``packing`` (those no query of its collection names) go into one packed value: the store
+opens what it reads (:class:`shared.packed.Packing`, decisions 27 and 32).
 
 The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
@@ -28,11 +29,11 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from contracts import Envelope
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
 from shared.mongo import LOST_RACE, Index, replace_at
-from shared.packed import Packing, packed
+from shared.outgoing import Outgoing
+from shared.packed import Packing
 from shared.spine.marks import Document
 from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
 from shared.spine.store import Due, StoreBase
@@ -77,11 +78,9 @@ class MongoAggregateStore(StoreBase):
         return [self.packing.open(doc) for doc in docs]
 
     async def _write(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
-        # The outbox and the packing's fields are kept packed (shared/packed.py): MongoDB
-        # never looks inside them.
-        stored = [(revision, self.packing.pack(
-            {**doc, "outbox": [packed(m) for m in doc.get("outbox") or ()]}))
-            for revision, doc in docs]
+        # The packing's fields are kept packed (shared/packed.py), as the outbox is
+        # (document_of): MongoDB never looks inside them.
+        stored = [(revision, self.packing.pack(doc)) for revision, doc in docs]
         ops = [replace_at(doc, revision) if revision else InsertOne(doc)
                for revision, doc in stored]
         replacing = sum(1 for revision, _ in stored if revision)
@@ -106,8 +105,8 @@ class MongoAggregateStore(StoreBase):
         revisions = {d["_id"]: d.get("revision") for d in stored}
         return {doc["_id"] for _, doc in docs if revisions.get(doc["_id"]) != doc["revision"]}
 
-    async def _send(self, envelopes: Sequence[Envelope]) -> None:
-        await self.publisher.publish(envelopes)
+    async def _send(self, messages: Sequence[Outgoing]) -> None:
+        await self.publisher.send(messages)
 
     async def due(self, until: datetime, limit: int) -> list[Due]:
         """Aggregates with a timer due by ``until``, soonest first (the sparse index)."""

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from contracts import Envelope, parse_dict
-from shared.packed import opened_all
+from contracts import Envelope
+from shared.outgoing import Outgoing, opened_outbox, outgoing_all
 from shared.spine.aggregate import Aggregate, Conflict, aggregate_of, aware, document_of
 from shared.spine.ledger import Ledger
 from shared.spine.marks import Backlog, Document, MarkStorage, OutboxMarks, utc_now
@@ -67,7 +67,8 @@ class StoreBase:
         """Write each (revision read, document) conditionally, in one write; the keys lost."""
         raise NotImplementedError
 
-    async def _send(self, envelopes: Sequence[Envelope]) -> None:
+    async def _send(self, messages: Sequence[Outgoing]) -> None:
+        """Send messages as they are (encoded once, :mod:`shared.outgoing`)."""
         raise NotImplementedError
 
     # -- the spine's side ------------------------------------------------------------------
@@ -95,7 +96,9 @@ class StoreBase:
             docs = {a.key: document_of(a, stamp, self.outboxes.writer) for a in changed}
             lost = await self._write([(a.revision, docs[a.key]) for a in changed])
             landed = [docs[a.key] for a in changed if a.key not in lost]
-            await self.publish(_outgoing([a for a in changed if a.key not in lost]))
+            outboxes = [m for a in changed if a.key not in lost for m in a.outbox]
+            if outboxes:
+                await self._send(outboxes)
             published = True
         finally:
             if stamp is not None:
@@ -110,13 +113,13 @@ class StoreBase:
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         if envelopes:
-            await self._send(envelopes)
+            await self._send(outgoing_all(envelopes))
 
     async def publish_outboxes(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        """Publish the outboxes of these documents; how many messages went out."""
-        messages = [m for d in docs for m in opened_all(d.get("outbox"))]
+        """Publish the outboxes of these documents as stored; how many messages went out."""
+        messages = [m for d in docs for m in opened_outbox(d.get("outbox"))]
         if messages:
-            await self._send([parse_dict(m) for m in messages])
+            await self._send(messages)
         return len(messages)
 
     def on_timer(self, listener: Callable[[datetime], None]) -> None:
@@ -144,16 +147,3 @@ class StoreBase:
 
     async def sweep(self, older_than: timedelta = timedelta(seconds=5)) -> int:
         return await self.outboxes.sweep(older_than)
-
-
-def _outgoing(aggregates: Iterable[Aggregate]) -> list[Envelope]:
-    """The outboxes of saved aggregates, as :func:`as_sent` gives each."""
-    return [envelope for a in aggregates for envelope in as_sent(a.sending, a.outbox)]
-
-
-def as_sent(sending: Sequence[Envelope], outbox: Sequence[Mapping[str, Any]]) -> list[Envelope]:
-    """An outbox as envelopes to publish: those built with it, or (read back from MongoDB
-    with messages still in it) parsed from what the document holds."""
-    if len(sending) == len(outbox):
-        return list(sending)
-    return [parse_dict(dict(m)) for m in outbox]

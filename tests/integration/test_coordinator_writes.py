@@ -24,7 +24,7 @@ import pytest
 from e2e.conftest import wait_for
 from prometheus_client import CollectorRegistry
 
-from contracts import Envelope
+from contracts import Envelope, parse
 from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.events.steps import StepCompleted
@@ -36,14 +36,17 @@ from services.stage_coordinator.store import (
     RUNS,
     RunStore,
     WriteConflict,
+    dispatched,
     from_document,
+    to_document,
     unpacked,
 )
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
 from shared.mongo import CommandCounter, make_client
-from shared.packed import opened, opened_all
+from shared.outgoing import Outgoing, opened_outbox
+from shared.packed import items_of, opened_all
 from shared.spine.mongo_marks import SYSTEM
 
 pytestmark = pytest.mark.integration
@@ -68,6 +71,11 @@ class RecordingPublisher:
 
     async def publish(self, envelopes: Iterable[Envelope]) -> None:
         self.sent.extend(envelopes)
+
+    async def send(self, messages: Iterable[Outgoing]) -> None:
+        """Messages as stored (decision 35): what a consumer parses of their bytes, handed
+        to :meth:`publish` (which tests replace to hold or break the publish)."""
+        await self.publish([parse(m.value) for m in messages])
 
 
 @dataclass
@@ -229,7 +237,7 @@ async def test_a_stop_after_the_save_before_the_publish_is_sent_once_by_another_
         await drive(coordinator, steps[-1:])  # saved; stopped before paging and publishing
     run = await coordinator.store.runs.find_one({"_id": run_id})
     assert run is not None and run["status"] == "completed" and run["outbox"]
-    left = [m["event_id"] for m in opened_all(run["outbox"])]
+    left = [parse(m.value).event_id for m in opened_outbox(run["outbox"])]
     assert not set(left) & set(sent_for(coordinator.publisher, run_id))
 
     other, sent = coordinator.another()
@@ -371,7 +379,7 @@ async def test_a_failed_publish_is_raised_to_the_next_save_and_sent_again_on_rea
 
     left = await coordinator.store.runs.find_one({"_id": run_id})
     assert left is not None and left["outbox"]
-    unsent = [m["event_id"] for m in opened_all(left["outbox"])]
+    unsent = [parse(m.value).event_id for m in opened_outbox(left["outbox"])]
     assert not set(unsent) & set(sent_for(coordinator.publisher, run_id))
     await drive(coordinator, steps[2:])  # the batch again: what was left goes out first
     sent = sent_for(coordinator.publisher, run_id)
@@ -490,28 +498,49 @@ async def test_a_save_of_other_runs_does_not_wait_for_messages_on_their_way(
 async def test_a_run_document_holds_its_outbox_history_and_dispatches_packed(
     coordinator: Coordinator,
 ) -> None:
-    """Decision 27: one binary value each, which the store never looks into, and the run's
-    state besides what queries use; a document written before, with subdocuments and
-    fields, is read the same way."""
+    """Decisions 27 and 35: one binary value each (the outbox and the pending history one
+    value for the whole list), which the store never looks into, and the run's state
+    besides what queries use; documents written before, with lists of packed values, or
+    subdocuments and fields, are read the same way."""
     run_id = uuid.uuid4().hex
     await drive(coordinator, inputs(run_id)[:2])  # in review: two dispatches out
     doc = await coordinator.store.runs.find_one({"_id": run_id})
     assert doc is not None
-    values = [*doc["outbox"], *doc["pending_history"], doc["state"],
+    values = [doc["outbox"], doc["pending_history"], doc["state"],
               *(a["dispatch"] for a in doc["active_steps"])]
-    assert len(values) >= 6 and all(isinstance(v, bytes) for v in values)
+    assert len(values) == 5 and all(isinstance(v, bytes) for v in values)
     assert not {"steps", "stages", "record", "applied"} & set(doc)  # all in ``state``
 
-    legacy = {**unpacked(doc), "outbox": opened_all(doc["outbox"]),
-              "pending_history": opened_all(doc["pending_history"]),
-              "active_steps": [{**a, "dispatch": opened(a["dispatch"])}
-                               for a in doc["active_steps"]]}
-    assert "state" not in legacy and legacy["steps"]["legal"]["status"] == "in_progress"
-    now, before = from_document(doc), from_document(legacy)
-    assert now.run == before.run and now.applied == before.applied and len(now.applied) == 2
-    assert now.outbox == before.outbox and now.unpaged_history == before.unpaged_history
-    assert now.dispatches == before.dispatches
-    assert {m["type"] for m in now.outbox} >= {"WorkItemRequested"}
+    # As the version before wrote it: a list of packed envelopes and entries, each
+    # dispatch the packed envelope; and before packing: subdocuments and fields.
+    envelopes = [parse(m.value).model_dump(mode="json") for m in opened_outbox(doc["outbox"])]
+    dispatches = [parse(dispatched(a["dispatch"]).value).model_dump(mode="json")
+                  for a in doc["active_steps"]]
+    packed_lists = {**doc, "outbox": [bson.encode(m) for m in envelopes],
+                    "pending_history": items_of(doc["pending_history"]),
+                    "active_steps": [{**a, "dispatch": bson.encode(d)}
+                                     for a, d in zip(doc["active_steps"], dispatches,
+                                                     strict=True)]}
+    subdocuments = {**unpacked(doc), "outbox": envelopes,
+                    "pending_history": opened_all(doc["pending_history"]),
+                    "active_steps": [{**a, "dispatch": d}
+                                     for a, d in zip(doc["active_steps"], dispatches,
+                                                     strict=True)]}
+    assert "state" not in subdocuments
+    assert subdocuments["steps"]["legal"]["status"] == "in_progress"
+    now = from_document(doc)
+    assert {m.type for m in now.outbox} >= {"WorkItemRequested"}
+    assert len(now.dispatches) == 2
+    assert from_document(packed_lists).unpaged_packed == items_of(doc["pending_history"])
+    for a, d in zip(doc["active_steps"], dispatches, strict=True):  # what a reconcile sends
+        assert dispatched(bson.encode(d)) == dispatched(d) == dispatched(a["dispatch"])
+    for legacy in (packed_lists, subdocuments):
+        before = from_document(legacy)
+        assert now.run == before.run and now.applied == before.applied
+        assert len(now.applied) == 2
+        assert now.outbox == before.outbox and now.unpaged_history == before.unpaged_history
+        assert now.dispatches == before.dispatches  # read again as this version packs them
+        assert to_document(before)["outbox"] == doc["outbox"]  # written again the same
     entry = now.unpaged_history[-1]
     assert entry["run_id"] == run_id and entry["at"].tzinfo is not None  # times stay aware
 
@@ -575,5 +604,5 @@ async def test_a_page_takes_the_entries_as_the_save_packed_them(
     run = await coordinator.store.runs.find_one({"_id": run_id})
     assert run is not None and run["pending_history"]
     pages = await coordinator.db[RUN_HISTORY].find({"run_ids": run_id}).to_list(None)
-    assert run["pending_history"][-1] in pages[-1]["entries"]  # the same bytes
+    assert items_of(run["pending_history"])[-1] in pages[-1]["entries"]  # the same bytes
     assert encoded == []  # none packed again for its page

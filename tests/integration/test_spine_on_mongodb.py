@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts import parse
 from contracts.envelope import new_event
 from contracts.events.workitems import AssigneeSpec, WorkItemRequested
 from services.assignment.core import commands as cmd
@@ -24,6 +26,7 @@ from services.assignment.store import PACKING, WorkItemStore, item_of
 from shared.messaging import Publisher, make_broker
 from shared.metrics import ServiceMetrics
 from shared.mongo import CommandCounter, make_client
+from shared.outgoing import opened_outbox
 from shared.packed import opened
 from shared.settings import ServiceSettings
 from shared.spine import Aggregate, Conflict, Decided
@@ -155,6 +158,10 @@ class Recorder:
             raise ConnectionError("the process died before publishing")
         self.sent.extend(envelopes)
 
+    async def send(self, messages: Any) -> None:
+        """Messages as stored (decision 35): what a consumer parses of their bytes."""
+        await self.publish([parse(m.value) for m in messages])
+
 
 async def test_items_opened_and_completed_write_two_documents_each_and_nothing_again(
         parts: dict[str, Any], servers: Any, database: str) -> None:
@@ -191,9 +198,9 @@ async def test_an_outbox_a_crash_left_unpublished_is_sent_once_by_another_store(
         await DispatchHandler(crashed, parts["directory"])([dispatch(run_id)])
     stored = await parts["store"].items.find_one({"_id": f"{run_id}:do:1"})
     assert stored is not None and stored["outbox_by"] == crashed.spine.ledger.writer
-    # Kept packed, one BSON value a message (decision 27): opened, the envelope as built.
-    assert stored["outbox"] and all(isinstance(m, bytes) for m in stored["outbox"])
-    assert [opened(m)["type"] for m in stored["outbox"]] == ["WorkItemAssigned"]
+    # Kept as sent, one BSON value for the whole outbox (decision 35).
+    assert isinstance(stored["outbox"], bytes)
+    assert [m.type for m in opened_outbox(stored["outbox"])] == ["WorkItemAssigned"]
     await asyncio.sleep(0.01)  # the stamp is in the past now (it may lead the clock by 1 ms)
     restarted = Recorder()
     sweeper = WorkItemStore(db, restarted, metrics)  # type: ignore[arg-type]
@@ -202,9 +209,11 @@ async def test_an_outbox_a_crash_left_unpublished_is_sent_once_by_another_store(
     assert [e.type for e in restarted.sent if e.run_id == run_id] == ["WorkItemAssigned"]
 
 
-async def test_an_outbox_written_before_packing_is_read_and_sent_the_same(
-        parts: dict[str, Any]) -> None:
-    """Documents written by an earlier version hold their outbox as subdocuments."""
+@pytest.mark.parametrize("packed_each", [True, False])
+async def test_an_outbox_written_by_an_earlier_version_is_read_and_sent_the_same(
+        parts: dict[str, Any], packed_each: bool) -> None:
+    """Documents written by earlier versions hold their outbox as a list of envelopes,
+    each packed (decision 27) or, before, a subdocument."""
     db, metrics = parts["store"].items.database, parts["store"].spine.metrics
     crashed = WorkItemStore(db, Recorder(broken=True), metrics)  # type: ignore[arg-type]
     run_id = uuid.uuid4().hex
@@ -214,11 +223,14 @@ async def test_an_outbox_written_before_packing_is_read_and_sent_the_same(
     items = parts["store"].items
     stored = await items.find_one({"_id": key})
     assert stored is not None
-    await items.update_one({"_id": key},
-                           {"$set": {"outbox": [opened(m) for m in stored["outbox"]]}})
+    sent = opened_outbox(stored["outbox"])
+    envelopes = [parse(m.value).model_dump(mode="json") for m in sent]
+    await items.update_one({"_id": key}, {"$set": {"outbox": [
+        bson.encode(m) if packed_each else m for m in envelopes]}})
     before = await items.find_one({"_id": key})
-    assert before is not None and isinstance(before["outbox"][0], dict)
-    assert [m["type"] for m in aggregate_of(before).outbox] == ["WorkItemAssigned"]
+    assert before is not None
+    assert isinstance(before["outbox"][0], bytes if packed_each else dict)
+    assert list(aggregate_of(before).outbox) == sent  # the same bytes to send
     await asyncio.sleep(0.01)
     restarted = Recorder()
     sweeper = WorkItemStore(db, restarted, metrics)  # type: ignore[arg-type]

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-from contracts import Envelope
+import shared.outgoing as outgoing_module
+from contracts import Envelope, encode, parse
 from contracts.envelope import new_event
 from contracts.events.workitems import WorkItemCancelRequested
+from shared.outgoing import opened_outbox, outgoing, packed_outbox
+from shared.packed import packed
 from shared.spine import Aggregate, Conflict, Decided, plan, process
 from shared.spine.memory_store import MemoryAggregateStore
 
@@ -111,19 +114,27 @@ async def test_published_outboxes_cost_no_write_and_are_read_as_sent() -> None:
     assert all(a.outbox == () for a in loaded.values())  # ...but read as sent
     # The next save of one aggregate overwrites its outbox with the new one only.
     await process(store, [note(runs[0], "b")], Counting())
-    assert [m["payload"]["step"] for m in store.documents[runs[0]]["outbox"]] == ["told-2"]
+    outbox = opened_outbox(store.documents[runs[0]]["outbox"])
+    assert [parse(m.value).payload.step for m in outbox] == ["told-2"]  # type: ignore[attr-defined]
     assert store.round_trips["write"] == 2 and len(store.published) == 4
 
 
-async def test_a_leftover_outbox_goes_out_with_the_next_change() -> None:
-    """An outbox a crash left (written, never published) travels with the next write."""
+@pytest.mark.parametrize("form", ["records", "packed envelopes", "envelopes"])
+async def test_a_leftover_outbox_goes_out_with_the_next_change(form: str) -> None:
+    """An outbox a crash left (written, never published) travels with the next write, as
+    this version stores it (one packed value) or as earlier ones did (a list of envelopes,
+    packed or as subdocuments)."""
     store = MemoryAggregateStore()
     run = uuid.uuid4().hex
-    leftover = note(run, "lost").model_dump(mode="json")
-    store.insert({"_id": run, "revision": 4, "steps": [], "outbox": [leftover],
+    leftover = note(run, "lost")
+    stored: Any = {"records": packed_outbox([outgoing(leftover)]),
+                   "packed envelopes": [packed(leftover.model_dump(mode="json"))],
+                   "envelopes": [leftover.model_dump(mode="json")]}[form]
+    store.insert({"_id": run, "revision": 4, "steps": [], "outbox": stored,
                   "outbox_at": AT, "timers": []})
     await process(store, [note(run, "a")], Counting())
     assert [e.payload.step for e in store.published] == ["lost", "told-1"]  # type: ignore[attr-defined]
+    assert store.sent[0] == outgoing(leftover)  # the same bytes as when it was built
     assert store.documents[run]["revision"] == 5
 
 
@@ -141,18 +152,23 @@ async def test_timers_are_kept_sorted_with_the_soonest_indexed_and_announced() -
     assert "next_timer_at" not in store.documents["k"]
 
 
-async def test_a_saved_outbox_goes_out_as_built_without_parsing_it_back() -> None:
-    class Keeping(Counting):
-        def __init__(self) -> None:
-            super().__init__()
-            self.built: list[Envelope] = []
+async def test_a_message_is_encoded_once_and_goes_out_as_its_outbox_holds_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decision 35: what the producer sends is encoded when the message is decided; the
+    document keeps those bytes (one packed value) and the publish sends them as they are."""
+    encoded: list[Envelope] = []
 
-        def decide(self, aggregate: Aggregate, message: Envelope) -> Decided:
-            decided = super().decide(aggregate, message)
-            self.built.extend(decided.publish)
-            return decided
+    def counted(envelope: Envelope) -> bytes:
+        encoded.append(envelope)
+        return encode(envelope)
 
-    store, decider = MemoryAggregateStore(), Keeping()
-    await process(store, [note(uuid.uuid4().hex, "a") for _ in range(3)], decider)
-    assert len(store.published) == 3
-    assert all(sent is built for sent, built in zip(store.published, decider.built, strict=True))
+    monkeypatch.setattr(outgoing_module, "encode", counted)
+    store = MemoryAggregateStore()
+    runs = [uuid.uuid4().hex for _ in range(3)]
+    await process(store, [note(run, "a") for run in runs], Counting())
+    assert len(encoded) == 3 and len(store.sent) == 3
+    kept = [m for run in runs for m in opened_outbox(store.documents[run]["outbox"])]
+    assert all(isinstance(store.documents[run]["outbox"], bytes) for run in runs)
+    assert kept == store.sent
+    assert [m.value for m in store.sent] == [encode(e) for e in encoded]
+    assert [m.type for m in store.sent] == ["WorkItemCancelRequested"] * 3
