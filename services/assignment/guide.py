@@ -67,7 +67,7 @@ class WorkGuide:
         self.store = store
         self.directory = directory
         self._tried_revision: int | None = None  # the directory waiting items last met
-        self.actor = GroupCommit(store.spine, self._decide, attempts=ATTEMPTS)
+        self.actor = GroupCommit(store.written, self._decide, attempts=ATTEMPTS)
         self.timers = TimerLoop(store.spine, self.actor, context=directory.current,
                                 max_sleep=timer_max_sleep, batch=TIMER_BATCH)
 

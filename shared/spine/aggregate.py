@@ -73,6 +73,8 @@ class Aggregate:
     # The outbox's messages as built, to publish without parsing them back; shorter than
     # ``outbox`` when the aggregate was read with messages still in it.
     sending: tuple[Envelope, ...] = field(default=(), compare=False)
+    # Given from what this process saved (shared/spine/written.py), not read: perhaps stale.
+    cached: bool = field(default=False, compare=False)
 
     def after(self, decided: Decided, message_id: str | None = None) -> Aggregate:
         """This aggregate once ``decided`` is applied (still under the revision read)."""
