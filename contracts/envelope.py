@@ -66,8 +66,10 @@ def new_event(
     cause: Envelope | None = None,
     occurred_at: datetime | None = None,
     event_id: str | None = None,
+    correlation_id: str | None = None,
 ) -> Envelope:
-    """Build an envelope; ``cause`` carries the correlation id forward.
+    """Build an envelope; ``cause`` carries the correlation id forward (a given
+    ``correlation_id`` wins: an event about something that keeps its run's).
 
     ``event_id`` may be given to make the id deterministic (derived from the cause),
     which is what makes a re-run handler emit the same ids and so stay idempotent.
@@ -80,7 +82,7 @@ def new_event(
         occurred_at=occurred_at or (cause.occurred_at if cause else datetime.now(UTC)),
         run_id=run_id if run_id is not None else (cause.run_id if cause else None),
         key=key,
-        correlation_id=cause.correlation_id if cause else eid,
+        correlation_id=correlation_id or (cause.correlation_id if cause else eid),
         causation_id=cause.event_id if cause else None,
         producer=producer,
         payload=payload,

@@ -67,7 +67,7 @@ class WorkGuide:
         self.store = store
         self.directory = directory
         self._tried_revision: int | None = None  # the directory waiting items last met
-        self.actor = GroupCommit(store.spine, self._decide, attempts=ATTEMPTS)
+        self.actor = GroupCommit(store.written, self._decide, attempts=ATTEMPTS)
         self.timers = TimerLoop(store.spine, self.actor, context=directory.current,
                                 max_sleep=timer_max_sleep, batch=TIMER_BATCH)
 
@@ -134,7 +134,7 @@ class WorkGuide:
         if updated is None or not decision.events:
             return Decided(reply=Outcome(updated))
         published = [new_event(p, producer=PRODUCER, run_id=updated.run_id,
-                               occurred_at=command.at)
+                               occurred_at=command.at, correlation_id=_correlation(aggregate))
                      for p in decision.published]
         refused = _refusal(published)
         if refused is not None:
@@ -160,19 +160,22 @@ class WorkGuide:
             return Decided(reply=Outcome(updated))
         cause = _timer_id(aggregate.key, timer)
         published = [new_event(p, producer=PRODUCER, run_id=updated.run_id, occurred_at=at,
-                               event_id=derived_id(cause, i))
+                               event_id=derived_id(cause, i),
+                               correlation_id=_correlation(aggregate))
                      for i, p in enumerate(decision.published)]
         return self._store(aggregate, updated, decision.timers, published)
 
     @staticmethod
     def _store(aggregate: Aggregate, updated: WorkItem, planned: Any, published: Any) -> Decided:
-        correlation = (aggregate.state or {}).get("correlation_id")
-        if correlation:
-            published = [e.model_copy(update={"correlation_id": correlation})
-                         for e in published]
-        return Decided(state=state_of(updated, correlation), publish=published,
+        """The item stored with its outbox (built under the run's correlation id)."""
+        return Decided(state=state_of(updated, _correlation(aggregate)), publish=published,
                        timers=pending_timers(aggregate.timers, planned, updated),
                        reply=Outcome(updated))
+
+
+def _correlation(aggregate: Aggregate) -> str | None:
+    """The run's correlation id, which every event about the item carries."""
+    return (aggregate.state or {}).get("correlation_id")
 
 
 def _refusal(published: list[Envelope]) -> str | None:

@@ -57,7 +57,7 @@ class DispatchHandler:
         if decider.failed:  # perhaps an assignee another replica just added: a fresh read
             decider = Dispatches(await self.directory.current(fresh=True))
             decided = plan(loaded, envelopes, decider)
-        await commit(self.store.spine, decided)
+        await commit(self.store.written, decided)  # the Work Guide decides on what it saved
 
 
 class Dispatches:

@@ -43,6 +43,7 @@ from shared.mongo import Index, drop_retired
 from shared.packed import Packing
 from shared.spine.aggregate import Aggregate, Decided, aggregate_of, document_of
 from shared.spine.mongo_store import SYSTEM, MongoAggregateStore, due_query, spine_indexes
+from shared.spine.written import WrittenCache
 
 log = logging.getLogger("baton.assignment.store")
 WORK_ITEMS = "work_items"
@@ -73,6 +74,11 @@ PLAIN = frozenset({"_id", "revision", "outbox", "outbox_at", "outbox_by", "timer
                    "created_at", "updated_at", *BACKFILL_FIELDS, "step"})
 # Everything else of an item, in one packed value (decision 32).
 PACKING = Packing(frozenset({*ITEM_FIELDS, "correlation_id", "applied"} - PLAIN - {"id"}))
+
+
+def is_active(aggregate: Aggregate) -> bool:
+    """Whether an item is still to be acted on (a finished one is not worth keeping)."""
+    return (aggregate.state or {}).get("status") in ACTIVE
 
 
 def item_of(doc: dict[str, Any] | None) -> WorkItem | None:
@@ -161,6 +167,10 @@ class WorkItemStore:
         self.system = db[SYSTEM]
         self.spine = MongoAggregateStore(self.items, publisher, metrics, system=self.system,
                                          mark_delay=mark_delay, packing=PACKING)
+        # The items this process wrote, for the Work Guide's commands (decided without a
+        # read; a stale one's write loses, a refusal waits for a fresh read): its saves
+        # and the dispatch consumer's go through it.
+        self.written = WrittenCache(self.spine, keep=is_active)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = await self.items.find_one({"_id": item_id})

@@ -7,6 +7,10 @@ awaits its own reply.  Commands on aggregates that lost to another writer are de
 again on a fresh read in the next round, a few times, then their callers get
 :class:`~shared.spine.aggregate.Conflict`; the rest of the round has landed.  So a
 hundred people completing items at once cost a few round trips, not a hundred each.
+
+Over a :class:`~shared.spine.written.WrittenCache` an aggregate may come from memory
+(``cached``), perhaps stale: a reply that writes nothing is only given once a write of the
+round landed on it; otherwise it is forgotten there and decided again on a fresh read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from shared.spine.aggregate import Aggregate, Conflict, Decided, TimerDue
 from shared.spine.store import AggregateStore
+from shared.spine.written import WrittenCache
 
 log = logging.getLogger("baton.spine")
 Decide = Callable[[Aggregate, Any], Decided]
@@ -31,6 +36,7 @@ class _Request:
     reply: asyncio.Future[Any]
     attempts: int = 0
     decided: Decided = field(default_factory=Decided)
+    unconfirmed: bool = False  # decided on a cached aggregate, writing nothing
 
 
 class GroupCommit:
@@ -78,18 +84,26 @@ class GroupCommit:
             except Exception as exc:
                 request.reply.set_exception(exc)
                 continue
+            request.unconfirmed = aggregate.cached and not request.decided.changes
             working[request.key] = aggregate.after(request.decided)
             decided.append(request)
         lost: set[Hashable] = set()
+        changed = [a for a in working.values() if a.changed]
         try:
-            await self.store.save([a for a in working.values() if a.changed])
+            await self.store.save(changed)
         except Conflict as exc:
             lost = set(exc.keys)
-        await self.store.publish([e for r in decided if r.key not in lost
+        written = {a.key for a in changed} - lost  # each under the revision it was decided on
+        stale = {r.key for r in decided if r.unconfirmed and r.key not in written | lost}
+        if stale and isinstance(self.store, WrittenCache):
+            self.store.forget(stale)
+        await self.store.publish([e for r in decided if r.key not in lost | stale
                                   for e in r.decided.answers])
         again = []
         for request in decided:
-            if request.key not in lost:
+            if request.key in stale:  # the same command on a fresh read, in the next round
+                again.append(request)
+            elif request.key not in lost:
                 request.reply.set_result(request.decided.reply)
             elif request.attempts + 1 < self.attempts:
                 request.attempts += 1

@@ -71,6 +71,8 @@ class Aggregate:
     timers: tuple[Mapping[str, Any], ...] = ()
     changed: bool = False
     answers: tuple[Envelope, ...] = field(default=(), compare=False)
+    # Given from what this process saved (shared/spine/written.py), not read: perhaps stale.
+    cached: bool = field(default=False, compare=False)
 
     def after(self, decided: Decided, message_id: str | None = None) -> Aggregate:
         """This aggregate once ``decided`` is applied (still under the revision read)."""

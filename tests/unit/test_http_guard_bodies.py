@@ -32,3 +32,21 @@ def walked(body: bytes) -> str | None:
 def test_a_body_is_refused_exactly_when_walking_it_refuses_it(body: str) -> None:
     raw = body.encode()
     assert _json_problem(b"application/json", raw) == walked(raw)
+
+
+CONSTANTS = [b'{"values": {"x": NaN}}', b'{"x": [Infinity]}', b'{"x": -Infinity}',
+             '{"x": NaN}'.encode("utf-16"), '{"x": -Infinity}'.encode("utf-32-le")]
+PASSED = [b'{"values": {"ok": true}}', b'{"values": {"note": "NaN is a word"}}',
+          b'{"values": {"ok": tru', b'\xef\xbb\xbf{"a": 1}', '{"a": 1}'.encode("utf-16")]
+
+
+@pytest.mark.parametrize("body", CONSTANTS)
+def test_a_constant_json_has_not_is_refused_in_any_encoding_it_is_read_in(body: bytes) -> None:
+    problem = _json_problem(b"application/json", body)
+    assert problem is not None and "is not a JSON number" in problem
+
+
+@pytest.mark.parametrize("body", PASSED)
+def test_a_body_it_need_not_parse_is_passed_on(body: bytes) -> None:
+    """Bad syntax is the application's to report; "NaN" in a text is a text."""
+    assert _json_problem(b"application/json", body) is None

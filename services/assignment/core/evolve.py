@@ -56,11 +56,11 @@ def evolve(item: WorkItem | None, event: Event, at: datetime) -> WorkItem | None
         raise InvalidEvent(f"no applier for {type(event).__name__}")
     action, changes = applier(item, event)
     status = item.status if action is None else _move(item, action)
-    actor = event.actor
-    changed = item.model_copy(update={**changes, "status": status, "updated_at": at})
+    update = {**changes, "status": status, "updated_at": at}
     note = event.comment if isinstance(event, WorkItemCommented) else None
-    entries = _audit(item, changed, at, actor, action or "output", note)
-    return changed.model_copy(update={"history": (*item.history, *entries)})
+    entries = _audit(item, update, at, event.actor, action or "output", note)
+    # One copy with its history: the audit reads the changes, not a changed copy.
+    return item.model_copy(update={**update, "history": (*item.history, *entries)})
 
 
 def replay(events: Iterable[tuple[Event, datetime]]) -> WorkItem | None:
@@ -73,7 +73,8 @@ def replay(events: Iterable[tuple[Event, datetime]]) -> WorkItem | None:
 
 def _opened(event: WorkItemOpened, at: datetime) -> WorkItem:
     request = event.request
-    item = WorkItem(
+    status = Status.WAITING if event.waiting_reason else Status.OPEN
+    return WorkItem(
         id=event.work_item_id,
         run_id=event.run_id,
         orchestration=request.orchestration,
@@ -86,7 +87,7 @@ def _opened(event: WorkItemOpened, at: datetime) -> WorkItem:
         delegated_from=event.delegated_from,
         started_by=request.started_by,
         requested_assignee=request.assignee,
-        status=Status.WAITING if event.waiting_reason else Status.OPEN,
+        status=status,
         waiting_reason=event.waiting_reason,
         form=request.form,
         record=request.record,
@@ -97,9 +98,9 @@ def _opened(event: WorkItemOpened, at: datetime) -> WorkItem:
         escalation=request.escalation,
         created_at=at,
         updated_at=at,
+        history=(AuditEntry(at=at, actor=event.actor, action="open", field="status",
+                            new=status),),
     )
-    entry = AuditEntry(at=at, actor=event.actor, action="open", field="status", new=item.status)
-    return item.model_copy(update={"history": (entry,)})
 
 
 def _move(item: WorkItem, action: Action) -> Status:
@@ -110,12 +111,14 @@ def _move(item: WorkItem, action: Action) -> Status:
 
 
 def _audit(
-    old: WorkItem, new: WorkItem, at: datetime, actor: str, action: str, note: str | None
+    old: WorkItem, update: dict[str, Any], at: datetime, actor: str, action: str,
+    note: str | None
 ) -> list[AuditEntry]:
+    """One entry per audited field ``update`` changes (in :data:`AUDITED_FIELDS` order)."""
     entries = [
-        AuditEntry(at=at, actor=actor, action=action, field=name, old=getattr(old, name), new=value)
+        AuditEntry(at=at, actor=actor, action=action, field=name, old=previous, new=value)
         for name in AUDITED_FIELDS
-        if (value := getattr(new, name)) != getattr(old, name)
+        if name in update and (value := update[name]) != (previous := getattr(old, name))
     ]
     return entries or [AuditEntry(at=at, actor=actor, action=action, new=note)]
 

@@ -17,14 +17,17 @@ from services.assignment.core import commands as cmd
 from services.assignment.core.directory import Directory
 from services.assignment.guide import WorkGuide
 from services.assignment.handler import DispatchHandler
+from services.assignment.store import is_active
 from shared.spine.memory_store import MemoryAggregateStore
+from shared.spine.written import WrittenCache
 
 
 class MemoryWorkItems:
     """What the handler and the guide use of WorkItemStore, over the in-memory spine."""
 
-    def __init__(self) -> None:
-        self.spine = MemoryAggregateStore()
+    def __init__(self, sharing: MemoryWorkItems | None = None) -> None:
+        self.spine = MemoryAggregateStore(sharing=sharing.spine if sharing else None)
+        self.written = WrittenCache(self.spine, keep=is_active)
 
     async def get(self, item_id: str) -> dict[str, Any] | None:
         doc = self.spine.documents.get(item_id)
@@ -85,6 +88,21 @@ async def test_a_redelivery_is_dropped_and_a_done_items_outcome_answered_again()
 
 
 async def test_concurrent_completions_cost_one_find_and_one_write() -> None:
+    store, handler, _ = parts()
+    runs = [uuid.uuid4().hex for _ in range(30)]
+    await handler([dispatch(run) for run in runs])
+    replica = MemoryWorkItems(sharing=store)  # it wrote none of them: it reads them
+    guide = WorkGuide(replica, FixedDirectory())  # type: ignore[arg-type]
+    outcomes = await asyncio.gather(*(guide.act(f"{run}:collect:1", cmd.Complete("ann", {}),
+                                                DIRECTORY) for run in runs))
+    assert all(o.rejection is None for o in outcomes)
+    # One find of the items (and one of the marks of the writer that opened them).
+    assert replica.spine.round_trips == {"find": 2, "write": 1, "mark": 1}
+    assert published(replica).count("WorkItemCompleted") == 30
+    assert "StepCompleted" not in published(store)  # the completion is the step's outcome
+
+
+async def test_completing_an_item_this_process_opened_costs_one_write() -> None:
     store, handler, guide = parts()
     runs = [uuid.uuid4().hex for _ in range(30)]
     await handler([dispatch(run) for run in runs])
@@ -92,19 +110,46 @@ async def test_concurrent_completions_cost_one_find_and_one_write() -> None:
     outcomes = await asyncio.gather(*(guide.act(f"{run}:collect:1", cmd.Complete("ann", {}),
                                                 DIRECTORY) for run in runs))
     assert all(o.rejection is None for o in outcomes)
-    assert store.spine.round_trips == {"find": 1, "write": 1}
-    assert published(store).count("WorkItemCompleted") == 30
-    assert "StepCompleted" not in published(store)  # the completion is the step's outcome
+    assert store.spine.round_trips == {"write": 1}  # decided on the items as it wrote them
+    read_back = MemoryWorkItems(sharing=store)
+    assert {k: d["status"] for k, d in read_back.spine.documents.items()} == {
+        f"{run}:collect:1": "completed" for run in runs}
 
 
-async def test_completing_one_item_costs_two_round_trips() -> None:
+async def test_a_refusal_decided_on_a_stale_item_is_decided_again_on_a_fresh_read() -> None:
+    store, handler, guide = parts()
+    run_id = uuid.uuid4().hex
+    await handler([dispatch(run_id)])  # ann's, as this process keeps it
+    item_id = f"{run_id}:collect:1"
+    other = WorkGuide(MemoryWorkItems(sharing=store), FixedDirectory())  # type: ignore[arg-type]
+    moved = await other.act(item_id, cmd.Reassign("dave", "user", "bob"), DIRECTORY)
+    assert moved.rejection is None
+    store.spine.round_trips.clear()
+    # On what this process wrote, bob cannot see the item (404); on a fresh read it is his.
+    outcome = await guide.act(item_id, cmd.Complete("bob", {}), DIRECTORY)
+    assert outcome.rejection is None and outcome.item is not None
+    assert outcome.item.completed_by == "bob"
+    # The item read again (and the other writer's mark), then written.
+    assert store.spine.round_trips == {"find": 2, "write": 1}
+    refused = await guide.act(item_id, cmd.Complete("ann", {}), DIRECTORY)
+    assert refused.rejection is not None  # finished: read, not kept
+
+
+async def test_a_change_decided_on_a_stale_item_loses_and_is_decided_again() -> None:
     store, handler, guide = parts()
     run_id = uuid.uuid4().hex
     await handler([dispatch(run_id)])
+    item_id = f"{run_id}:collect:1"
+    other = WorkGuide(MemoryWorkItems(sharing=store), FixedDirectory())  # type: ignore[arg-type]
+    assert (await other.act(item_id, cmd.Comment("ann", "on it"), DIRECTORY)).rejection is None
     store.spine.round_trips.clear()
-    outcome = await guide.act(f"{run_id}:collect:1", cmd.Complete("ann", {}), DIRECTORY)
-    assert outcome.rejection is None
-    assert sum(store.spine.round_trips.values()) == 2  # read the item, write it
+    outcome = await guide.act(item_id, cmd.Complete("ann", {}), DIRECTORY)
+    assert outcome.rejection is None and outcome.item is not None
+    assert [e.action for e in outcome.item.history if e.action != "assign"] == [
+        "open", "comment", "complete", "complete"]  # its status, by whom
+    # Lost, read again (with the other writer's mark), written.
+    assert store.spine.round_trips == {"write": 2, "find": 2}
+    assert published(store).count("WorkItemCompleted") == 1
 
 
 async def test_racing_claims_in_one_group_leave_one_claimer_and_one_refusal() -> None:
@@ -163,4 +208,4 @@ async def test_items_waiting_for_the_directory_are_assigned_in_one_write() -> No
     guide.directory = FixedDirectory(Directory.from_document(document, revision=2))  # type: ignore[assignment]
     store.spine.round_trips.clear()
     assert await guide.assign_waiting() == 5
-    assert store.spine.round_trips == {"find": 1, "write": 1}
+    assert store.spine.round_trips == {"write": 1}  # the waiting items as it wrote them

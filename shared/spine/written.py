@@ -1,0 +1,117 @@
+"""The aggregates this process saved, kept to decide on without reading them back.
+
+A person's command on a work item usually follows the write that opened it (or the last
+one that changed it) from this very process, so :class:`WrittenCache` keeps each aggregate
+as its save left it and :meth:`~WrittenCache.load` gives it from memory, exactly as a read
+would give it (the written document through BSON, its outbox gone out: a save returns
+only once it published).  Another replica's write makes an entry stale, which is safe:
+
+- a change decided on a stale entry is written under the revision it holds, so its write
+  loses (:class:`~shared.spine.aggregate.Conflict`): the key is forgotten here and the
+  command decided again on a fresh read (:class:`~shared.spine.act.GroupCommit`);
+- an answer that writes nothing (a rejection, "nothing to do") decided on an entry
+  (``Aggregate.cached``) is not given until a fresh read decides it again, unless a write
+  of the same round landed under that revision (GroupCommit again).
+
+Only the aggregates ``keep`` accepts are kept (a work item not finished yet: nobody acts
+on a finished one), at most ``size`` of them, the least recently used leaving first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import bson
+
+from contracts import Envelope
+from shared.packed import CODEC
+from shared.spine.aggregate import Aggregate, Conflict, aggregate_of, document_of
+from shared.spine.store import AggregateStore, Due
+
+SIZE = 5_000
+
+
+class WrittenCache:
+    """An :class:`~shared.spine.store.AggregateStore` over ``store`` that loads by key
+    from what it saved (queries, timers and publishing go to ``store``)."""
+
+    def __init__(self, store: AggregateStore, *, keep: Callable[[Aggregate], bool],
+                 size: int = SIZE) -> None:
+        self.store = store
+        self.keep = keep
+        self.size = size
+        self._written: OrderedDict[str, dict[str, Any]] = OrderedDict()  # key -> document
+
+    async def load(self, keys: Iterable[str]) -> dict[str, Aggregate]:
+        found: dict[str, Aggregate] = {}
+        missing = []
+        for key in dict.fromkeys(keys):
+            doc = self._written.get(key)
+            if doc is None:
+                missing.append(key)
+                continue
+            self._written.move_to_end(key)
+            found[key] = replace(aggregate_of(_as_read(doc)), cached=True)
+        if missing:
+            found.update(await self.store.load(missing))
+        return found
+
+    async def load_where(self, query: Mapping[str, Any]) -> dict[str, Aggregate]:
+        return await self.store.load_where(query)
+
+    async def save(self, changes: Sequence[Aggregate]) -> None:
+        """Save through ``store``; keep what landed, forget what did not (or may not have)."""
+        changed = [a for a in changes if a.changed]
+        try:
+            await self.store.save(changed)
+        except Conflict as exc:
+            lost = set(exc.keys)
+            self._remember(a for a in changed if a.key not in lost)  # they were published
+            self.forget(lost)
+            raise
+        except BaseException:
+            self.forget(a.key for a in changed)
+            raise
+        self._remember(changed)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Read these again from the store next time."""
+        for key in keys:
+            self._written.pop(key, None)
+
+    def _remember(self, saved: Iterable[Aggregate]) -> None:
+        for aggregate in saved:
+            if not self.keep(aggregate):
+                self._written.pop(aggregate.key, None)
+                continue
+            known = self._written.get(aggregate.key)
+            if known is not None and known["revision"] > aggregate.revision + 1:
+                continue  # a later save of it landed first
+            # As written, its outbox out already (the stamp only matters to an outbox).
+            self._written[aggregate.key] = document_of(replace(aggregate, outbox=()), None)
+            self._written.move_to_end(aggregate.key)
+        while len(self._written) > self.size:
+            self._written.popitem(last=False)
+
+    # -- the rest is the store's ------------------------------------------------------------
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        await self.store.publish(envelopes)
+
+    async def due(self, until: datetime, limit: int) -> list[Due]:
+        return await self.store.due(until, limit)
+
+    async def claim(self, due: Sequence[Due], until: datetime) -> list[str]:
+        return await self.store.claim(due, until)
+
+    def on_timer(self, listener: Callable[[datetime], None]) -> None:
+        self.store.on_timer(listener)
+
+
+def _as_read(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The document as the store would read it back: BSON's types, times in UTC to the
+    millisecond, sequences as lists."""
+    return bson.decode(bson.encode(doc), codec_options=CODEC)
