@@ -1,9 +1,9 @@
 """The notification process: python -m services.notification
 
-Consumes workitems.events, and runs.events when operators are configured (run events only
-ever tell the operators: with none, that topic is not read); sends one delivery per (event,
-recipient, channel) by email (SMTP) or chat (webhook) and stores it once, with its outcome:
-a batch's sent and failed ones as one ``delivery_log`` page, a pending one (a retry is due) in
+Consumes workitems.events and runs.events (whose events only ever tell the operators: with
+none configured it parses none of them); sends one delivery per (event, recipient,
+channel) by email (SMTP) or chat (webhook) and stores it once, with its outcome: a batch's
+sent and failed ones as one ``delivery_log`` page, a pending one (a retry is due) in
 ``deliveries`` (decisions 15 and 23); publishes one NotificationSent per notice that
 reaches someone on the notifications topic, storing nothing for it (decision 15).
 
@@ -119,7 +119,7 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
     operators = [contact_from(operator, set(channels)) for operator in settings.operators]
     handler = NotificationHandler(store, dispatcher, FanOut(rt.publisher), metrics,
                                   operators=operators, enabled=set(channels))
-    rt.consume(topics_read(operators=bool(operators)), handler,
+    rt.consume((WORKITEMS_EVENTS, RUNS_EVENTS), handler,
                types=notable_types(operators=bool(operators)))
     rt.when_due(RetrySweeper(store, dispatcher, metrics), store.retries, "retries")
     rt.add_indexes(INDEXES)
@@ -129,13 +129,6 @@ def build(settings: NotificationSettings | None = None) -> Runtime:
         if isinstance(channel, WebhookChannel | SmtpChannel):
             _on_shutdown(rt.http, channel.aclose)  # idle connections and sessions
     return rt
-
-
-def topics_read(*, operators: bool) -> tuple[str, ...]:
-    """Run events tell the operators only: with none configured, runs.events is not read at
-    all (no fetch for it, no record passed over one by one): about a third of the bytes
-    this consumer fetched in a burst went to run events it then passed over unparsed."""
-    return (WORKITEMS_EVENTS, RUNS_EVENTS) if operators else (WORKITEMS_EVENTS,)
 
 
 def _channels(settings: NotificationSettings, rt: Runtime) -> dict[str, Channel]:

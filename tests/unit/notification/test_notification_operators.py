@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts.events.workitems import Contact
-from services.notification.__main__ import NotificationSettings, build
+from services.notification.__main__ import NotificationSettings
 
 
 def operators(value: str) -> list[Contact]:
@@ -30,13 +30,3 @@ def test_an_operator_named_by_id_alone_is_refused_at_start_up() -> None:
     assignment service's users collection; an id alone would now reach nobody."""
     with pytest.raises(ValidationError, match="'ops' has no email address"):
         operators("ops")
-
-
-@pytest.mark.parametrize(("configured", "topics"), [
-    ("", ("workitems.events",)),
-    ("ops=ops@example.com", ("workitems.events", "runs.events")),
-])
-def test_run_events_are_read_only_for_operators(configured: str, topics: tuple[str, ...]) -> None:
-    """Run events tell the operators alone: without any, the service reads no run event."""
-    runtime = build(NotificationSettings(operators=configured))  # type: ignore[arg-type]
-    assert [consumer.topics for consumer in runtime.consumers] == [topics]
