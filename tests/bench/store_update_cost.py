@@ -1,0 +1,124 @@
+"""Server CPU per replaced document on the embedded MongoDB, by indexes and update form.
+
+Not a test: a measuring tool for the store's per-document cost (docs/benchmarks.md, the
+spine's seventh part).  It starts one SecantusDB of its own, inserts 200 documents shaped
+like a run's (packed state, two active steps, an outbox stamp, an active key), replaces
+each ten times in bulk writes of 200, and prints the server's CPU per replaced document
+for each collection set-up, the set-ups taking turns.  Run it alone:
+
+    .venv/bin/python -m tests.bench.store_update_cost
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient, InsertOne, ReplaceOne
+from pymongo.operations import UpdateOne
+
+from infra import processes
+from infra.embedded import secantus_binary
+from shared.mongo import replace_at
+
+ROUNDS = 10
+DOCUMENTS = 200
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
+TIMERS = [("next_timer_at", 1)]
+OUTBOX = [("outbox_by", 1), ("outbox_at", 1)]
+ACTIVE = [("active_key", 1)]
+SETUPS: dict[str, list[list[tuple[str, int]]]] = {
+    "three indexes (runs today)": [TIMERS, OUTBOX, ACTIVE],
+    "two indexes": [OUTBOX, ACTIVE],
+    "one index": [ACTIVE],
+    "no index": [],
+}
+
+
+def run_document(number: int, revision: int) -> dict[str, Any]:
+    return {"_id": f"run-{number:06d}", "orchestration": "bench", "version": 1,
+            "status": "running", "stage": "review", "timers": [], "started_by": "system",
+            "participants": ["user:alice", "user:bob"], "created_at": NOW, "updated_at": NOW,
+            "stage_entries": 2, "exclusive_per_record": False, "revision": revision,
+            "outbox_at": NOW, "outbox_by": "writer-1", "active_key": f"run:{number}",
+            "active_steps": [{"stage": "review", "step": step, "kind": "interactive",
+                              "started_at": NOW, "dispatch": b"d" * 700}
+                             for step in ("legal", "finance")],
+            "outbox": b"o" * 1800, "pending_history": b"h" * 1000, "state": b"s" * 1500}
+
+
+def guarded_filter(doc: dict[str, Any], revision: int) -> ReplaceOne[Any]:
+    return ReplaceOne({"_id": doc["_id"], "revision": revision}, doc)
+
+
+FORMS: dict[str, Callable[[dict[str, Any], int], UpdateOne | ReplaceOne[Any]]] = {
+    "replace_at (by _id, guard in the update)": replace_at,
+    "ReplaceOne under {_id, revision}": guarded_filter,
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(client: AsyncMongoClient[dict[str, Any]], pid: int, name: str,
+                  indexes: list[list[tuple[str, int]]],
+                  form: Callable[[dict[str, Any], int], Any]) -> float:
+    """Server CPU ms per replaced document for one set-up, in a fresh collection."""
+    collection = client["store_cost"][name]
+    await collection.drop()
+    for keys in indexes:
+        await collection.create_index(keys, sparse=True, unique=keys == ACTIVE)
+    await collection.bulk_write([InsertOne(run_document(n, 1)) for n in range(DOCUMENTS)])
+    before = cpu_seconds(pid)
+    for revision in range(1, ROUNDS + 1):
+        result = await collection.bulk_write(
+            [form(run_document(n, revision + 1), revision) for n in range(DOCUMENTS)],
+            ordered=False)
+        assert result.modified_count == DOCUMENTS, result.bulk_api_result
+    return (cpu_seconds(pid) - before) * 1000 / (ROUNDS * DOCUMENTS)
+
+
+async def main(repeats: int = 3) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="store-cost-"))
+    port = processes.free_port()
+    server = processes.spawn(
+        [secantus_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path",
+         str(folder / "data"), "--log-level", "WARNING", "--standalone"],
+        log_path=folder / "server.log")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true")
+    try:
+        for _ in range(100):
+            try:
+                await client.admin.command("ping")
+                break
+            except Exception:  # the server is still starting
+                await asyncio.sleep(0.2)
+        figures: dict[str, list[float]] = {}
+        for _ in range(repeats):  # the set-ups take turns: the machine's speed drifts
+            for setup, indexes in SETUPS.items():
+                figures.setdefault(setup, []).append(
+                    await measure(client, server.pid, "setup", indexes, replace_at))
+            for label, form in FORMS.items():
+                figures.setdefault(label, []).append(
+                    await measure(client, server.pid, "form", SETUPS["three indexes (runs today)"],
+                                  form))
+        for label, values in figures.items():
+            print(f"{label:45} " + " ".join(f"{v:.2f}" for v in values) + " ms per document")
+    finally:
+        await client.close()
+        processes.stop(server, timeout=20.0)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
