@@ -633,7 +633,25 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(f"{'transitions/s as a share of the floor':<46}"
                          + "".join(f"{c:>{width}}" for c in ratios))
         if run_floors:
-            ratios = [f"{r['completed_per_s'] / run_floors[-1]['runs_per_s']:.0%}" for r in runs]
+            ratios = [share_of_floors(r, bracketing_floors(results, r)) for r in runs]
             lines.append(f"{'completed runs/s as a share of the run floor':<46}"
                          + "".join(f"{c:>{width}}" for c in ratios))
     return "\n".join(lines)
+
+
+def bracketing_floors(results: list[dict[str, Any]], run: dict[str, Any]) -> list[float]:
+    """The run floors (runs/s) measured next to ``run``: the last one before it and the
+    first one after it, when there are.
+
+    The machine's speed moves by a third within minutes, and a floor taken minutes before a
+    burst can be from another stretch: the bench measures the floor again after each burst
+    (test_bench.py), and a burst is compared with the mean of the floors on either side.
+    """
+    at = next(i for i, r in enumerate(results) if r is run)
+    before = [r["runs_per_s"] for r in results[:at] if r["scenario"] == "run-floor"][-1:]
+    after = [r["runs_per_s"] for r in results[at + 1:] if r["scenario"] == "run-floor"][:1]
+    return before + after
+
+
+def share_of_floors(run: dict[str, Any], floors: list[float]) -> str:
+    return f"{run['completed_per_s'] / statistics.fmean(floors):.0%}" if floors else "?"

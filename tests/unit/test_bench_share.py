@@ -1,0 +1,33 @@
+"""The bench compares a burst with the run floors measured on either side of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.bench_harness import bracketing_floors, share_of_floors
+
+
+def floor(runs_per_s: float) -> dict[str, Any]:
+    return {"scenario": "run-floor", "runs_per_s": runs_per_s}
+
+
+def burst(name: str, completed_per_s: float) -> dict[str, Any]:
+    return {"scenario": name, "runs": 1000, "completed_per_s": completed_per_s}
+
+
+def test_a_burst_is_compared_with_the_floors_either_side_of_it() -> None:
+    first, second = burst("burst-1k", 100.0), burst("burst-10k", 120.0)
+    results = [floor(200.0), first, floor(300.0), second, floor(240.0)]
+
+    assert bracketing_floors(results, first) == [200.0, 300.0]
+    assert bracketing_floors(results, second) == [300.0, 240.0]
+    assert share_of_floors(first, [200.0, 300.0]) == "40%"  # 100 / 250
+    assert share_of_floors(second, [300.0, 240.0]) == "44%"  # 120 / 270
+
+
+def test_without_a_floor_after_it_the_one_before_is_used() -> None:
+    only = burst("burst-1k", 90.0)
+    results = [floor(200.0), floor(180.0), only]
+
+    assert bracketing_floors(results, only) == [180.0]
+    assert share_of_floors(only, []) == "?"
