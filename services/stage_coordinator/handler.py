@@ -17,9 +17,10 @@ from services.stage_coordinator.core.decide import Context, decide
 from services.stage_coordinator.core.events import fields_of
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
+from services.stage_coordinator.dispatches import dispatches_of
 from services.stage_coordinator.history import numbered
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RunStore, StoredRun, dispatches_of
+from services.stage_coordinator.store import RunStore, StoredRun
 from shared.definitions.catalog import Definitions
 from shared.definitions.store import UnknownDefinition
 from shared.messaging import Publisher

@@ -16,7 +16,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from contracts.envelope import derived_id, new_event
 from contracts.events.commands import TimerFired
-from services.stage_coordinator.store import ACTIVE_RUNS, dispatched
+from services.stage_coordinator.dispatches import dispatched
+from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
 from shared.mongo import free_lease

@@ -45,13 +45,13 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from contracts import Envelope
 from services.stage_coordinator.core.state import Run, RunStatus
+from services.stage_coordinator.dispatches import Dispatch
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
 from shared.messaging import Publisher
 from shared.mongo import Index, drop_retired, replace_at
-from shared.outgoing import Outgoing, from_stored, opened_outbox, packed_outbox
+from shared.outgoing import Outgoing, opened_outbox, packed_outbox
 from shared.packed import items_of, opened, opened_all, packed, packed_list
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
@@ -463,42 +463,6 @@ def active_key(run: Run) -> str | None:
     if run.exclusive_per_record and run.record_key:
         return f"{run.orchestration}|{run.record_key}"
     return f"run:{run.id}"
-
-
-DISPATCHES = ("StepRequested", "WorkItemRequested")
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """A step's last dispatch as sent, packed once with its attempt (as ``active_steps``
-    keeps it, written again by every save while the step is active)."""
-
-    attempt: int
-    packed: bytes
-
-    @classmethod
-    def of(cls, attempt: int, message: Outgoing) -> Dispatch:
-        return cls(attempt, packed({"attempt": attempt, **message.stored()}))
-
-    @classmethod
-    def read(cls, value: bytes | dict[str, Any]) -> Dispatch:
-        """As a document holds it: this version's, or an earlier one's envelope (packed,
-        or a subdocument)."""
-        doc = opened(value)
-        if "attempt" in doc:
-            return cls(doc["attempt"], value if isinstance(value, bytes) else packed(doc))
-        return cls.of(doc["payload"]["attempt"], from_stored(doc))
-
-
-def dispatches_of(sending: Sequence[Envelope], outbox: Sequence[Outgoing]) -> dict[str, Dispatch]:
-    """The dispatches among messages built (``sending``) and encoded (``outbox``), by step."""
-    return {e.payload.step: Dispatch.of(e.payload.attempt, m)  # type: ignore[attr-defined]
-            for e, m in zip(sending, outbox, strict=True) if e.type in DISPATCHES}
-
-
-def dispatched(value: bytes | dict[str, Any]) -> Outgoing:
-    """The message of a stored dispatch, to send again (either form, :meth:`Dispatch.read`)."""
-    return from_stored(opened(value))
 
 
 def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> bytes | None:

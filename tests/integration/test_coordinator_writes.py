@@ -29,6 +29,7 @@ from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted, WorkItemDelegated
+from services.stage_coordinator.dispatches import dispatched
 from services.stage_coordinator.handler import CoordinatorHandler, from_work_items
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
@@ -36,7 +37,6 @@ from services.stage_coordinator.store import (
     RUNS,
     RunStore,
     WriteConflict,
-    dispatched,
     from_document,
     to_document,
     unpacked,
