@@ -80,6 +80,15 @@ class Scenario:
     rate: float | None = None  # runs/s started steadily; None: all at once
 
 
+def completion_curve(completed_at: list[float], began: float) -> dict[str, float]:
+    """Seconds from ``began`` until each share of the runs had completed."""
+    times = sorted(at - began for at in completed_at)
+    if not times:
+        return {}
+    return {f"{share}%": round(times[max(0, -(-len(times) * share // 100) - 1)], 2)
+            for share in (50, 90, 99, 100)}
+
+
 @dataclass
 class Observed:
     """What the harness saw, by run."""
@@ -503,6 +512,9 @@ class Bench:
             "starts_per_s": round(n / max(last_started - began, 1e-9), 1),
             "completed_per_s": round(len(done) / duration, 1),
             "seconds": round(duration, 2),
+            # When the first half, 90 %, 99 % and all of the runs had completed (s after the
+            # first start): a long tail says the burst's end waits on something.
+            "completed_by_s": completion_curve([o.completed[r] for r in done], began),
             "human_to_done_ms_p50": round(percentile(human_to_done, 50), 1),
             "human_to_done_ms_p99": round(percentile(human_to_done, 99), 1),
             "transition_ms_p50": round(percentile(hops, 50), 1),

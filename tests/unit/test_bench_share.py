@@ -31,3 +31,14 @@ def test_without_a_floor_after_it_the_one_before_is_used() -> None:
 
     assert bracketing_floors(results, only) == [180.0]
     assert share_of_floors(only, []) == "?"
+
+
+def test_the_completion_curve_says_when_each_share_of_the_runs_had_completed() -> None:
+    from bench.bench_harness import completion_curve
+
+    completed = [10.0 + second for second in range(1, 101)]  # one a second, from 11 s
+    assert completion_curve(completed, began=10.0) == {
+        "50%": 50.0, "90%": 90.0, "99%": 99.0, "100%": 100.0}
+    assert completion_curve([12.5], began=10.0) == {"50%": 2.5, "90%": 2.5, "99%": 2.5,
+                                                    "100%": 2.5}
+    assert completion_curve([], began=10.0) == {}
