@@ -120,6 +120,14 @@ class IndexOnDemand:
             self.known = self.index.name in await self.collection.index_information()
         return self.known
 
+    async def restore(self) -> None:
+        """After a server came back without writes it had acknowledged (a reconcile): create
+        the index again if this process knew it, as it may have written documents relying on
+        it since (idempotent; one ``createIndexes``)."""
+        if self.known:
+            self.known = False
+            await self.ensure()
+
 
 async def drop_retired(collection: AsyncCollection[Document], names: Iterable[str]) -> list[str]:
     """Drop the indexes an older version created and this one no longer uses (each costs

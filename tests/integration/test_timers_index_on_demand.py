@@ -231,3 +231,20 @@ async def test_the_first_run_timer_creates_the_index_and_another_replica_fires_i
     assert two.on(RUNS)["listIndexes"] == 1  # seen now, and remembered:
     await job()
     assert two.on(RUNS)["listIndexes"] == 1
+
+
+async def test_a_reconcile_creates_again_the_index_a_restarted_server_lost(
+        replicas: tuple[Replica, Replica]) -> None:
+    """A server back without its last acknowledged writes may have lost the index while
+    this process, which knew it, goes on writing timers: its reconcile creates it again."""
+    one, _ = replicas
+    handler = await coordinator(one)
+    store = handler.store
+    await store.timers_index.restore()  # knew nothing: nothing to do
+    assert TIMERS not in await indexes(one, RUNS)
+    await handler([new_event(StartRun(orchestration="lazy-timers-waits"), producer="test",
+                             run_id=uuid.uuid4().hex)])
+    await store.finished()
+    await store.runs.drop_index(TIMERS)  # what the server lost
+    await store.timers_index.restore()
+    assert TIMERS in await indexes(one, RUNS)
