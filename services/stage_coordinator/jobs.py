@@ -87,7 +87,8 @@ class TimerFirer:
 
 
 def due_timers(now: datetime) -> dict[str, Any]:
-    """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index."""
+    """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index
+    (asked only once it exists, decision 36)."""
     return {"next_timer_at": {"$lte": now}, **free_lease("timer_lease_until", now)}
 
 

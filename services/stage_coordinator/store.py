@@ -17,13 +17,15 @@ The document is the run's state plus what rides with it (DESIGN.md):
   its saves' outboxes went out and their history was paged, and the run's next save
   overwrites both (docs/decisions/0016-outbox-watermarks.md, :mod:`shared.spine.marks`);
   a finished run keeps its last ones;
-- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it;
+- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it
+  (its sparse index is created by the first save of a run with a timer, decision 36);
 - ``active_key``: present while the run is active (running, suspended, error) and unique,
   so one record has one active run of an exclusive orchestration; its sparse index is
   also how the active runs are found (gauges, stats, lists, reconcile).
 
-Three indexes, no more: every index costs the embedded MongoDB CPU for every run written
-(decision 14).  Lists and reports that are not on the hot path find runs through the
+Three indexes, no more, and the timers' one only once a run has had a timer: every index
+costs the embedded MongoDB CPU for every run written, even one without its field
+(decisions 14 and 36).  Lists and reports that are not on the hot path find runs through the
 active-run index or through the history pages.
 
 The coordinator is the only writer of a run, and one partition owns a run, so runs

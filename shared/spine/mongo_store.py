@@ -15,6 +15,10 @@ they were decided, :mod:`shared.outgoing`, decision 35), and the fields of the s
 ``packing`` (those no query of its collection names) go into one packed value: the store
 opens what it reads (:class:`shared.packed.Packing`, decisions 27 and 32).
 
+The timers' index (:func:`timers_index`) is created by the first save of a document with a
+timer, not at start-up, and :meth:`MongoAggregateStore.due` reads only once it exists:
+most collections never hold a timer, and every index costs every write (decision 36).
+
 The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
 
