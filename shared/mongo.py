@@ -78,12 +78,55 @@ class Index:
         return "_".join(f"{k}_{d}" for k, d in self.keys)
 
 
+async def create(collection: AsyncCollection[Document], index: Index) -> None:
+    """Create ``index`` on ``collection`` (idempotent)."""
+    await collection.create_index(
+        list(index.keys), name=index.name, unique=index.unique, **dict(index.options))
+
+
 async def ensure_indexes(db: AsyncDatabase[Document], indexes: Iterable[Index]) -> None:
     """Create every index (idempotent): each service declares the indexes its queries need."""
     for index in indexes:
-        await db[index.collection].create_index(
-            list(index.keys), name=index.name, unique=index.unique, **dict(index.options)
-        )
+        await create(db[index.collection], index)
+
+
+class IndexOnDemand:
+    """An index created only once a document needs it, and known to exist from then on.
+
+    Every index costs the embedded MongoDB CPU for every document written to its
+    collection, even one without the indexed field (decision 36).  A writer calls
+    :meth:`ensure` before it writes the first document carrying the field, so "no index"
+    means "no such document" on every replica; a reader asks :meth:`exists` first and
+    answers "nothing" without querying (a query on an unindexed field would scan the
+    collection).  Neither ever drops the index, so once seen it is remembered: each costs
+    a bool afterwards.  One instance per collection and process, shared by its writer and
+    its readers.
+    """
+
+    def __init__(self, collection: AsyncCollection[Document], index: Index) -> None:
+        self.collection = collection
+        self.index = index
+        self.known = False  # seen or created by this process: it stays
+
+    async def ensure(self) -> None:
+        """Create the index unless this process knows it exists (idempotent)."""
+        if not self.known:
+            await create(self.collection, self.index)
+            self.known = True
+
+    async def exists(self) -> bool:
+        """Whether the index exists: one ``listIndexes`` until it is seen, none after."""
+        if not self.known:
+            self.known = self.index.name in await self.collection.index_information()
+        return self.known
+
+    async def restore(self) -> None:
+        """After a server came back without writes it had acknowledged (a reconcile): create
+        the index again if this process knew it, as it may have written documents relying on
+        it since (idempotent; one ``createIndexes``)."""
+        if self.known:
+            self.known = False
+            await self.ensure()
 
 
 async def drop_retired(collection: AsyncCollection[Document], names: Iterable[str]) -> list[str]:

@@ -49,6 +49,7 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     rt.every(settings.timer_poll_seconds, guide.assign_waiting, "waiting work items")
     rt.every(settings.outbox_sweep_seconds, store.spine.sweep, "outbox sweep")
     rt.on_broker_reset.append(lambda: store.spine.sweep(timedelta(0)))
+    rt.on_broker_reset.append(store.spine.timers_index.restore)  # a server that lost it
     rt.http.include_router(work_router(guide, authenticator))
     rt.http.include_router(people_router(directory, guide, authenticator))
     rt.http.include_router(pages.ui_router(guide, authenticator, settings.coordinator_url))

@@ -13,8 +13,9 @@ carried into every event about the item) and ``lookup``, the keys it is found by
 (:mod:`services.assignment.lookup`), written with every state it stores.
 
 Three indexes, every one on every item write: ``lookup`` (multikey), the spine's
-``next_timer_at`` and ``(outbox_by, outbox_at)``
-(docs/decisions/0019-work-items-found-by-one-lookup-field.md).
+``(outbox_by, outbox_at)`` and, once an item has had a reminder or an escalation, its
+``next_timer_at`` (docs/decisions/0019-work-items-found-by-one-lookup-field.md; the
+timers' index comes with the first timer, decision 36).
 
 Only the fields the server reads stay plain (:data:`PLAIN`); the rest of the item (its
 history, record, context, form, outputs...) is one packed value, which the embedded

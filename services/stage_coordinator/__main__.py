@@ -58,10 +58,13 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
     rt.on_start.append(store.drop_retired_indexes)
     # Woken by the store when a save makes a timer due sooner than the firer planned.
-    rt.when_due(TimerFirer(store.runs, rt.publisher), store.timers, "timers")
+    rt.when_due(TimerFirer(store.runs, rt.publisher, timers_index=store.timers_index),
+                store.timers, "timers")
     rt.on_stop.append(store.finished)  # the last save's messages go out before the stop
     rt.on_broker_reset.append(store.forget_all)  # before anything is read again
-    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, store.outboxes, store.timers))
+    rt.on_broker_reset.append(store.timers_index.restore)  # a server that lost it: again
+    rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, store.outboxes, store.timers,
+                                         timers_index=store.timers_index))
     # A published outbox costs no write: the mark says how far they went out (decision 16).
     rt.every(0, store.outboxes.mark_when_published, "outbox marks")
     rt.when_due(store.outboxes.sweep_when_due, store.outboxes.sweeps, "outbox sweep")

@@ -20,7 +20,7 @@ from services.stage_coordinator.dispatches import dispatched
 from services.stage_coordinator.store import ACTIVE_RUNS
 from shared.due import Alarm, Clock, utc_now
 from shared.messaging import Publisher
-from shared.mongo import free_lease
+from shared.mongo import IndexOnDemand, free_lease
 from shared.outgoing import Outgoing
 from shared.spine.marks import OutboxMarks
 
@@ -35,16 +35,22 @@ class TimerFirer:
 
     Woken by the run store's alarm when this process saves a timer due sooner than it
     planned; timers of runs saved elsewhere are found within the loop's longest sleep.
+    While the timers' index does not exist no run has a timer (decision 36): nothing is
+    due, and the look costs one ``listIndexes`` instead of two finds.  ``timers_index``
+    is the run store's (None: the caller's collection has it).
     """
 
     def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, *, timers_index: IndexOnDemand | None = None) -> None:
         self.runs = runs
         self.publisher = publisher
         self.clock = clock
+        self.timers_index = timers_index
         self.fired = 0
 
     async def __call__(self) -> datetime | None:
+        if not await _timers_exist(self.timers_index):
+            return None
         now = self.clock()
         claimed, seen = 0, 0
         found = self.runs.find(due_timers(now), {"timers": 1, "next_timer_at": 1})
@@ -81,7 +87,8 @@ class TimerFirer:
 
 
 def due_timers(now: datetime) -> dict[str, Any]:
-    """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index."""
+    """Runs with a timer due that no replica holds: the sparse ``next_timer_at`` index
+    (asked only once it exists, decision 36)."""
     return {"next_timer_at": {"$lte": now}, **free_lease("timer_lease_until", now)}
 
 
@@ -92,6 +99,11 @@ def next_timer(now: datetime) -> dict[str, Any]:
 
 def timer_claim(run_id: str, next_timer_at: datetime, now: datetime) -> dict[str, Any]:
     return {"_id": run_id, "next_timer_at": next_timer_at, **free_lease("timer_lease_until", now)}
+
+
+async def _timers_exist(index: IndexOnDemand | None) -> bool:
+    """Whether any run may have a timer (or a timer's lease): its index exists."""
+    return index is None or await index.exists()
 
 
 def _aware(value: datetime) -> datetime:
@@ -108,11 +120,13 @@ class Reconciler:
     """
 
     def __init__(self, runs: AsyncCollection[dict[str, Any]], publisher: Publisher,
-                 outboxes: OutboxMarks, timers: Alarm | None = None) -> None:
+                 outboxes: OutboxMarks, timers: Alarm | None = None, *,
+                 timers_index: IndexOnDemand | None = None) -> None:
         self.runs = runs
         self.publisher = publisher
         self.outboxes = outboxes
         self.timers = timers or Alarm()
+        self.timers_index = timers_index  # the run store's, as for the TimerFirer
 
     async def __call__(self) -> int:
         resent = 0
@@ -128,8 +142,9 @@ class Reconciler:
         await self.publisher.send(batch)
         resent += len(batch)
         swept = await self.outboxes.sweep(older_than=timedelta(0))
-        await self.runs.update_many({"timer_lease_until": {"$exists": True}},
-                                    {"$unset": {"timer_lease_until": ""}})
+        if await _timers_exist(self.timers_index):  # no timers' index: no timer, no lease
+            await self.runs.update_many({"timer_lease_until": {"$exists": True}},
+                                        {"$unset": {"timer_lease_until": ""}})
         self.timers.due(datetime.now(UTC))  # the firer looks now, not at its next wake
         log.warning("reconciled: re-sent %d dispatches and %d outboxes", resent, swept)
         return resent

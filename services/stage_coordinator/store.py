@@ -17,13 +17,15 @@ The document is the run's state plus what rides with it (DESIGN.md):
   its saves' outboxes went out and their history was paged, and the run's next save
   overwrites both (docs/decisions/0016-outbox-watermarks.md, :mod:`shared.spine.marks`);
   a finished run keeps its last ones;
-- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it;
+- ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it
+  (its sparse index is created by the first save of a run with a timer, decision 36);
 - ``active_key``: present while the run is active (running, suspended, error) and unique,
   so one record has one active run of an exclusive orchestration; its sparse index is
   also how the active runs are found (gauges, stats, lists, reconcile).
 
-Three indexes, no more: every index costs the embedded MongoDB CPU for every run written
-(decision 14).  Lists and reports that are not on the hot path find runs through the
+Three indexes, no more, and the timers' one only once a run has had a timer: every index
+costs the embedded MongoDB CPU for every run written, even one without its field
+(decisions 14 and 36).  Lists and reports that are not on the hot path find runs through the
 active-run index or through the history pages.
 
 The coordinator is the only writer of a run, and one partition owns a run, so runs
@@ -50,11 +52,12 @@ from services.stage_coordinator.dispatches import Dispatch
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
 from shared.messaging import Publisher
-from shared.mongo import Index, drop_retired, replace_at
+from shared.mongo import Index, IndexOnDemand, drop_retired, replace_at
 from shared.outgoing import Outgoing, opened_outbox, packed_outbox
 from shared.packed import items_of, opened, opened_all, packed, packed_list
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
+from shared.spine.mongo_store import timers_index
 
 log = logging.getLogger("baton.coordinator.store")
 # Saves whose messages may be on their way at once (each holds its runs' outboxes).
@@ -79,10 +82,11 @@ SWEPT_FIELDS = {**OUTBOX_FIELDS, "pending_history": 1}
 # Created by earlier versions, no longer used (outboxes are marked, not cleared: decision 16).
 RETIRED_INDEXES = ("outbox_at_1",)
 INDEXES = [
-    Index(RUNS, [("next_timer_at", 1)], options={"sparse": True}),
     outbox_index(RUNS),
     Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
 ]
+# Created by the first save of a run with a timer, not at start-up (decision 36).
+TIMERS_INDEX = timers_index(RUNS)
 # Every active run has an active_key (a string), so this range seeks the sparse index.
 ACTIVE_RUNS = {"active_key": {"$gte": ""}}
 
@@ -120,6 +124,8 @@ class RunStore:
                  mark_delay: float = 1.0, sweep_age: timedelta = timedelta(seconds=5),
                  backlog: Backlog | None = None) -> None:
         self.runs = db[RUNS]
+        # Shared with the timer firer and the reconcile, which look only once it exists.
+        self.timers_index = IndexOnDemand(self.runs, TIMERS_INDEX)
         self.history = db[RUN_HISTORY]
         self.publisher = publisher
         self.timers = timers or Alarm()  # woken when a save makes a timer due sooner
@@ -247,12 +253,14 @@ class RunStore:
     async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         history_packed: dict[str, list[bytes]] = {}
+        timed = False
         for stored in changed:
             pending = history_packed[stored.run.id] = pending_entries(stored)
             doc = to_document(stored, stamp, self.outboxes.writer, pending)
             for key in OPTIONAL_FIELDS:
                 if doc.get(key) is None:
                     doc.pop(key, None)
+            timed = timed or "next_timer_at" in doc
             if stored.is_new:
                 ops.append(InsertOne(doc))
                 continue
@@ -264,6 +272,8 @@ class RunStore:
                                   KEPT_WITH_LEASE if timers_as_read else KEPT))
         if not ops:
             return set()
+        if timed and not self.timers_index.known:
+            await self.timers_index.ensure()  # before the first document it indexes
         self.round_trips += 1
         duplicates: set[str] = set()
         try:

@@ -15,6 +15,10 @@ they were decided, :mod:`shared.outgoing`, decision 35), and the fields of the s
 ``packing`` (those no query of its collection names) go into one packed value: the store
 opens what it reads (:class:`shared.packed.Packing`, decisions 27 and 32).
 
+The timers' index (:func:`timers_index`) is created by the first save of a document with a
+timer, not at start-up, and :meth:`MongoAggregateStore.due` reads only once it exists:
+most collections never hold a timer, and every index costs every write (decision 36).
+
 The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
 """
 
@@ -31,22 +35,29 @@ from pymongo.errors import BulkWriteError
 
 from shared.messaging import Publisher
 from shared.metrics import ServiceMetrics
-from shared.mongo import LOST_RACE, Index, replace_at
+from shared.mongo import LOST_RACE, Index, IndexOnDemand, replace_at
 from shared.outgoing import Outgoing
 from shared.packed import Packing
 from shared.spine.marks import Document
 from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
 from shared.spine.store import Due, StoreBase
 
-__all__ = ["SYSTEM", "MongoAggregateStore", "due_query", "spine_indexes", "stamped_query"]
+__all__ = ["SYSTEM", "MongoAggregateStore", "due_query", "spine_indexes", "stamped_query",
+           "timers_index"]
 DUPLICATE_KEY = 11000
 
 
 def spine_indexes(collection: str) -> list[Index]:
-    """The indexes the spine's own queries need: the timers due, the outboxes a writer
-    stamped beyond its mark (the sweep)."""
-    return [Index(collection, [("next_timer_at", 1)], options={"sparse": True}),
-            outbox_index(collection)]
+    """The indexes the spine's own queries need from the start: the outboxes a writer
+    stamped beyond its mark (the sweep).  The timers' index comes with the first timer
+    (:func:`timers_index`)."""
+    return [outbox_index(collection)]
+
+
+def timers_index(collection: str) -> Index:
+    """The timers due, soonest first: created by the first save of a timer, not at start-up
+    (:class:`shared.mongo.IndexOnDemand`, decision 36), as most collections never hold one."""
+    return Index(collection, [("next_timer_at", 1)], options={"sparse": True})
 
 
 def due_query(until: datetime) -> dict[str, Any]:
@@ -72,6 +83,7 @@ class MongoAggregateStore(StoreBase):
         self.publisher = publisher
         self.metrics = metrics
         self.packing = packing
+        self.timers_index = IndexOnDemand(collection, timers_index(collection.name))
 
     async def _find(self, query: Mapping[str, Any]) -> list[Document]:
         docs = await self.collection.find(dict(query)).to_list(None)
@@ -80,6 +92,8 @@ class MongoAggregateStore(StoreBase):
     async def _write(self, docs: Sequence[tuple[int, Document]]) -> set[str]:
         # The packing's fields are kept packed (shared/packed.py), as the outbox is
         # (document_of): MongoDB never looks inside them.
+        if not self.timers_index.known and any("next_timer_at" in doc for _, doc in docs):
+            await self.timers_index.ensure()  # before the first document it indexes
         stored = [(revision, self.packing.pack(doc)) for revision, doc in docs]
         ops = [replace_at(doc, revision) if revision else InsertOne(doc)
                for revision, doc in stored]
@@ -109,7 +123,10 @@ class MongoAggregateStore(StoreBase):
         await self.publisher.send(messages)
 
     async def due(self, until: datetime, limit: int) -> list[Due]:
-        """Aggregates with a timer due by ``until``, soonest first (the sparse index)."""
+        """Aggregates with a timer due by ``until``, soonest first (the sparse index; none
+        while it does not exist, as no aggregate has had a timer then)."""
+        if not await self.timers_index.exists():
+            return []
         docs = await self.collection.find(
             due_query(until), {"next_timer_at": 1, "timers": 1}
         ).sort("next_timer_at", 1).limit(limit).to_list(None)

@@ -1,6 +1,8 @@
 """One timer mechanism for every stateful service: leased, epoch-guarded, woken by what is due.
 
-Timers live in their aggregate (``timers``, the soonest as the indexed ``next_timer_at``).
+Timers live in their aggregate (``timers``, the soonest as the indexed ``next_timer_at``;
+the store creates that index with the first timer, and while it does not exist a tick
+reads nothing: decision 36).
 A tick reads the aggregates with a timer due soon (one find), leases the due ones to this
 replica (one write, see ``claim``), and fires each due timer as ``act(key, TimerDue)``:
 group-committed, so a tick's timers cost one find and one write more.  The fire is
@@ -9,7 +11,8 @@ fire lands once; one planned under an older epoch only leaves (see :mod:`shared.
 
 Between ticks the loop sleeps until the soonest timer it knows of, at most ``max_sleep``
 (timers other replicas plan are found by then), and wakes early when this process saves
-an earlier one.  An idle service makes one small read per ``max_sleep``.
+an earlier one.  An idle service makes one small read per ``max_sleep`` (a ``listIndexes``
+until the collection's first timer).
 """
 
 from __future__ import annotations

@@ -19,12 +19,14 @@ from services.assignment.store import (
     INDEXES,
     MIGRATED,
     RETIRED_INDEXES,
+    WORK_ITEMS,
     WorkItemStore,
     failed_document,
     next_document,
 )
 from shared.metrics import ServiceMetrics
 from shared.mongo import ensure_indexes, make_client
+from shared.spine.mongo_store import timers_index
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -55,7 +57,8 @@ async def old_collection(servers: Any, database: str) -> AsyncIterator[dict[str,
     for name in RETIRED_INDEXES:  # as the older version declared them
         fields = name.removesuffix("_1").split("_1_")
         await db.work_items.create_index([(f, 1) for f in fields], name=name)
-    await ensure_indexes(db, INDEXES)
+    # Earlier versions created the timers' index at start-up too: it stays (decision 36).
+    await ensure_indexes(db, [*INDEXES, timers_index(WORK_ITEMS)])
     store = WorkItemStore(db, cast(Any, None), ServiceMetrics(CollectorRegistry(), "it"))
     yield {"db": db, "store": store, "writes": writes}
     await client.close()

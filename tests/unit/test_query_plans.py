@@ -26,13 +26,14 @@ from services.stage_coordinator import jobs, listing
 from services.stage_coordinator.api import visible_to
 from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
 from services.stage_coordinator.history import RUN_HISTORY
-from services.stage_coordinator.store import ACTIVE_RUNS, RUNS
+from services.stage_coordinator.store import ACTIVE_RUNS, RUNS, TIMERS_INDEX
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
 from services.trigger.starts import INDEXES as START_INDEXES
 from services.trigger.starts import STARTS
 from shared.auth import Principal
 from shared.mongo import Index, free_lease, serving_index
 from shared.spine.mongo_marks import stamped_query
+from shared.spine.mongo_store import timers_index
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 DIRECTORY = Directory.from_document({
@@ -52,6 +53,9 @@ def test_a_top_level_or_is_a_scan() -> None:
 
 
 # Which query uses which index of ``runs``: every hot query seeks, every index serves one.
+# The timers' index exists once a run has had a timer, and the timer queries are sent
+# only then (decision 36).
+ALL_RUN_INDEXES = [*RUN_INDEXES, TIMERS_INDEX]
 RUN_QUERIES = {
     "due timers": (jobs.due_timers(NOW), "next_timer_at_1"),
     "next timer": (jobs.next_timer(NOW), "next_timer_at_1"),
@@ -70,7 +74,7 @@ RUN_QUERIES = {
 @pytest.mark.parametrize("name", list(RUN_QUERIES))
 def test_run_queries_seek(name: str) -> None:
     query, index = RUN_QUERIES[name]
-    assert serving_index(RUNS, query, RUN_INDEXES) == index, query
+    assert serving_index(RUNS, query, ALL_RUN_INDEXES) == index, query
 
 
 def test_the_active_run_clause_comes_first_where_the_server_picks_it() -> None:
@@ -82,8 +86,9 @@ def test_the_active_run_clause_comes_first_where_the_server_picks_it() -> None:
 
 
 def test_the_hot_runs_collection_keeps_three_indexes_each_serving_a_query() -> None:
-    declared = {index.name for index in RUN_INDEXES if index.collection == RUNS}
+    declared = {index.name for index in ALL_RUN_INDEXES if index.collection == RUNS}
     assert len(declared) <= 3
+    assert TIMERS_INDEX not in RUN_INDEXES  # created by the first timer, not at start-up
     assert declared <= {index for _, index in RUN_QUERIES.values()}
 
 
@@ -136,6 +141,7 @@ def test_a_lease_clause_matches_free_and_expired_leases_only() -> None:
 # Which query uses which index of ``work_items`` (decision 19): every query seeks, every
 # index serves one, and a person's work is one lookup of exact keys.
 ANN = lookup.callers_holders("ann", DIRECTORY)
+ALL_ITEM_INDEXES = [*ITEM_INDEXES, timers_index(WORK_ITEMS)]  # the timers': on demand
 ITEM_QUERIES = {
     "my active work": (lookup.held_by(ANN, ACTIVE), "lookup_1"),
     "my completed work, overdue": ({**lookup.held_by(ANN, ["completed"]),
@@ -158,13 +164,14 @@ ITEM_QUERIES = {
 @pytest.mark.parametrize("name", list(ITEM_QUERIES))
 def test_work_item_queries_seek(name: str) -> None:
     query, index = ITEM_QUERIES[name]
-    assert serving_index(WORK_ITEMS, query, ITEM_INDEXES) == index, query
+    assert serving_index(WORK_ITEMS, query, ALL_ITEM_INDEXES) == index, query
 
 
 def test_the_hot_work_items_collection_keeps_three_indexes_each_serving_a_query() -> None:
     """Every index costs every item write on the embedded server (decision 19)."""
-    declared = {index.name for index in ITEM_INDEXES if index.collection == WORK_ITEMS}
+    declared = {index.name for index in ALL_ITEM_INDEXES if index.collection == WORK_ITEMS}
     assert declared == {"lookup_1", "next_timer_at_1", "outbox_by_1_outbox_at_1"}
+    assert "next_timer_at_1" not in {index.name for index in ITEM_INDEXES}  # on demand
     assert declared <= {index for _, index in ITEM_QUERIES.values()}
 
 
