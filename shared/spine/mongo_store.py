@@ -15,7 +15,9 @@ they were decided, :mod:`shared.outgoing`, decision 35), and the fields of the s
 ``packing`` (those no query of its collection names) go into one packed value: the store
 opens what it reads (:class:`shared.packed.Packing`, decisions 27 and 32).
 
-The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
+The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`);
+a stamped document carries its stamp's key in the collection's multikey ``key_field``,
+which the sweep seeks (:mod:`shared.spine.stamp_keys`, decision 37).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from shared.mongo import LOST_RACE, Index, replace_at
 from shared.outgoing import Outgoing
 from shared.packed import Packing
 from shared.spine.marks import Document
-from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
+from shared.spine.mongo_marks import SYSTEM, MongoMarks, key_old_stamps, stamped_query
 from shared.spine.store import Due, StoreBase
 
 __all__ = ["SYSTEM", "MongoAggregateStore", "due_query", "spine_indexes", "stamped_query"]
@@ -43,10 +45,9 @@ DUPLICATE_KEY = 11000
 
 
 def spine_indexes(collection: str) -> list[Index]:
-    """The indexes the spine's own queries need: the timers due, the outboxes a writer
-    stamped beyond its mark (the sweep)."""
-    return [Index(collection, [("next_timer_at", 1)], options={"sparse": True}),
-            outbox_index(collection)]
+    """The index the spine's own queries need besides the service's key field: the timers
+    due.  (The sweep seeks the stamps' keys in the key field, which the service indexes.)"""
+    return [Index(collection, [("next_timer_at", 1)], options={"sparse": True})]
 
 
 def due_query(until: datetime) -> dict[str, Any]:
@@ -63,15 +64,24 @@ class MongoAggregateStore(StoreBase):
         metrics: ServiceMetrics,
         *,
         system: AsyncCollection[Document],
+        key_field: str,
         mark_delay: float = 1.0,
         packing: Packing = Packing(),
     ) -> None:
-        super().__init__(MongoMarks(collection, system), mark_delay=mark_delay,
+        super().__init__(MongoMarks(collection, system, key_field), key_field=key_field,
+                         mark_delay=mark_delay,
                          backlog=metrics.outbox_backlog.labels(metrics.service))
         self.collection = collection
+        self.system = system
+        self.stamp_keys_field = key_field
         self.publisher = publisher
         self.metrics = metrics
         self.packing = packing
+
+    async def key_old_stamps(self) -> int | None:
+        """At start-up: key what an older version stamped beyond the marks, then drop its
+        outbox index (:func:`~shared.spine.mongo_marks.key_old_stamps`)."""
+        return await key_old_stamps(self.collection, self.system, self.stamp_keys_field)
 
     async def _find(self, query: Mapping[str, Any]) -> list[Document]:
         docs = await self.collection.find(dict(query)).to_list(None)
