@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 PREFIX = "outbox:"
@@ -31,15 +32,29 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def _bucket(at: datetime) -> int:
+    """The bucket ``at`` falls in, as a number (a naive time is UTC, as MongoDB's are)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp() // _BUCKET_SECONDS)
+
+
+@lru_cache(maxsize=1_024)
+def _key(writer: str, bucket: int) -> str:
+    """The key of a bucket: formatting a time costs more than the rest of a save's key,
+    and a writer's saves share their bucket for 10 s."""
+    start = datetime.fromtimestamp(bucket * _BUCKET_SECONDS, UTC)
+    return f"{PREFIX}{writer}:{start:%Y-%m-%dT%H:%M:%S}"
+
+
 def bucket_start(at: datetime) -> datetime:
     """The start of the bucket ``at`` falls in (UTC)."""
-    at = _utc(at)
-    return at.replace(second=at.second - at.second % _BUCKET_SECONDS, microsecond=0)
+    return datetime.fromtimestamp(_bucket(at) * _BUCKET_SECONDS, UTC)
 
 
 def stamp_key(writer: str, stamp: datetime) -> str:
     """The key of a document ``writer`` stamped ``stamp``."""
-    return f"{PREFIX}{writer}:{bucket_start(stamp):%Y-%m-%dT%H:%M:%S}"
+    return _key(writer, _bucket(stamp))
 
 
 def window_keys(writer: str, after: datetime, until: datetime,
@@ -48,13 +63,10 @@ def window_keys(writer: str, after: datetime, until: datetime,
     more than ``limit``)."""
     if until <= after:
         return []
-    keys, bucket, last = [], bucket_start(after), bucket_start(until)
-    if (last - bucket) // BUCKET >= limit:
+    first, last = _bucket(after), _bucket(until)
+    if last - first >= limit:
         return None
-    while bucket <= last:
-        keys.append(f"{PREFIX}{writer}:{bucket:%Y-%m-%dT%H:%M:%S}")
-        bucket += BUCKET
-    return keys
+    return [_key(writer, bucket) for bucket in range(first, last + 1)]
 
 
 def stamps_keys(writer: str, stamps: Iterable[datetime]) -> list[str]:
