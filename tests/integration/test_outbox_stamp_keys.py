@@ -5,6 +5,7 @@ at start-up, its leftovers swept, its active runs found, and the old index is go
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -216,7 +217,8 @@ async def test_work_items_an_older_version_wrote_are_keyed_and_swept(db: Any) ->
 
     restarted = Recorder()
     fresh = WorkItemStore(db, cast(Any, restarted), metrics)
-    await fresh.migrate()
+    replica = WorkItemStore(db, cast(Any, Recorder()), metrics)
+    await asyncio.gather(fresh.migrate(), replica.migrate())  # two replicas start at once
     assert set(await fresh.items.index_information()) == {"_id_", "lookup_1",
                                                           "next_timer_at_1"}
     keyed = await fresh.items.find_one({"_id": f"{left_run}:do:1"})
