@@ -12,10 +12,11 @@ epoch each was planned under, ``next_timer_at``), ``correlation_id`` (of the run
 carried into every event about the item) and ``lookup``, the keys it is found by
 (:mod:`services.assignment.lookup`), written with every state it stores.
 
-Three indexes, every one on every item write: ``lookup`` (multikey), the spine's
-``(outbox_by, outbox_at)`` and, once an item has had a reminder or an escalation, its
-``next_timer_at`` (docs/decisions/0019-work-items-found-by-one-lookup-field.md; the
-timers' index comes with the first timer, decision 36).
+One index from the start, on every item write: ``lookup`` (multikey;
+docs/decisions/0019-work-items-found-by-one-lookup-field.md).  The outbox sweep finds a
+stamped item by its stamp's key in ``lookup`` too (``outbox:<writer>:<bucket>``, written by
+the spine: decision 37), and the spine's ``next_timer_at`` index comes with the first item
+that has a reminder or an escalation (decision 36).
 
 Only the fields the server reads stay plain (:data:`PLAIN`); the rest of the item (its
 history, record, context, form, outputs...) is one packed value, which the embedded
@@ -167,7 +168,8 @@ class WorkItemStore:
         self.items = db[WORK_ITEMS]
         self.system = db[SYSTEM]
         self.spine = MongoAggregateStore(self.items, publisher, metrics, system=self.system,
-                                         mark_delay=mark_delay, packing=PACKING)
+                                         key_field=LOOKUP, mark_delay=mark_delay,
+                                         packing=PACKING)
         # The items this process wrote, for the Work Guide's commands (decided without a
         # read; a stale one's write loses, a refusal waits for a fresh read): its saves
         # and the dispatch consumer's go through it.
@@ -216,9 +218,16 @@ class WorkItemStore:
         found again ("my work", the dispatch consumer's reads).  One pass over those items,
         written in bulk writes of at most ``batch``, each conditional on the revision read:
         an item another writer changed meanwhile got its keys from that writer.  The
-        ``system`` document :data:`MIGRATED` records that the pass finished.
+        ``system`` document :data:`MIGRATED` records that the pass finished.  Last, the
+        items stamped beyond their writers' marks get their stamp's key, and the outbox
+        index the sweep no longer needs goes (decision 37).
         """
         await drop_retired(self.items, RETIRED_INDEXES)
+        written = await self._backfill_lookup(batch)
+        await self.spine.key_old_stamps()
+        return written
+
+    async def _backfill_lookup(self, batch: int) -> int:
         if await self.system.find_one({"_id": MIGRATED}) is not None:
             return 0
         written = 0

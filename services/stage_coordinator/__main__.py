@@ -56,7 +56,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
                intakes={WORKITEMS_EVENTS: Intake(types=WORK_ITEM_TYPES, adapt=from_work_items)},
                takes_over={WORKITEMS_EVENTS: f"{rt.name}-participants"}, co_partitioned=True)
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
-    rt.on_start.append(store.drop_retired_indexes)
+    rt.on_start.append(store.migrate)  # old indexes dropped, keys back-filled (decision 37)
     # Woken by the store when a save makes a timer due sooner than the firer planned.
     rt.when_due(TimerFirer(store.runs, rt.publisher, timers_index=store.timers_index),
                 store.timers, "timers")

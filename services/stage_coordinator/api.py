@@ -122,6 +122,6 @@ def _command(action: str, body: ControlRequest, actor: str) -> cmd.RunControl:
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
     doc["id"] = doc.pop("_id")
-    for key in ("timer_lease_until", "outbox_at", "outbox_by", "active_key"):
+    for key in ("timer_lease_until", "outbox_at", "outbox_by", "active_key", "lookup"):
         doc.pop(key, None)
     return doc

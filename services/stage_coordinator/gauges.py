@@ -11,10 +11,10 @@ for interactive and approval steps).  A ``wait`` step without an ``sla`` is not 
 while its wait timer is pending: it counts only once the timer is overdue by more than
 the default threshold (the timer did not fire).
 
-Queries: every one reads the active runs only, through the sparse index of the key every
-active run has (``ACTIVE_RUNS``; finished runs, the bulk of the collection, are not
-read).  The step groups come from one aggregation; only a group whose oldest step is
-past its threshold is counted with a second, narrower aggregation.
+Queries: every one reads the active runs only, through the ``active`` key every active run
+holds in its multikey ``lookup`` field (``ACTIVE_RUNS``, decision 37; finished runs, the bulk
+of the collection, are not read).  The step groups come from one aggregation; only a group
+whose oldest step is past its threshold is counted with a second, narrower aggregation.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Lists of runs (GET /runs) without an index of their own on the hot ``runs`` collection.
 
-``runs`` keeps three indexes (store.py, decision 14), so a list finds its runs another way:
-- active runs (running, suspended, error) through the active-run index, all of them read
+``runs`` keeps three indexes (store.py, decisions 14 and 37), so a list finds its runs another
+way:
+- active runs (running, suspended, error) through their ``active`` key, all of them read
   and the newest kept;
 - any other list walks the run history's pages newest first, reading the runs they name by
   ``_id``, a chunk at a time, until the list is full or :data:`MAX_EXAMINED` runs were
@@ -71,7 +72,8 @@ async def _matching(runs: Collection, run_ids: list[str], query: dict[str, Any]
 
 
 def active_runs(query: dict[str, Any]) -> dict[str, Any]:
-    """The active-run clause first: the embedded server looks up the first indexed clause."""
+    """The active-run clause (``lookup``) first: the embedded server looks up the first
+    indexed clause."""
     return {**ACTIVE_RUNS, **query}
 
 

@@ -3,7 +3,7 @@
 :func:`stats_report` is a pure function over run documents (as stored: ``stages`` and
 ``steps`` with ``started_at``/``finished_at``, ``status``, ``stage``).  :func:`load_runs`
 reads the documents it needs, bounded: the runs changed inside the window (named by the
-run history's pages) and the runs still active (the active-run index), each capped at
+run history's pages) and the runs still active (their ``active`` key), each capped at
 :data:`MAX_RUNS`.
 
 Per orchestration, per stage and per step:
@@ -30,7 +30,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from services.stage_coordinator.history import runs_changed_since
-from services.stage_coordinator.store import ACTIVE_RUNS as HAS_ACTIVE_KEY
+from services.stage_coordinator.store import ACTIVE_RUNS as ACTIVE_RUN_DOCUMENTS
 from services.stage_coordinator.store import unpacked
 from shared.times import when
 
@@ -209,8 +209,8 @@ async def load_runs(
     """The runs the report needs (changed inside the window, or active); and whether capped.
 
     The changed ones are named by the history pages of the window (their ``_id`` is
-    time-ordered), the active ones by the active-run index: ``runs`` keeps no index for
-    this report (decision 14).
+    time-ordered), the active ones by their ``active`` key: ``runs`` keeps no index for
+    this report (decisions 14 and 37).
     """
     narrow: dict[str, Any] = {"orchestration": orchestration} if orchestration else {}
     recent_ids, truncated = await runs_changed_since(history, since, limit)
@@ -218,7 +218,7 @@ async def load_runs(
     for start in range(0, len(recent_ids), CHUNK):
         chunk = recent_ids[start:start + CHUNK]
         docs.extend(await runs.find({"_id": {"$in": chunk}, **narrow}, PROJECTION).to_list(None))
-    cursor = runs.find({**HAS_ACTIVE_KEY, **narrow}, PROJECTION)
+    cursor = runs.find({**ACTIVE_RUN_DOCUMENTS, **narrow}, PROJECTION)
     active = await cursor.limit(limit + 1).to_list(None)
     truncated = truncated or len(active) > limit
     docs.extend(active[:limit])

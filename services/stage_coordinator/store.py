@@ -17,16 +17,18 @@ The document is the run's state plus what rides with it (DESIGN.md):
   its saves' outboxes went out and their history was paged, and the run's next save
   overwrites both (docs/decisions/0016-outbox-watermarks.md, :mod:`shared.spine.marks`);
   a finished run keeps its last ones;
+- ``lookup``: the keys a run is found by, one multikey field: ``active`` while the run is
+  active (running, suspended, error: the gauges, stats, lists, reconcile), and its stamp's
+  key ``outbox:<writer>:<bucket>``, which the outbox sweep seeks (decision 37);
 - ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it
   (its sparse index is created by the first save of a run with a timer, decision 36);
-- ``active_key``: present while the run is active (running, suspended, error) and unique,
-  so one record has one active run of an exclusive orchestration; its sparse index is
-  also how the active runs are found (gauges, stats, lists, reconcile).
+- ``active_key``: only on an active run of an orchestration that allows one active run per
+  record (``<orchestration>|<record>``), unique: the second start for a record is refused.
 
-Three indexes, no more, and the timers' one only once a run has had a timer: every index
-costs the embedded MongoDB CPU for every run written, even one without its field
-(decisions 14 and 36).  Lists and reports that are not on the hot path find runs through the
-active-run index or through the history pages.
+Two indexes from the start, and the timers' one only once a run has had a timer: every
+index costs the embedded MongoDB CPU for every run written, even one without its field
+(decisions 14, 36 and 37), and ``active_key``'s is nearly empty.  Lists and reports that
+are not on the hot path find runs through ``lookup`` or through the history pages.
 
 The coordinator is the only writer of a run, and one partition owns a run, so runs
 are cached between batches; the revision guard makes a stale cache harmless.
@@ -56,19 +58,29 @@ from shared.mongo import Index, IndexOnDemand, drop_retired, replace_at
 from shared.outgoing import Outgoing, opened_outbox, packed_outbox
 from shared.packed import items_of, opened, opened_all, packed, packed_list
 from shared.spine.marks import Backlog, Document, OutboxMarks
-from shared.spine.mongo_marks import OUTBOX_FIELDS, SYSTEM, MongoMarks, outbox_index
+from shared.spine.mongo_marks import (
+    OLD_OUTBOX_INDEX,
+    OUTBOX_FIELDS,
+    SYSTEM,
+    MongoMarks,
+    key_old_stamps,
+)
 from shared.spine.mongo_store import timers_index
+from shared.spine.stamp_keys import stamp_key
 
 log = logging.getLogger("baton.coordinator.store")
 # Saves whose messages may be on their way at once (each holds its runs' outboxes).
 MAX_FINISHING = 8
 RUNS = "runs"
+LOOKUP = "lookup"  # the multikey field of a run's keys: ``active``, its stamp's
+ACTIVE = "active"
 FINISHED = (RunStatus.COMPLETED, RunStatus.CANCELED)  # not kept in the cache
 APPLIED_KEPT = 200
 SHELL_FIELDS = ("_id", "applied", "state", "outbox", "outbox_at", "outbox_by", "history",
                 "pending_history", "next_timer_at", "timer_lease_until", "active_steps",
-                "active_key")
-OPTIONAL_FIELDS = ("outbox_at", "outbox_by", "next_timer_at", "active_key", "pending_history")
+                "active_key", LOOKUP)
+OPTIONAL_FIELDS = ("outbox_at", "outbox_by", "next_timer_at", "active_key", "pending_history",
+                   LOOKUP)
 # What no query looks into, packed in one value (``state``): the embedded MongoDB decodes,
 # copies and encodes every field of a document it replaces, and these are most of a run's
 # (decision 27).  Queries and projections use the fields left outside.
@@ -82,13 +94,16 @@ SWEPT_FIELDS = {**OUTBOX_FIELDS, "pending_history": 1}
 # Created by earlier versions, no longer used (outboxes are marked, not cleared: decision 16).
 RETIRED_INDEXES = ("outbox_at_1",)
 INDEXES = [
-    outbox_index(RUNS),
+    Index(RUNS, [(LOOKUP, 1)], options={"sparse": True}),
     Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
 ]
 # Created by the first save of a run with a timer, not at start-up (decision 36).
 TIMERS_INDEX = timers_index(RUNS)
-# Every active run has an active_key (a string), so this range seeks the sparse index.
-ACTIVE_RUNS = {"active_key": {"$gte": ""}}
+# Every active run holds the key ``active``: one seek of the multikey index.
+ACTIVE_RUNS = {LOOKUP: ACTIVE}
+# What found the active runs before decision 37 (every active run had an active_key).
+OLD_ACTIVE_RUNS = {"active_key": {"$gte": ""}}
+MIGRATION_BATCH = 500
 
 
 class WriteConflict(RuntimeError):
@@ -129,7 +144,8 @@ class RunStore:
         self.history = db[RUN_HISTORY]
         self.publisher = publisher
         self.timers = timers or Alarm()  # woken when a save makes a timer due sooner
-        self.outboxes = OutboxMarks(MongoMarks(self.runs, db[SYSTEM], SWEPT_FIELDS),
+        self.system = db[SYSTEM]
+        self.outboxes = OutboxMarks(MongoMarks(self.runs, self.system, LOOKUP, SWEPT_FIELDS),
                                     self._resend, mark_delay=mark_delay, backlog=backlog,
                                     sweep_age=sweep_age)
         self.cache: OrderedDict[str, StoredRun] = OrderedDict()
@@ -138,9 +154,33 @@ class RunStore:
         # The saves whose messages and history are on their way, with their runs.
         self._finishing: dict[asyncio.Task[None], frozenset[str]] = {}
 
-    async def drop_retired_indexes(self) -> None:
-        """At start-up: what an older version indexed and this one no longer needs."""
+    async def migrate(self, batch: int = MIGRATION_BATCH) -> int:
+        """At start-up: bring a collection an older version wrote up to date (idempotent).
+
+        Drops what an older version indexed and this one no longer needs; then, while the
+        older ``(outbox_by, outbox_at)`` index exists (decision 37), gives every active run
+        the ``active`` key (found through ``active_key``, which every active run had) and
+        every run stamped beyond its writer's mark its stamp's key, and drops that index.
+        How many active runs were keyed.
+        """
         await drop_retired(self.runs, RETIRED_INDEXES)
+        if OLD_OUTBOX_INDEX not in await self.runs.index_information():
+            return 0
+        keyed = 0
+        cursor = self.runs.find(OLD_ACTIVE_RUNS, {"revision": 1}, batch_size=batch)
+        pending: list[UpdateOne] = []
+        async for doc in cursor:
+            pending.append(UpdateOne({"_id": doc["_id"], "revision": doc.get("revision")},
+                                     {"$addToSet": {LOOKUP: ACTIVE}}))
+            if len(pending) >= batch:
+                keyed += (await self.runs.bulk_write(pending, ordered=False)).modified_count
+                pending = []
+        if pending:
+            keyed += (await self.runs.bulk_write(pending, ordered=False)).modified_count
+        await key_old_stamps(self.runs, self.system, LOOKUP)
+        if keyed:
+            log.info("keyed %d active runs stored before decision 37", keyed)
+        return keyed
 
     async def load(self, run_ids: list[str]) -> dict[str, StoredRun]:
         found = {rid: self.cache[rid] for rid in run_ids if rid in self.cache}
@@ -446,6 +486,10 @@ def to_document(stored: StoredRun, stamp: datetime | None = None,
         if s.status.value in ("in_progress", "waiting_retry")
     ]
     doc["active_key"] = active_key(run)
+    keys = [ACTIVE] if run.active else []
+    if stamped and stamp is not None and writer is not None:
+        keys.append(stamp_key(writer, stamp))
+    doc[LOOKUP] = keys or None
     doc["state"] = packed({name: doc.pop(name) for name in PACKED_STATE})
     return doc
 
@@ -467,12 +511,11 @@ def _fields(run: Run) -> dict[str, Any]:
 
 def active_key(run: Run) -> str | None:
     """Unique among active runs: the record's key when at most one run per record may be
-    active, the run's own id otherwise; absent once the run is finished."""
-    if not run.active:
-        return None
-    if run.exclusive_per_record and run.record_key:
+    active; absent otherwise, and once the run is finished (the active runs are found by
+    their ``active`` key: decision 37)."""
+    if run.active and run.exclusive_per_record and run.record_key:
         return f"{run.orchestration}|{run.record_key}"
-    return f"run:{run.id}"
+    return None
 
 
 def _dispatch_of(stored: StoredRun, step: str, attempt: int, status: str) -> bytes | None:

@@ -5,8 +5,10 @@ shell fields: ``revision`` (every write is conditional on the one read), ``appli
 (the ids of the messages already applied: the inbox), ``outbox`` (messages written with
 the change, published after it: encoded once, as the producer sends them, and packed in one
 value, :mod:`shared.outgoing`), ``outbox_at``/``outbox_by`` (the stamp and the writer of
-the outbox, see :mod:`shared.spine.ledger`), ``timers`` (pending timers, each a dict with
-at least a ``due_at``) and ``next_timer_at`` (the soonest, indexed by the store).
+the outbox, see :mod:`shared.spine.ledger`; the store may write the stamp's key into a
+multikey field of the service's too, :mod:`shared.spine.stamp_keys`), ``timers`` (pending
+timers, each a dict with at least a ``due_at``) and ``next_timer_at`` (the soonest,
+indexed by the store).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from contracts import Envelope
 from shared.outgoing import Outgoing, opened_outbox, outgoing_all, packed_outbox
+from shared.spine.stamp_keys import with_stamp_key
 
 SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "outbox_by", "timers",
                 "next_timer_at", "timer_lease")
@@ -111,17 +114,22 @@ def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
 
 
 def document_of(aggregate: Aggregate, stamp: datetime | None,
-                writer: str | None = None) -> dict[str, Any]:
+                writer: str | None = None, key_field: str | None = None) -> dict[str, Any]:
     """The document to write for a changed aggregate, at the next revision; its outbox
-    (if any) stamped ``stamp`` by ``writer``."""
+    (if any) stamped ``stamp`` by ``writer``, and that stamp's key in the multikey
+    ``key_field`` (in place of the key of the stamp the state was read with)."""
     doc: dict[str, Any] = {**(aggregate.state or {}), "_id": aggregate.key,
                            "revision": aggregate.revision + 1,
                            "applied": list(aggregate.applied),
                            "outbox": packed_outbox(aggregate.outbox)}
-    if aggregate.outbox:
+    stamped = bool(aggregate.outbox)
+    if stamped:
         doc["outbox_at"] = stamp
         if writer is not None:
             doc["outbox_by"] = writer
+    if key_field is not None:
+        doc[key_field] = with_stamp_key(doc.get(key_field), writer if stamped else None,
+                                        stamp)
     timers = sorted(aggregate.timers, key=lambda t: aware(t["due_at"]))
     doc["timers"] = [dict(t) for t in timers]
     if timers:

@@ -4,7 +4,9 @@ Revision conflicts, outbox marks and sweeps, timer claims and leases behave as i
 :mod:`shared.spine.mongo_store`; ``round_trips`` counts what MongoDB would be sent
 (``find``, ``write``, ``mark``, ``claim``), so a test can bound a path's cost in counts.
 A store made ``sharing`` another is a second writer on the same documents (another
-replica, or the process after a restart).
+replica, or the process after a restart).  Given a ``key_field``, a stamped document
+carries its stamp's key there and the sweep finds it by that key, as on MongoDB
+(decision 37); without one, by its stamp alone.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from contracts import Envelope, parse
 from shared.outgoing import Outgoing
 from shared.spine.aggregate import aware
 from shared.spine.marks import Document, Marks, Resend, utc_now
+from shared.spine.stamp_keys import stamped_in, stamped_with, stamps_keys, window_keys
 from shared.spine.store import Due, StoreBase
 
 
 class MemoryAggregateStore(StoreBase):
     def __init__(self, *, sharing: MemoryAggregateStore | None = None, mark_delay: float = 0.0,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, key_field: str | None = None) -> None:
         self.documents: dict[str, Document] = sharing.documents if sharing else {}
         self.writers: dict[str, dict[str, Any]] = sharing.writers if sharing else {}
         self.round_trips: Counter[str] = Counter()
-        super().__init__(MemoryMarks(self.documents, self.writers, self.round_trips),
-                         mark_delay=mark_delay, clock=clock)
+        if key_field is None and sharing is not None:
+            key_field = sharing.key_field  # the same collection: the same key field
+        super().__init__(MemoryMarks(self.documents, self.writers, self.round_trips, key_field),
+                         key_field=key_field, mark_delay=mark_delay, clock=clock)
         # What went out, as a consumer parses it (and as sent: ``sent``).
         self.published: list[Envelope] = []
         self.sent: list[Outgoing] = []
@@ -91,10 +96,11 @@ class MemoryMarks:
     """The writers' marks (``writers``) and the reads of what they stamped, in memory."""
 
     def __init__(self, documents: dict[str, Document], writers: dict[str, dict[str, Any]],
-                 round_trips: Counter[str]) -> None:
+                 round_trips: Counter[str], key_field: str | None = None) -> None:
         self.documents = documents
         self.writers = writers
         self.round_trips = round_trips
+        self.key_field = key_field
 
     async def read_marks(self) -> Marks:
         self.round_trips["find"] += 1
@@ -114,13 +120,24 @@ class MemoryMarks:
 
     async def stamped(self, writer: str, after: datetime, until: datetime) -> list[Document]:
         self.round_trips["find"] += 1
-        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
-                and after < aware(d["outbox_at"]) <= until]
+        docs = self._holding(lambda: window_keys(writer, after, until))
+        return [copy.deepcopy(d) for d in docs if stamped_in(d, writer, after, until)]
 
     async def stamped_at(self, writer: str, stamps: Sequence[datetime]) -> list[Document]:
         self.round_trips["find"] += 1
-        return [copy.deepcopy(d) for d in self.documents.values() if d.get("outbox_by") == writer
-                and aware(d["outbox_at"]) in stamps]
+        docs = self._holding(lambda: stamps_keys(writer, stamps))
+        wanted = {aware(s) for s in stamps}
+        return [copy.deepcopy(d) for d in docs if stamped_with(d, writer, wanted)]
+
+    def _holding(self, keys: Callable[[], list[str] | None]) -> list[Document]:
+        """The documents holding one of ``keys`` in the key field (every one: no key field,
+        or too many keys)."""
+        field = self.key_field
+        found = keys() if field is not None else None
+        if field is None or found is None:
+            return list(self.documents.values())
+        wanted = set(found)
+        return [d for d in self.documents.values() if wanted & set(d.get(field) or ())]
 
     async def sweep_unmarked(self, cutoff: datetime, resend: Resend) -> int:
         return 0  # stores from before marks exist on MongoDB only

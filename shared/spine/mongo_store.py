@@ -19,7 +19,9 @@ The timers' index (:func:`timers_index`) is created by the first save of a docum
 timer, not at start-up, and :meth:`MongoAggregateStore.due` reads only once it exists:
 most collections never hold a timer, and every index costs every write (decision 36).
 
-The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`).
+The writers' marks live in the ``system`` collection (:mod:`shared.spine.mongo_marks`);
+a stamped document carries its stamp's key in the collection's multikey ``key_field``,
+which the sweep seeks (:mod:`shared.spine.stamp_keys`, decision 37).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from shared.mongo import LOST_RACE, Index, IndexOnDemand, replace_at
 from shared.outgoing import Outgoing
 from shared.packed import Packing
 from shared.spine.marks import Document
-from shared.spine.mongo_marks import SYSTEM, MongoMarks, outbox_index, stamped_query
+from shared.spine.mongo_marks import SYSTEM, MongoMarks, key_old_stamps, stamped_query
 from shared.spine.store import Due, StoreBase
 
 __all__ = ["SYSTEM", "MongoAggregateStore", "due_query", "spine_indexes", "stamped_query",
@@ -48,10 +50,10 @@ DUPLICATE_KEY = 11000
 
 
 def spine_indexes(collection: str) -> list[Index]:
-    """The indexes the spine's own queries need from the start: the outboxes a writer
-    stamped beyond its mark (the sweep).  The timers' index comes with the first timer
-    (:func:`timers_index`)."""
-    return [outbox_index(collection)]
+    """The indexes the spine's own queries need from the start: none.  The sweep seeks the
+    stamps' keys in the service's key field, which the service indexes (decision 37), and
+    the timers' index comes with the first timer (:func:`timers_index`, decision 36)."""
+    return []
 
 
 def timers_index(collection: str) -> Index:
@@ -74,16 +76,25 @@ class MongoAggregateStore(StoreBase):
         metrics: ServiceMetrics,
         *,
         system: AsyncCollection[Document],
+        key_field: str,
         mark_delay: float = 1.0,
         packing: Packing = Packing(),
     ) -> None:
-        super().__init__(MongoMarks(collection, system), mark_delay=mark_delay,
+        super().__init__(MongoMarks(collection, system, key_field), key_field=key_field,
+                         mark_delay=mark_delay,
                          backlog=metrics.outbox_backlog.labels(metrics.service))
         self.collection = collection
+        self.system = system
+        self.stamp_keys_field = key_field
         self.publisher = publisher
         self.metrics = metrics
         self.packing = packing
         self.timers_index = IndexOnDemand(collection, timers_index(collection.name))
+
+    async def key_old_stamps(self) -> int | None:
+        """At start-up: key what an older version stamped beyond the marks, then drop its
+        outbox index (:func:`~shared.spine.mongo_marks.key_old_stamps`)."""
+        return await key_old_stamps(self.collection, self.system, self.stamp_keys_field)
 
     async def _find(self, query: Mapping[str, Any]) -> list[Document]:
         docs = await self.collection.find(dict(query)).to_list(None)

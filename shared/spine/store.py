@@ -50,9 +50,10 @@ class StoreBase:
     """Save and load around primitives each store implements; the outboxes' stamps, marks
     and sweep are :class:`~shared.spine.marks.OutboxMarks` on the store's ``marks``."""
 
-    def __init__(self, marks: MarkStorage, *, mark_delay: float = 1.0,
-                 clock: Callable[[], datetime] = utc_now, backlog: Backlog | None = None
-                 ) -> None:
+    def __init__(self, marks: MarkStorage, *, key_field: str | None = None,
+                 mark_delay: float = 1.0, clock: Callable[[], datetime] = utc_now,
+                 backlog: Backlog | None = None) -> None:
+        self.key_field = key_field  # where a stamped document's stamp key goes (decision 37)
         self.outboxes = OutboxMarks(marks, self.publish_outboxes, mark_delay=mark_delay,
                                     clock=clock, backlog=backlog)
         self.clock = clock
@@ -93,7 +94,8 @@ class StoreBase:
         stamp = await self.outboxes.stamp() if any(a.outbox for a in changed) else None
         published = False
         try:
-            docs = {a.key: document_of(a, stamp, self.outboxes.writer) for a in changed}
+            docs = {a.key: document_of(a, stamp, self.outboxes.writer, self.key_field)
+                    for a in changed}
             lost = await self._write([(a.revision, docs[a.key]) for a in changed])
             landed = [docs[a.key] for a in changed if a.key not in lost]
             outboxes = [m for a in changed if a.key not in lost for m in a.outbox]

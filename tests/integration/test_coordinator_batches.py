@@ -113,6 +113,6 @@ async def test_the_index_of_cleared_outboxes_is_dropped_at_start(
     index would cost every run write for nothing."""
     runs = handler.store.runs
     await runs.create_index([("outbox_at", 1)], name="outbox_at_1", sparse=True)
-    await handler.store.drop_retired_indexes()
-    await handler.store.drop_retired_indexes()  # again: nothing left to drop
+    await handler.store.migrate()
+    await handler.store.migrate()  # again: nothing left to drop
     assert "outbox_at_1" not in await runs.index_information()

@@ -31,6 +31,7 @@ from shared.packed import opened
 from shared.settings import ServiceSettings
 from shared.spine import Aggregate, Conflict, Decided
 from shared.spine.aggregate import aggregate_of
+from shared.spine.stamp_keys import stamp_key
 from shared.topics import ensure_topics, topics_of
 
 pytestmark = pytest.mark.integration
@@ -262,7 +263,8 @@ async def test_a_work_item_keeps_what_no_query_names_in_one_binary_value(
     raw = await parts["store"].items.find_one({"_id": key})
     assert raw is not None and isinstance(raw["state"], bytes)
     assert not {"history", "record", "context", "applied", "title"} & set(raw)
-    assert raw["lookup"] == [f"run:{run_id}", "open:*", "open:queue:desk"]
+    assert raw["lookup"] == [f"run:{run_id}", "open:*", "open:queue:desk",
+                             stamp_key(raw["outbox_by"], raw["outbox_at"])]  # decision 37
     assert (raw["status"], raw["assignee_kind"], raw["assignee"]) == ("open", "queue", "desk")
     assert opened(raw["state"])["record"] == RECORD
     item = await parts["guide"].view(key)

@@ -34,6 +34,7 @@ from shared.auth import Principal
 from shared.mongo import Index, free_lease, serving_index
 from shared.spine.mongo_marks import stamped_query
 from shared.spine.mongo_store import timers_index
+from shared.spine.stamp_keys import stamps_keys, window_keys
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 DIRECTORY = Directory.from_document({
@@ -52,6 +53,8 @@ def test_a_top_level_or_is_a_scan() -> None:
     assert serving_index("c", {"_id": "x", **free_lease("lease", NOW)}, indexes) == "_id_1"
 
 
+WINDOW = window_keys("writer", NOW - timedelta(minutes=1), NOW) or []
+
 # Which query uses which index of ``runs``: every hot query seeks, every index serves one.
 # The timers' index exists once a run has had a timer, and the timer queries are sent
 # only then (decision 36).
@@ -60,14 +63,14 @@ RUN_QUERIES = {
     "due timers": (jobs.due_timers(NOW), "next_timer_at_1"),
     "next timer": (jobs.next_timer(NOW), "next_timer_at_1"),
     "timer claim": (jobs.timer_claim("run-1", NOW, NOW), "_id_1"),
-    "outboxes beyond a writer's mark": (stamped_query("writer", NOW - timedelta(minutes=1),
-                                                      NOW), "outbox_by_1_outbox_at_1"),
-    "a writer's failed saves": ({"outbox_by": "writer", "outbox_at": {"$in": [NOW]}},
-                                "outbox_by_1_outbox_at_1"),
+    "outboxes beyond a writer's mark": (stamped_query("lookup", WINDOW), "lookup_1"),
+    "a writer's failed saves": (stamped_query("lookup", stamps_keys("writer", [NOW])),
+                                "lookup_1"),
     "runs by id": ({"_id": {"$in": ["run-1"]}}, "_id_1"),
-    "active runs": (ACTIVE_RUNS, "active_key_1"),
-    "active runs in error": ({**ACTIVE_RUNS, "status": "error"}, "active_key_1"),
-    "active steps": ({**ACTIVE_RUNS, "active_steps.started_at": {"$lte": NOW}}, "active_key_1"),
+    "active runs": (ACTIVE_RUNS, "lookup_1"),
+    "active runs in error": ({**ACTIVE_RUNS, "status": "error"}, "lookup_1"),
+    "active steps": ({**ACTIVE_RUNS, "active_steps.started_at": {"$lte": NOW}}, "lookup_1"),
+    "a second active run of a record": ({"active_key": "o|record-1"}, "active_key_1"),
 }
 
 
@@ -80,9 +83,9 @@ def test_run_queries_seek(name: str) -> None:
 def test_the_active_run_clause_comes_first_where_the_server_picks_it() -> None:
     """With several clauses the embedded server looks up the first indexed one alone."""
     mine = {**visible_to(Principal("ann")), "status": "error"}
-    assert next(iter(listing.active_runs(mine))) == "active_key"
+    assert next(iter(listing.active_runs(mine))) == "lookup"
     assert next(iter(listing.runs_by_id(["run-1"], mine))) == "_id"
-    assert next(iter(RUN_QUERIES["active steps"][0])) == "active_key"
+    assert next(iter(RUN_QUERIES["active steps"][0])) == "lookup"
 
 
 def test_the_hot_runs_collection_keeps_three_indexes_each_serving_a_query() -> None:
@@ -105,7 +108,7 @@ def test_a_persons_runs_are_found_by_index_not_by_a_scan() -> None:
     # Run by run (GET /runs/{id}), the active ones, or those the history pages name.
     assert serving_index(RUNS, {"_id": "run-1", **mine}, RUN_INDEXES) == "_id_1"
     assert serving_index(RUNS, listing.active_runs({**mine, "status": "error"}),
-                         RUN_INDEXES) == "active_key_1"
+                         RUN_INDEXES) == "lookup_1"
     assert serving_index(RUNS, listing.runs_by_id(["run-1"], mine), RUN_INDEXES) == "_id_1"
     assert visible_to(Principal("op", roles=frozenset({"operator"}))) == {}
 
@@ -156,8 +159,7 @@ ITEM_QUERIES = {
     "items of runs": (lookup.of_runs(["run-1", "run-2"]), "lookup_1"),
     "one item": ({"_id": "run-1:review:1"}, "_id_1"),
     "due timers": (assignment_guide.due_timers(NOW), "next_timer_at_1"),
-    "outboxes stamped": (stamped_query("writer", NOW - timedelta(minutes=1), NOW),
-                         "outbox_by_1_outbox_at_1"),
+    "outboxes stamped": (stamped_query("lookup", WINDOW), "lookup_1"),
 }
 
 
@@ -167,10 +169,10 @@ def test_work_item_queries_seek(name: str) -> None:
     assert serving_index(WORK_ITEMS, query, ALL_ITEM_INDEXES) == index, query
 
 
-def test_the_hot_work_items_collection_keeps_three_indexes_each_serving_a_query() -> None:
-    """Every index costs every item write on the embedded server (decision 19)."""
+def test_the_hot_work_items_collection_keeps_two_indexes_each_serving_a_query() -> None:
+    """Every index costs every item write on the embedded server (decisions 19, 36, 37)."""
     declared = {index.name for index in ALL_ITEM_INDEXES if index.collection == WORK_ITEMS}
-    assert declared == {"lookup_1", "next_timer_at_1", "outbox_by_1_outbox_at_1"}
+    assert declared == {"lookup_1", "next_timer_at_1"}
     assert "next_timer_at_1" not in {index.name for index in ITEM_INDEXES}  # on demand
     assert declared <= {index for _, index in ITEM_QUERIES.values()}
 

@@ -33,9 +33,10 @@ class Clock:
 
 def stores(n: int = 2) -> tuple[Clock, list[MemoryAggregateStore]]:
     """A clock and ``n`` stores on the same documents (the first writes, the others are
-    other replicas or the process after a restart)."""
+    other replicas or the process after a restart); the sweep finds a stamp by its key in
+    ``lookup``, as on MongoDB (decision 37)."""
     clock = Clock()
-    first = MemoryAggregateStore(clock=clock)
+    first = MemoryAggregateStore(clock=clock, key_field="lookup")
     return clock, [first, *(MemoryAggregateStore(sharing=first, clock=clock)
                             for _ in range(n - 1))]
 
@@ -53,7 +54,7 @@ class Gated(MemoryAggregateStore):
     """A store whose publishing waits for the test: a save stays in flight."""
 
     def __init__(self, clock: Clock) -> None:
-        super().__init__(clock=clock)
+        super().__init__(clock=clock, key_field="lookup")
         self.gate = asyncio.Event()
         self.sending = asyncio.Event()
 
