@@ -34,7 +34,6 @@ from services.assignment.store import INDEXES as WORK_ITEM_INDEXES
 from services.notification.store import INDEXES as DELIVERY_INDEXES
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
 from shared.mongo import ensure_indexes, replace_at
-from shared.spine.mongo_store import spine_indexes
 from shared.topics import TopicPolicy, ensure_topics
 
 MESSAGES_PER_RUN = 14
@@ -63,7 +62,7 @@ async def run_floor(workdir: Path, runs: int = 1_000, batch: int = 200) -> dict[
             for service in ("stage-coordinator", "assignment", "notification")]
         dbs = [client["run_floor"] for client in clients]
         await ensure_indexes(dbs[0], RUN_INDEXES)
-        await ensure_indexes(dbs[1], [*WORK_ITEM_INDEXES, *spine_indexes("work_items")])
+        await ensure_indexes(dbs[1], WORK_ITEM_INDEXES)  # the spine's included
         await ensure_indexes(dbs[2], DELIVERY_INDEXES)
         await producer.start()
         await consumer.start()
