@@ -10,10 +10,12 @@ from typing import Any
 from pymongo import AsyncMongoClient, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 Document = dict[str, Any]
 
 log = logging.getLogger("baton.mongo")
+INDEX_NOT_FOUND = 27  # MongoDB's IndexNotFound
 
 
 def make_client(
@@ -131,13 +133,27 @@ class IndexOnDemand:
 
 async def drop_retired(collection: AsyncCollection[Document], names: Iterable[str]) -> list[str]:
     """Drop the indexes an older version created and this one no longer uses (each costs
-    every write of the collection; creating indexes never drops one).  Idempotent."""
+    every write of the collection; creating indexes never drops one).  Idempotent, also
+    for replicas starting at once: an index another one dropped between this one's look
+    and its drop is gone, as wanted.  The names this call dropped."""
     present = await collection.index_information()
-    dropped = [name for name in names if name in present]
-    for name in dropped:
-        await collection.drop_index(name)
-        log.info("dropped the retired index %s of %s", name, collection.name)
+    dropped = []
+    for name in (name for name in names if name in present):
+        if await drop_index(collection, name):
+            dropped.append(name)
+            log.info("dropped the retired index %s of %s", name, collection.name)
     return dropped
+
+
+async def drop_index(collection: AsyncCollection[Document], name: str) -> bool:
+    """Drop the index ``name``; False when it was not there (another replica's drop)."""
+    try:
+        await collection.drop_index(name)
+    except OperationFailure as exc:
+        if exc.code != INDEX_NOT_FOUND:
+            raise
+        return False
+    return True
 
 
 def replace_at(doc: Mapping[str, Any], revision: int, keep: Iterable[str] = ()) -> UpdateOne:

@@ -19,8 +19,8 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import OperationFailure
 
+from shared.mongo import drop_index
 from shared.spine.aggregate import aware
 from shared.spine.marks import Document, Marks, Resend
 from shared.spine.stamp_keys import (
@@ -37,7 +37,6 @@ SYSTEM = "system"  # where the writers' marks live: one document per collection
 OUTBOX_FIELDS = {"outbox": 1, "outbox_at": 1, "outbox_by": 1, "revision": 1}
 # The index the sweep read through before decision 37: retired once its documents are keyed.
 OLD_OUTBOX_INDEX = "outbox_by_1_outbox_at_1"
-INDEX_NOT_FOUND = 27
 
 
 def stamped_query(key_field: str, keys: Sequence[str]) -> dict[str, Any]:
@@ -145,11 +144,7 @@ async def key_old_stamps(collection: AsyncCollection[Document], system: AsyncCol
                            {"$addToSet": {key_field: stamp_key(writer, d["outbox_at"])}})
                  for d in docs], ordered=False)
             keyed += result.modified_count
-    try:
-        await collection.drop_index(OLD_OUTBOX_INDEX)
-    except OperationFailure as exc:  # another replica starting at once dropped it first
-        if exc.code != INDEX_NOT_FOUND:
-            raise
+    await drop_index(collection, OLD_OUTBOX_INDEX)  # or another replica starting at once did
     await system.update_one({"_id": f"migrated:{collection.name}:stamp-keys"},
                             {"$set": {"at": datetime.now(UTC), "keyed": keyed}}, upsert=True)
     log.info("keyed %d outboxes of %s stamped beyond their marks; dropped %s", keyed,
