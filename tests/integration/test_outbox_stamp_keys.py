@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
+from recorders import Recorder
 
 from contracts import Envelope, parse
 from contracts.envelope import new_event
@@ -35,7 +36,7 @@ from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
 from shared.metrics import ServiceMetrics
 from shared.mongo import Index, ensure_indexes, make_client
-from shared.outgoing import Outgoing, opened_outbox
+from shared.outgoing import opened_outbox
 from shared.spine.mongo_marks import OLD_OUTBOX_INDEX, SYSTEM, MongoMarks
 from shared.spine.stamp_keys import PREFIX, stamp_key, with_stamp_key
 
@@ -50,25 +51,6 @@ stages:
     steps: [{name: two, action: noop}]
 """
 OLD_INDEX = [("outbox_by", 1), ("outbox_at", 1)]
-
-
-class Recorder:
-    """A publisher that keeps what it is given (or fails, like a process dying first)."""
-
-    def __init__(self) -> None:
-        self.sent: list[Envelope] = []
-        self.broken = False
-
-    async def publish(self, envelopes: Iterable[Envelope]) -> None:
-        if self.broken:
-            raise ConnectionError("the process died before publishing")
-        self.sent.extend(envelopes)
-
-    async def send(self, messages: Iterable[Outgoing]) -> None:
-        await self.publish([parse(m.value) for m in messages])
-
-    def types_for(self, run_id: str) -> list[str]:
-        return [e.type for e in self.sent if e.run_id == run_id]
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 import bson
 import pytest
 from prometheus_client import CollectorRegistry
+from recorders import Recorder
 
 from contracts import parse
 from contracts.envelope import new_event
@@ -155,23 +156,6 @@ async def test_a_timer_is_leased_to_one_claimer(parts: dict[str, Any]) -> None:
     assert await spine.claim(due, lease) == [key]
     assert await spine.claim(due, lease) == []  # a second claimer finds it leased
     assert [e for e in await spine.due(now, 500) if e[0] == key] == []
-
-
-class Recorder:
-    """A publisher that keeps what it is given (or fails, like a process dying first)."""
-
-    def __init__(self, *, broken: bool = False) -> None:
-        self.sent: list[Any] = []
-        self.broken = broken
-
-    async def publish(self, envelopes: Any) -> None:
-        if self.broken:
-            raise ConnectionError("the process died before publishing")
-        self.sent.extend(envelopes)
-
-    async def send(self, messages: Any) -> None:
-        """Messages as stored (decision 35): what a consumer parses of their bytes."""
-        await self.publish([parse(m.value) for m in messages])
 
 
 async def test_items_opened_and_completed_write_two_documents_each_and_nothing_again(

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from pymongo import monitoring
+from recorders import Recorder
 
-from contracts import Envelope, parse
 from contracts.envelope import new_event
 from contracts.events.commands import StartRun
 from contracts.events.workitems import AssigneeSpec, Escalation, WorkItemRequested
@@ -39,7 +39,6 @@ from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
 from shared.metrics import ServiceMetrics
 from shared.mongo import make_client
-from shared.outgoing import Outgoing
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +51,6 @@ stages:
     steps:
       - {name: pause, action: wait, inputs: {duration: 1h}}
 """
-
-
-class Recorder:
-    """A publisher that keeps what it is given, as a consumer would parse it."""
-
-    def __init__(self) -> None:
-        self.sent: list[Envelope] = []
-
-    async def publish(self, envelopes: Iterable[Envelope]) -> None:
-        self.sent.extend(envelopes)
-
-    async def send(self, messages: Iterable[Outgoing]) -> None:
-        await self.publish([parse(m.value) for m in messages])
 
 
 class Replica:
