@@ -50,12 +50,14 @@ class Assignee(StrictModel):
             )
         return self
 
-    @property
+    @cached_property
     def kind(self) -> str:
         # The first field given, in field order (a dump of the model, field by field).
+        # Cached: a definition's assignees live as long as the definition, and the
+        # coordinator asks for each work item it opens.
         return next(k for k in type(self).model_fields if getattr(self, k))
 
-    @property
+    @cached_property
     def value(self) -> str:
         return str(getattr(self, self.kind))
 

@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity, SASLScram512
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts.topics import SERVICES, STEPS_OUTCOMES, TOPICS, used_by
 from infra import kafka_acls
 from infra.kafka_broker import BROKER_USER, EmbeddedKafka, new_cluster_id
 from shared.kafka_connection import KafkaSettingsError, client_options, security
-from shared.messaging import BatchConsumer, _long_poll
+from shared.messaging import BatchConsumer, _long_poll, make_broker, partition_of
 from shared.settings import ServiceSettings
 from shared.topics import TopicPolicy, topics_of
 
@@ -170,3 +173,22 @@ def test_a_cluster_id_never_looks_like_an_option(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr("infra.kafka_broker.uuid.uuid4", FakeUuid)
     assert new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
+@given(st.binary(min_size=0, max_size=80), st.integers(min_value=1, max_value=64))
+def test_a_keyed_message_goes_where_the_default_partitioner_sends_it(
+        key: bytes, partitions: int) -> None:
+    # The remembered hash changes nothing about where a key goes: other clients (the Java
+    # one, aiokafka's default) must find a run's messages in the same partition.
+    every = list(range(partitions))
+    assert partition_of(key, every, every) == DefaultPartitioner()(key, every, every)
+    assert partition_of(key, every, every) == partition_of(key, every, every[:1])
+
+
+def test_a_message_with_no_key_goes_to_an_available_partition() -> None:
+    assert {partition_of(None, [0, 1, 2, 3], [2]) for _ in range(20)} == {2}
+
+
+def test_the_services_producer_partitions_with_the_remembered_hash() -> None:
+    broker = make_broker(settings())
+    assert broker._connection_kwargs["partitioner"] is partition_of  # the producer's options
