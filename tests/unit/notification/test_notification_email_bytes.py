@@ -1,8 +1,9 @@
 """The mail SmtpChannel puts on the wire, byte for byte.
 
 ``compose`` takes shortcuts through the email package (its own header folding for short
-one-line values, the MIME headers written directly); these tests pin that the bytes
-smtplib sends are exactly those of the email package's plain construction, a MIMEText
+one-line values, the MIME headers written directly) and flattens it itself for its own
+SMTP client (``wire_bytes``); these tests pin that the bytes it hands to DATA are exactly
+those smtplib's ``send_message`` made of the email package's plain construction, a MIMEText
 with compat32 headers.
 """
 
@@ -19,7 +20,7 @@ from email.policy import Policy, compat32
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.notification.channels.email import SmtpChannel, _header, wire_policy
+from services.notification.channels.email import SmtpChannel, _header, wire_bytes, wire_policy
 from services.notification.core.model import Delivery
 
 T0 = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -63,7 +64,10 @@ def on_the_wire(message: Message, to: str = "ada@example.com") -> bytes:
 
 
 def composed(delivery: Delivery, to: str = "ada@example.com") -> bytes:
-    return on_the_wire(SmtpChannel("127.0.0.1", 25, SENDER).compose(delivery, to), to)
+    """What the channel hands to DATA (before dot-stuffing)."""
+    message = SmtpChannel("127.0.0.1", 25, SENDER).compose(delivery, to)
+    message.replace_header("Date", DATE)
+    return wire_bytes(message)
 
 
 def reference(delivery: Delivery, to: str = "ada@example.com") -> bytes:
