@@ -17,7 +17,6 @@ from email.header import Header
 from email.message import Message
 from email.policy import Compat32
 from email.utils import formatdate, parseaddr
-from smtplib import quoteaddr
 
 from services.notification.channels.base import ChannelError
 from services.notification.channels.smtp_session import SmtpSession
@@ -121,7 +120,6 @@ class SmtpChannel:
         self.clock = clock
         self._tls_context = tls_context
         self._sender_domain = _domain_of(sender)
-        self._envelope_sender = quoteaddr(sender)
         self._local_name: str | None = None  # smtplib's EHLO name, looked up once
         self._idle: list[tuple[float, SmtpSession]] = []  # (since, session), newest last
 
@@ -192,7 +190,7 @@ class SmtpChannel:
                     " support, but the server does not advertise the required SMTPUTF8"
                     " capability")
             options = " SMTPUTF8 BODY=8BITMIME"
-        await session.send(self._envelope_sender, f"<{to}>", message, options)
+        await session.send(self.sender, to, message, options)
 
     async def _take(self) -> tuple[SmtpSession, bool]:
         """The newest idle session still fresh and connected, else a new one; and whether

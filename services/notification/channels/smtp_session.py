@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import re
 import ssl
@@ -30,6 +31,7 @@ from smtplib import (
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    quoteaddr,
 )
 from typing import NamedTuple
 
@@ -56,6 +58,10 @@ class _Replies(asyncio.Protocol):
         self._buffer = b""
         self._lines: list[bytes] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -65,13 +71,12 @@ class _Replies(asyncio.Protocol):
             start = end + 1
         self._buffer = buffer[start:]
         if len(self._buffer) > MAX_LINE:
-            self._buffer = b""
-            self.replies.append(Reply(500, b"Line too long."))
+            self._too_long()
         self._wake()
 
     def _line(self, line: bytes) -> None:
         if len(line) > MAX_LINE:
-            self.replies.append(Reply(500, b"Line too long."))
+            self._too_long()
             return
         self._lines.append(line[4:].strip(b" \t\r\n"))
         try:
@@ -81,6 +86,13 @@ class _Replies(asyncio.Protocol):
         if code == -1 or line[3:4] != b"-":
             self.replies.append(Reply(code, b"\n".join(self._lines)))
             self._lines = []
+
+    def _too_long(self) -> None:
+        """Not SMTP: an error 500 and the connection closed, as smtplib does."""
+        self._buffer = b""
+        self.replies.append(Reply(500, b"Line too long."))
+        if self._transport is not None:
+            self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f": {exc}" if exc is not None else ""
@@ -155,14 +167,11 @@ class SmtpSession:
 
     async def send(self, sender: str, recipient: str, message: bytes,
                    options: str = "") -> None:
-        """One mail transaction for one recipient, as smtplib's ``sendmail`` does it.
-
-        ``sender`` and ``recipient`` are the envelope's ``<address>`` forms.
-        """
+        """One mail transaction for one recipient, as smtplib's ``sendmail`` does it."""
         if "size" in self.features:
             options = f" SIZE={len(message)}{options}"
-        commands = (f"MAIL FROM:{sender}{options}\r\n".encode(),
-                    f"RCPT TO:{recipient}\r\n".encode(), b"DATA\r\n")
+        commands = (f"MAIL FROM:{_quoted(sender)}{options}\r\n".encode(),
+                    f"RCPT TO:{_quoted(recipient)}\r\n".encode(), b"DATA\r\n")
         mail, rcpt, data = await self._envelope(commands)
         if mail.code != 250:
             raise SMTPSenderRefused(mail.code, mail.text, sender)
@@ -288,6 +297,13 @@ class SmtpSession:
         if not self.transport.is_closing():
             self.transport.write(b"QUIT\r\n")
             self.transport.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(address: str) -> str:
+    """``<local@domain>`` for the envelope, as smtplib writes it; cached as the channel's
+    addresses are (the same people over and over)."""
+    return quoteaddr(address)
 
 
 def _features(text: bytes) -> dict[str, str]:

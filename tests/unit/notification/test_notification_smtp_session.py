@@ -221,7 +221,8 @@ async def test_a_refused_recipient_in_a_pipelined_envelope_is_classified_by_its_
     await sender.send(delivery(2), ADA)  # the refused envelope's session is not reused
 
     assert caught.value.retryable is retryable
-    assert reply.decode()[4:] in caught.value.message
+    assert caught.value.message == (  # as smtplib's exception worded it
+        f"recipient refused: {{'ada@example.com': ({reply[:3].decode()}, {reply[4:]!r})}}")
     assert len(server.messages) == 1 and server.connections == 2
 
 
@@ -389,3 +390,11 @@ async def test_replies_are_read_as_smtplib_reads_them_however_the_bytes_are_cut(
         (-1, b"age without a code"), (550, b"5.1.1 no  such user")]
     with pytest.raises(smtplib.SMTPServerDisconnected, match="unexpectedly closed"):
         await replies.next()
+
+
+async def test_a_reply_line_longer_than_smtplib_takes_is_an_error_500() -> None:
+    replies = _Replies(asyncio.get_running_loop(), seconds=1)
+
+    replies.data_received(b"250-" + b"x" * 9000)
+
+    assert await replies.next() == (500, b"Line too long.")
