@@ -13,15 +13,11 @@ classifies them and words them as it did when smtplib sent the mail.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import hmac
 import re
 import ssl
 from collections import deque
-from collections.abc import Callable
 from smtplib import (
-    SMTPAuthenticationError,
     SMTPConnectError,
     SMTPDataError,
     SMTPException,
@@ -35,11 +31,11 @@ from smtplib import (
 )
 from typing import NamedTuple
 
+from services.notification.channels.smtp_auth import login
+
 MAX_LINE = 8192  # smtplib's limit on a reply line
 _FEATURE = re.compile(r"(?P<feature>[A-Za-z0-9][A-Za-z0-9\-]*) ?")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
-
-Answer = Callable[[bytes | None, int], str | None]  # a challenge (None: the first), its count
 
 
 class Reply(NamedTuple):
@@ -153,7 +149,7 @@ class SmtpSession:
             if tls is not None:
                 await session.starttls(tls, host, local_name)
             if username is not None:
-                await session.login(username, password)
+                await login(session, username, password)
         except BaseException:
             session.close()
             raise
@@ -237,42 +233,6 @@ class SmtpSession:
         self.transport = transport
         await self.hello(local_name)
 
-    async def login(self, username: str, password: str) -> None:
-        """AUTH with the first of CRAM-MD5, PLAIN, LOGIN the server offers (smtplib's order)."""
-        if "auth" not in self.features:
-            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
-        offered = self.features["auth"].upper().split()
-        methods = [m for m in ("CRAM-MD5", "PLAIN", "LOGIN") if m in offered]
-        if not methods:
-            raise SMTPException("No suitable authentication method found.")
-        refused: SMTPAuthenticationError | None = None
-        for method in methods:
-            try:
-                await self._auth(method, _answers(method, username, password))
-                return
-            except SMTPAuthenticationError as exc:
-                refused = exc
-        assert refused is not None
-        raise refused
-
-    async def _auth(self, method: str, answer: Answer) -> None:
-        first = answer(None, 0)
-        if first is None:
-            self.write(f"AUTH {method}\r\n".encode())
-        else:
-            self.write(f"AUTH {method} {_b64(first)}\r\n".encode())
-        challenges = 0 if first is None else 1
-        reply = await self.reply()
-        while reply.code == 334:
-            challenges += 1
-            if challenges > 5:
-                raise SMTPException(f"Server AUTH mechanism infinite loop. Last response: {reply}")
-            self.write(f"{_b64(answer(base64.decodebytes(reply.text), challenges) or '')}\r\n"
-                       .encode())
-            reply = await self.reply()
-        if reply.code not in (235, 503):
-            raise SMTPAuthenticationError(reply.code, reply.text)
-
     def write(self, data: bytes) -> None:
         if self.transport.is_closing():
             raise SMTPServerDisconnected("Server not connected")
@@ -319,26 +279,6 @@ def _features(text: bytes) -> dict[str, str]:
             features[feature] = (f"{features.get(feature, '')} {params}" if feature == "auth"
                                  else params)
     return features
-
-
-def _answers(method: str, username: str, password: str) -> Answer:
-    """What to say to each challenge (None: the first) of an AUTH method, as smtplib does."""
-    def cram_md5(challenge: bytes | None, _: int) -> str | None:
-        if challenge is None:
-            return None
-        return f"{username} {hmac.HMAC(password.encode('ascii'), challenge, 'md5').hexdigest()}"
-
-    def plain(_challenge: bytes | None, _: int) -> str:
-        return f"\0{username}\0{password}"
-
-    def login(challenge: bytes | None, count: int) -> str:
-        return username if challenge is None or count < 2 else password
-
-    return {"CRAM-MD5": cram_md5, "PLAIN": plain, "LOGIN": login}[method]
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("ascii")).decode("ascii")
 
 
 def _terminated(message: bytes) -> bytes:

@@ -29,7 +29,8 @@ from receivers import MailSink, free_port
 
 from services.notification.channels.base import ChannelError
 from services.notification.channels.email import SmtpChannel, wire_bytes
-from services.notification.channels.smtp_session import _answers, _Replies, _terminated
+from services.notification.channels.smtp_auth import answers
+from services.notification.channels.smtp_session import _Replies, _terminated
 from services.notification.core.model import Delivery, UserContact
 from services.notification.core.retry import RetryPolicy
 from services.notification.dispatch import Dispatcher
@@ -368,7 +369,7 @@ def test_the_login_answers_are_smtplibs(method: str) -> None:
     session = smtplib.SMTP()
     session.user, session.password = "ada", "s3cret"
     authobject = getattr(session, "auth_" + method.lower().replace("-", "_"))
-    ours = _answers(method, "ada", "s3cret")
+    ours = answers(method, "ada", "s3cret")
     for count, challenge in enumerate([None, b"<1.2@host>", b"Password:"]):
         session._auth_challenge_count = count + 1  # type: ignore[attr-defined]
         assert ours(challenge, count + 1) == authobject(challenge), (method, challenge)
