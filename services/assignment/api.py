@@ -99,6 +99,23 @@ def detail(item: WorkItem, now: datetime) -> dict[str, Any]:
     return body
 
 
+async def act(guide: WorkGuide, item_id: str, who: Principal,
+              command: cmd.Command) -> dict[str, Any]:
+    """A person's command on one item: the item as it is now, or the rejection raised."""
+    directory = await guide.directory_for(who)
+    outcome = await guide.act(item_id, command, directory)
+    if outcome.rejection:
+        raise refuse(outcome.rejection)
+    assert outcome.item is not None
+    return detail(outcome.item, datetime.now(UTC))
+
+
+async def complete_item(guide: WorkGuide, item_id: str, who: Principal,
+                        body: CompleteRequest) -> dict[str, Any]:
+    """Submit the form: the route below and the lean path (completing.py) both do this."""
+    return await act(guide, item_id, who, cmd.Complete(who.user_id, body.values))
+
+
 def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
     router = APIRouter(prefix="/work", tags=["work"])
     Person = Annotated[Principal, Depends(auth.principal)]
@@ -106,18 +123,12 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     # A request is routed by trying the routes in order: completing an item (most of the
     # traffic) first, then "my work" and one item, then the rest.  /bulk/reassign stays
-    # before /{item_id}/reassign, which would take "bulk" for an item id.
-    async def act(item_id: str, who: Principal, command: cmd.Command) -> dict[str, Any]:
-        directory = await guide.directory_for(who)
-        outcome = await guide.act(item_id, command, directory)
-        if outcome.rejection:
-            raise refuse(outcome.rejection)
-        assert outcome.item is not None
-        return detail(outcome.item, datetime.now(UTC))
-
+    # before /{item_id}/reassign, which would take "bulk" for an item id.  The service
+    # answers most completions before routing (completing.py); this route answers the rest
+    # and documents them all.
     @router.post("/{item_id}/complete", summary="Submit the form (validated against its schema)")
     async def complete(item_id: str, body: CompleteRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Complete(who.user_id, body.values))
+        return await complete_item(guide, item_id, who, body)
 
     @router.get("", summary="My work: items for me, my groups and my queues")
     async def my_work(
@@ -160,27 +171,27 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     @router.post("/{item_id}/claim")
     async def claim(item_id: str, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Claim(who.user_id))
+        return await act(guide, item_id, who, cmd.Claim(who.user_id))
 
     @router.post("/{item_id}/release")
     async def release(item_id: str, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Release(who.user_id))
+        return await act(guide, item_id, who, cmd.Release(who.user_id))
 
     @router.post("/{item_id}/approve")
     async def approve(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Approve(who.user_id, body.comment, body.values))
+        return await act(guide, item_id, who, cmd.Approve(who.user_id, body.comment, body.values))
 
     @router.post("/{item_id}/reject")
     async def reject(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Reject(who.user_id, body.comment, body.values))
+        return await act(guide, item_id, who, cmd.Reject(who.user_id, body.comment, body.values))
 
     @router.post("/{item_id}/comment")
     async def comment(item_id: str, body: CommentRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Comment(who.user_id, body.text))
+        return await act(guide, item_id, who, cmd.Comment(who.user_id, body.text))
 
     @router.post("/{item_id}/delegate", summary="Hand it to someone; the owner keeps sight of it")
     async def delegate(item_id: str, body: DelegateRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Delegate(who.user_id, body.to))
+        return await act(guide, item_id, who, cmd.Delegate(who.user_id, body.to))
 
     @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
     async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
@@ -197,7 +208,7 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     @router.post("/{item_id}/reassign", summary="Admin: move the item to someone else")
     async def reassign(item_id: str, body: ReassignRequest, who: Admin) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Reassign(who.user_id, body.to_kind, body.to,
+        return await act(guide, item_id, who, cmd.Reassign(who.user_id, body.to_kind, body.to,
                                                     body.reason))
 
     return router
