@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from contracts.events.workitems import AssigneeKind
 from services.assignment.core import commands as cmd
 from services.assignment.core.access import can_see
 from services.assignment.core.people import DirectoryError
 from services.assignment.core.rejection import Rejection
-from services.assignment.core.workitem import WorkItem
+from services.assignment.core.workitem import AuditEntry, WorkItem
 from services.assignment.directory_store import DirectoryConflict, DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.lookup import callers_holders, held_by, with_status
@@ -31,6 +31,9 @@ SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "
                   "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
                   "delegated_from", "due_at", "created_at", "updated_at")
 LIST_FIELDS = ("history", "outbox", "applied", "lookup")  # what a list leaves out
+# One serializer call for the whole history rather than one per entry: the same lists, a
+# tenth less CPU in a completion's request path (decision 39).
+HISTORY = TypeAdapter(tuple[AuditEntry, ...])
 StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 
@@ -94,7 +97,7 @@ def detail(item: WorkItem, now: datetime) -> dict[str, Any]:
         form=item.form, record=item.record, context=item.context, outputs=item.outputs,
         decision=item.decision, comment=item.comment, completed_by=item.completed_by,
         recipients=list(item.recipients), escalated=item.escalated,
-        history=[entry.model_dump(mode="json") for entry in item.history],
+        history=HISTORY.dump_python(item.history, mode="json"),
     )
     return body
 

@@ -308,3 +308,15 @@ def test_an_answer_is_rendered_as_the_route_renders_it() -> None:
     expected = json.dumps(ANSWER.dump_python(body, mode="json"), ensure_ascii=False,
                           separators=(",", ":")).encode()
     assert rendered == expected
+
+
+def test_the_history_is_rendered_as_each_entry_dumps_itself() -> None:
+    from services.assignment.api import detail
+    from services.assignment.core import Comment, Delegate, Reassign
+
+    item = given(request("group", "hr", form=FORM), Claim("ann"), Delegate("ann", "gary"),
+                 Comment("ann", "naïve ✓"), Reassign("dave", "user", "bob", "cover"))
+
+    rendered = detail(item, datetime(2025, 3, 4, tzinfo=UTC))["history"]
+    assert rendered == [entry.model_dump(mode="json") for entry in item.history]
+    assert len(rendered) > 6 and {type(e["at"]) for e in rendered} == {str}
