@@ -211,8 +211,8 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     @router.post("/{item_id}/reassign", summary="Admin: move the item to someone else")
     async def reassign(item_id: str, body: ReassignRequest, who: Admin) -> dict[str, Any]:
-        return await act(guide, item_id, who, cmd.Reassign(who.user_id, body.to_kind, body.to,
-                                                    body.reason))
+        command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
+        return await act(guide, item_id, who, command)
 
     return router
 
