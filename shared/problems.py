@@ -64,6 +64,11 @@ def install(app: FastAPI) -> None:
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return http_problem(exc)
+
+
+def http_problem(exc: StarletteHTTPException) -> JSONResponse:
+    """The answer to a raised ``HTTPException``, wherever it was caught."""
     detail, errors, code = _parts(exc.detail)
     return response(exc.status_code, detail, errors=errors, code=code,
                     headers=getattr(exc, "headers", None))

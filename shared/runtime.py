@@ -31,6 +31,7 @@ from typing import Any
 import pymongo
 import uvicorn
 from fastapi import FastAPI, Response
+from fastapi.middleware import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from contracts import Envelope
@@ -118,6 +119,13 @@ class Runtime:
         answer_problems(self.http)  # every error as RFC 9457 problem details
         self.http.add_api_route("/health", self._health, methods=["GET"], tags=["operations"])
         self.http.add_api_route("/metrics", self._metrics, methods=["GET"], tags=["operations"])
+
+    def add_guarded_middleware(self, middleware: Any, **options: Any) -> None:
+        """An ASGI middleware run inside the request guard, so it sees only bodies the guard
+        has bounded and checked (Starlette's add_middleware would put it outside)."""
+        if self.http.middleware_stack is not None:
+            raise RuntimeError("the HTTP app has started: no more middleware")
+        self.http.user_middleware.append(Middleware(middleware, **options))
 
     def consume(
         self,

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from contracts.topics import ACCESS, WORKITEMS_DISPATCH
 from services.assignment.api import people_router, work_router
+from services.assignment.completing import CompletionFastPath
 from services.assignment.core.directory import Directory
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.gauges import WorkItemGauges
@@ -51,6 +52,8 @@ def build(settings: AssignmentSettings | None = None) -> Runtime:
     rt.on_broker_reset.append(lambda: store.spine.sweep(timedelta(0)))
     rt.on_broker_reset.append(store.spine.timers_index.restore)  # a server that lost it
     rt.http.include_router(work_router(guide, authenticator))
+    # Completions are answered ahead of routing, the same way (decision 39).
+    rt.add_guarded_middleware(CompletionFastPath, guide=guide, auth=authenticator)
     rt.http.include_router(people_router(directory, guide, authenticator))
     rt.http.include_router(pages.ui_router(guide, authenticator, settings.coordinator_url))
     rt.add_indexes([*INDEXES, *TOKEN_INDEXES])

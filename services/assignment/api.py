@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from contracts.events.workitems import AssigneeKind
 from services.assignment.core import commands as cmd
 from services.assignment.core.access import can_see
 from services.assignment.core.people import DirectoryError
 from services.assignment.core.rejection import Rejection
-from services.assignment.core.workitem import WorkItem
+from services.assignment.core.workitem import AuditEntry, WorkItem
 from services.assignment.directory_store import DirectoryConflict, DirectoryStore
 from services.assignment.guide import WorkGuide
 from services.assignment.lookup import callers_holders, held_by, with_status
@@ -31,6 +31,9 @@ SUMMARY_FIELDS = ("run_id", "orchestration", "stage", "step", "title", "kind", "
                   "waiting_reason", "assignee_kind", "assignee", "claimed_by", "delegated_to",
                   "delegated_from", "due_at", "created_at", "updated_at")
 LIST_FIELDS = ("history", "outbox", "applied", "lookup")  # what a list leaves out
+# One serializer call for the whole history rather than one per entry: the same lists, a
+# tenth less CPU in a completion's request path (decision 39).
+HISTORY = TypeAdapter(tuple[AuditEntry, ...])
 StatusFilter = Literal["active", "waiting", "open", "claimed", "completed", "canceled"]
 
 
@@ -94,9 +97,26 @@ def detail(item: WorkItem, now: datetime) -> dict[str, Any]:
         form=item.form, record=item.record, context=item.context, outputs=item.outputs,
         decision=item.decision, comment=item.comment, completed_by=item.completed_by,
         recipients=list(item.recipients), escalated=item.escalated,
-        history=[entry.model_dump(mode="json") for entry in item.history],
+        history=HISTORY.dump_python(item.history, mode="json"),
     )
     return body
+
+
+async def act(guide: WorkGuide, item_id: str, who: Principal,
+              command: cmd.Command) -> dict[str, Any]:
+    """A person's command on one item: the item as it is now, or the rejection raised."""
+    directory = await guide.directory_for(who)
+    outcome = await guide.act(item_id, command, directory)
+    if outcome.rejection:
+        raise refuse(outcome.rejection)
+    assert outcome.item is not None
+    return detail(outcome.item, datetime.now(UTC))
+
+
+async def complete_item(guide: WorkGuide, item_id: str, who: Principal,
+                        body: CompleteRequest) -> dict[str, Any]:
+    """Submit the form: the route below and the lean path (completing.py) both do this."""
+    return await act(guide, item_id, who, cmd.Complete(who.user_id, body.values))
 
 
 def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
@@ -106,18 +126,12 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     # A request is routed by trying the routes in order: completing an item (most of the
     # traffic) first, then "my work" and one item, then the rest.  /bulk/reassign stays
-    # before /{item_id}/reassign, which would take "bulk" for an item id.
-    async def act(item_id: str, who: Principal, command: cmd.Command) -> dict[str, Any]:
-        directory = await guide.directory_for(who)
-        outcome = await guide.act(item_id, command, directory)
-        if outcome.rejection:
-            raise refuse(outcome.rejection)
-        assert outcome.item is not None
-        return detail(outcome.item, datetime.now(UTC))
-
+    # before /{item_id}/reassign, which would take "bulk" for an item id.  The service
+    # answers most completions before routing (completing.py); this route answers the rest
+    # and documents them all.
     @router.post("/{item_id}/complete", summary="Submit the form (validated against its schema)")
     async def complete(item_id: str, body: CompleteRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Complete(who.user_id, body.values))
+        return await complete_item(guide, item_id, who, body)
 
     @router.get("", summary="My work: items for me, my groups and my queues")
     async def my_work(
@@ -160,27 +174,27 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     @router.post("/{item_id}/claim")
     async def claim(item_id: str, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Claim(who.user_id))
+        return await act(guide, item_id, who, cmd.Claim(who.user_id))
 
     @router.post("/{item_id}/release")
     async def release(item_id: str, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Release(who.user_id))
+        return await act(guide, item_id, who, cmd.Release(who.user_id))
 
     @router.post("/{item_id}/approve")
     async def approve(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Approve(who.user_id, body.comment, body.values))
+        return await act(guide, item_id, who, cmd.Approve(who.user_id, body.comment, body.values))
 
     @router.post("/{item_id}/reject")
     async def reject(item_id: str, body: DecisionRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Reject(who.user_id, body.comment, body.values))
+        return await act(guide, item_id, who, cmd.Reject(who.user_id, body.comment, body.values))
 
     @router.post("/{item_id}/comment")
     async def comment(item_id: str, body: CommentRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Comment(who.user_id, body.text))
+        return await act(guide, item_id, who, cmd.Comment(who.user_id, body.text))
 
     @router.post("/{item_id}/delegate", summary="Hand it to someone; the owner keeps sight of it")
     async def delegate(item_id: str, body: DelegateRequest, who: Person) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Delegate(who.user_id, body.to))
+        return await act(guide, item_id, who, cmd.Delegate(who.user_id, body.to))
 
     @router.post("/bulk/reassign", summary="Admin: reassign many items; each succeeds or not")
     async def bulk_reassign(body: BulkReassignRequest, who: Admin) -> dict[str, Any]:
@@ -197,8 +211,8 @@ def work_router(guide: WorkGuide, auth: Authenticator) -> APIRouter:
 
     @router.post("/{item_id}/reassign", summary="Admin: move the item to someone else")
     async def reassign(item_id: str, body: ReassignRequest, who: Admin) -> dict[str, Any]:
-        return await act(item_id, who, cmd.Reassign(who.user_id, body.to_kind, body.to,
-                                                    body.reason))
+        command = cmd.Reassign(who.user_id, body.to_kind, body.to, body.reason)
+        return await act(guide, item_id, who, command)
 
     return router
 
