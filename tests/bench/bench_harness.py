@@ -648,7 +648,22 @@ def table(results: list[dict[str, Any]]) -> str:
             ratios = [share_of_floors(r, bracketing_floors(results, r)) for r in runs]
             lines.append(f"{'completed runs/s as a share of the run floor':<46}"
                          + "".join(f"{c:>{width}}" for c in ratios))
+            lines += median_shares(results, runs)
     return "\n".join(lines)
+
+
+def median_shares(results: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    """For a burst measured more than once (BATON_BENCH_ROUNDS): the median of its shares
+    of the run floors beside it, and each round's."""
+    lines = []
+    for name in dict.fromkeys(r["scenario"] for r in runs):
+        shares = [r["completed_per_s"] / statistics.fmean(floors) for r in runs
+                  if r["scenario"] == name and (floors := bracketing_floors(results, r))]
+        if len(shares) > 1:
+            lines.append(f"{name}: median share of the run floor {statistics.median(shares):.0%}"
+                         f" over {len(shares)} rounds ("
+                         + ", ".join(f"{s:.0%}" for s in shares) + ")")
+    return lines
 
 
 def bracketing_floors(results: list[dict[str, Any]], run: dict[str, Any]) -> list[float]:

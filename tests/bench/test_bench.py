@@ -2,7 +2,10 @@
 only correctness is asserted, i.e. every run completes).
 
 BATON_BENCH picks scenarios (comma-separated names, default all); results are printed
-and appended to .baton/bench-results.jsonl.
+and appended to .baton/bench-results.jsonl.  BATON_BENCH_ROUNDS=N measures each burst N
+times, each followed by its run floor: the table then gives the median share of the run
+floor over the rounds (the machine's speed moves by a third within minutes, so one pair
+is no verdict).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ SCENARIOS = [
     Scenario("burst-1k-8-partitions", runs=1_000, partitions=8),
 ]
 CHOSEN = [s for s in os.environ.get("BATON_BENCH", "").split(",") if s]
+ROUNDS = max(1, int(os.environ.get("BATON_BENCH_ROUNDS", "1")))
 
 
 SESSION: list[dict[str, Any]] = []
@@ -52,7 +56,7 @@ FLOORED = not CHOSEN or "run-floor" in CHOSEN
 # the floors on either side of it (bench_harness.bracketing_floors), not of one taken
 # minutes earlier in another stretch of the machine's speed.
 NAMES = [*(n for n in EXTRA if not CHOSEN or n in CHOSEN),
-         *(name for s in PICKED
+         *(name for s in PICKED for _ in range(1 if s.rate else ROUNDS)
            for name in (s.name, *([f"run-floor-after-{s.name}"] if FLOORED and not s.rate
                                   else [])))]
 

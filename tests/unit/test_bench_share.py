@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.bench_harness import bracketing_floors, share_of_floors
+from bench.bench_harness import bracketing_floors, median_shares, share_of_floors
 
 
 def floor(runs_per_s: float) -> dict[str, Any]:
@@ -31,6 +31,19 @@ def test_without_a_floor_after_it_the_one_before_is_used() -> None:
 
     assert bracketing_floors(results, only) == [180.0]
     assert share_of_floors(only, []) == "?"
+
+
+def test_rounds_of_a_burst_give_the_median_of_their_shares() -> None:
+    rounds = [burst("burst-1k", c) for c in (100.0, 150.0, 120.0)]
+    once = burst("burst-10k", 90.0)
+    results = [floor(300.0), rounds[0], floor(300.0), rounds[1], floor(300.0), rounds[2],
+               floor(300.0), once, floor(300.0)]
+
+    lines = median_shares(results, [*rounds, once])
+
+    # 33 %, 50 %, 40 %: the median is the middle one, not the mean or the last
+    assert lines == ["burst-1k: median share of the run floor 40% over 3 rounds "
+                     "(33%, 50%, 40%)"]
 
 
 def test_the_completion_curve_says_when_each_share_of_the_runs_had_completed() -> None:
