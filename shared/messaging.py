@@ -284,7 +284,10 @@ class BatchConsumer:
             partition_assignment_strategy=self.assignors,
         )
         self.subscriber = subscriber  # its consumer tells the lag
-        poll = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records)
+        poll = _long_poll(s.consumer_batch_timeout_ms, s.consumer_max_records,
+                          FetchPace(busy_ms=min(s.consumer_busy_fetch_max_wait_ms,
+                                                s.consumer_fetch_max_wait_ms),
+                                    idle_ms=s.consumer_fetch_max_wait_ms))
         subscriber.get_msg = poll  # type: ignore[method-assign,assignment]
         # A fetched batch goes straight to consume().  FastStream's pipeline for a message
         # (context scopes, middlewares, its parser decoding every record, the handler's
@@ -532,20 +535,53 @@ class BatchConsumer:
         await self.publisher.publish([new_event(payload, producer=self.group_id, key=key)])
 
 
+@dataclass(frozen=True)
+class FetchPace:
+    """How long the broker may hold this consumer's fetches: short while batches keep
+    coming, long once it waited a whole look for nothing (decision 41).
+
+    aiokafka sends one fetch at a time to a broker, naming only the partitions that had
+    nothing left to hand over when it was sent.  In a burst, records fetched while the
+    handler works wait in the client; once handed over, their partition is fetchable
+    again, but its next fetch waits for the one in flight, which the broker holds until
+    data comes for *its* partitions or its wait runs out.  At the end of a stage of a
+    burst nothing more comes for those: with a wait of a second the stack stood idle for
+    most of one (tests/bench/timeline.py).  A short wait while busy bounds that stall; a
+    long one while idle keeps an idle consumer asleep.  The client reads the wait each
+    time it builds a fetch; it has no public setting for it, so :meth:`apply` sets the
+    attribute it reads, and a test holds aiokafka to it.
+    """
+
+    busy_ms: int
+    idle_ms: int
+
+    def apply(self, consumer: Any, busy: bool) -> None:
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None and hasattr(fetcher, FETCH_WAIT_ATTRIBUTE):
+            setattr(fetcher, FETCH_WAIT_ATTRIBUTE, self.busy_ms if busy else self.idle_ms)
+
+
+FETCH_WAIT_ATTRIBUTE = "_fetch_max_wait_ms"  # aiokafka's Fetcher, read per fetch request
+
+
 def _long_poll(
-    wait_ms: int, max_records: int
+    wait_ms: int, max_records: int, pace: FetchPace | None = None,
 ) -> Callable[[Any], Coroutine[Any, Any, tuple[Any, ...]]]:
     """A batch fetch that waits for records, and only for them.
 
     FastStream's batch subscriber sleeps a further ``batch_timeout_ms`` after an empty
     poll; with a wait long enough to keep an idle consumer asleep, a message arriving in
     that sleep would wait for it.  ``getmany`` returns as soon as records arrive, so this
-    waits exactly as long as there is nothing to do.
+    waits exactly as long as there is nothing to do.  ``pace`` sets the broker's wait for
+    the fetches that follow, by whether records came (:class:`FetchPace`).
     """
 
     async def get_msg(consumer: Any) -> tuple[Any, ...]:
         batches = await consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
-        return tuple(record for records in batches.values() for record in records)
+        records = tuple(record for records in batches.values() for record in records)
+        if pace is not None:
+            pace.apply(consumer, busy=bool(records))
+        return records
 
     return get_msg
 

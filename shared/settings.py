@@ -61,10 +61,17 @@ class ServiceSettings(BaseSettings):
     # How long a consumer waits for a batch before it looks again.  It returns as soon as
     # records arrive, so a long wait costs no latency and keeps an idle consumer asleep.
     consumer_batch_timeout_ms: int = Field(default=1000, ge=1)
-    # How long the broker may hold a fetch while no data arrives.  It answers as soon as
-    # data does, so the wait costs no latency; each empty answer costs the broker CPU, and
-    # twice Kafka's default halves what idle consumers cost it (docs/benchmarks.md).
+    # How long the broker may hold a fetch while no data arrives, for an idle consumer.
+    # It answers as soon as data comes for a partition in that fetch; each empty answer
+    # costs the broker CPU, and twice Kafka's default halves what idle consumers cost it
+    # (docs/benchmarks.md).
     consumer_fetch_max_wait_ms: int = Field(default=1000, ge=0)
+    # The same while batches keep coming (decision 41).  The client sends one fetch at a
+    # time to a broker, and a fetch names only the partitions with nothing left to hand
+    # over when it was sent: one drained meanwhile waits for that fetch to come back,
+    # up to its wait, however much it has to read.  A consumer that found records in its
+    # last look sends short fetches; one that waited a whole look for nothing, long ones.
+    consumer_busy_fetch_max_wait_ms: int = Field(default=50, ge=0)
     # How much the broker gathers before it answers a fetch (or the wait above runs out).
     # One byte: a message goes to its consumer at once.  A consumer off the runs' path may
     # wait for more, and then reads a burst in fewer, larger fetches (notification).

@@ -17,7 +17,14 @@ from contracts.topics import SERVICES, STEPS_OUTCOMES, TOPICS, used_by
 from infra import kafka_acls
 from infra.kafka_broker import BROKER_USER, EmbeddedKafka, new_cluster_id
 from shared.kafka_connection import KafkaSettingsError, client_options, security
-from shared.messaging import BatchConsumer, _long_poll, make_broker, partition_of
+from shared.messaging import (
+    FETCH_WAIT_ATTRIBUTE,
+    BatchConsumer,
+    FetchPace,
+    _long_poll,
+    make_broker,
+    partition_of,
+)
 from shared.settings import ServiceSettings
 from shared.topics import TopicPolicy, topics_of
 
@@ -123,6 +130,44 @@ async def test_the_batch_poll_waits_for_records_and_never_sleeps_after_an_empty_
     assert await poll(consumer) == ()
     assert await poll(consumer) == ("a", "b", "c")
     assert consumer.calls == [{"timeout_ms": 500, "max_records": 200}] * 2
+
+
+async def test_fetches_are_short_while_records_come_and_long_once_a_look_found_none() -> None:
+    class Fetcher:
+        _fetch_max_wait_ms = 1000
+
+    class Consumer:
+        def __init__(self, answers: list[dict[str, list[str]]]) -> None:
+            self.answers = answers
+            self._fetcher = Fetcher()
+
+        async def getmany(self, **kwargs: int) -> dict[str, list[str]]:
+            return self.answers.pop(0)
+
+    consumer = Consumer([{"tp0": ["a"]}, {"tp0": ["b"]}, {}, {"tp1": ["c"]}])
+    poll = _long_poll(500, 200, FetchPace(busy_ms=50, idle_ms=1000))
+    waits = []
+    for _ in range(4):
+        await poll(consumer)
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+    assert waits == [50, 50, 1000, 50]
+
+
+def test_a_client_without_the_fetch_wait_is_left_as_it_is() -> None:
+    class Consumer:
+        _fetcher = object()  # another client version: nothing to set, nothing set
+
+    FetchPace(busy_ms=50, idle_ms=1000).apply(Consumer(), busy=True)
+    FetchPace(busy_ms=50, idle_ms=1000).apply(object(), busy=True)  # not started: no fetcher
+
+
+def test_aiokafka_reads_the_fetch_wait_each_time_it_builds_a_fetch() -> None:
+    """If the client stops reading the attribute per request, short fetches are gone."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert f"self.{FETCH_WAIT_ATTRIBUTE} = fetch_max_wait_ms" in inspect.getsource(
+        Fetcher.__init__)
+    assert f"self.{FETCH_WAIT_ATTRIBUTE}," in inspect.getsource(Fetcher._get_actions_per_node)
 
 
 def test_the_subscriber_uses_the_long_poll() -> None:
