@@ -81,6 +81,7 @@ class NotificationSettings(ServiceSettings):
     # for the broker and a batch, a delivery page, for this service).
     consumer_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
     consumer_fetch_max_wait_ms: int = Field(default=200, ge=0)
+    consumer_busy_fetch_max_wait_ms: int = Field(default=200, ge=0)  # busy or not (decision 41)
 
     @field_validator("operators", mode="before")
     @classmethod
