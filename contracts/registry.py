@@ -34,6 +34,7 @@ from contracts.upcasters import UPCASTERS
 
 MAX_MESSAGE_BYTES = 1_000_000
 HOLDERS = "holders"  # the header of a holder event: whom it gives the work item to
+_HOLDER_TYPES = frozenset(event.TYPE for event in workitems.HOLDER_EVENTS)
 MAX_DEPTH = 64  # objects and arrays inside each other; MongoDB and the handlers recurse
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what MongoDB stores
 # Everything on these topics is about one run: keyed and ordered by its run_id, and
@@ -81,7 +82,10 @@ def header_pairs(envelope: Envelope) -> tuple[tuple[str, bytes], ...]:
     pairs = (("type", envelope.type.encode()),
              ("schema_version", str(envelope.schema_version).encode()),
              ("correlation_id", envelope.correlation_id.encode()))
-    if not isinstance(envelope.payload, workitems.HOLDER_EVENTS):
+    # By name first: an isinstance() of a pydantic model is an ABC check, and every
+    # message a service sends asks.
+    if envelope.type not in _HOLDER_TYPES or not isinstance(envelope.payload,
+                                                              workitems.HOLDER_EVENTS):
         return pairs
     holders = holders_value(envelope.payload)
     return pairs if holders is None else (*pairs, (HOLDERS, holders))
