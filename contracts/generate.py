@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts.envelope import Envelope
-from contracts.registry import LATEST, REGISTRY
+from contracts.events.workitems import HOLDER_EVENTS
+from contracts.registry import HOLDERS, LATEST, REGISTRY
 from contracts.topics import TOPICS
 
 HERE = Path(__file__).resolve().parent
@@ -103,6 +104,22 @@ def _message_id(type_: str, version: int) -> str:
     return f"{type_}_v{version}"
 
 
+def _headers(type_: str, version: int, model: type[Any]) -> dict[str, Any]:
+    """The Kafka headers of a message: a holder event says whom it gives the item to."""
+    properties: dict[str, Any] = {
+        "type": {"type": "string", "const": type_},
+        "schema_version": {"type": "string", "const": str(version)},
+        "correlation_id": {"type": "string"},
+    }
+    if issubclass(model, HOLDER_EVENTS):
+        properties[HOLDERS] = {"type": "string", "description": (
+            "whom the event gives the work item to, comma-separated (user:<id>, group:<id>, "
+            "queue:<id>; the delegate of a delegation too): what the coordinator records as "
+            "the run's participants. Left out when a key holds a comma (decision 40).")}
+    return {"type": "object", "properties": properties,
+            "required": ["type", "schema_version", "correlation_id"]}
+
+
 def asyncapi_document(schemas: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     entries = sorted(REGISTRY)
     channels: dict[str, Any] = {}
@@ -123,15 +140,7 @@ def asyncapi_document(schemas: dict[tuple[str, int], dict[str, Any]]) -> dict[st
             "summary": (model.__doc__ or type_).strip().splitlines()[0],
             "contentType": "application/json",
             "payload": {"$ref": f"#/components/schemas/{mid}"},
-            "headers": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string", "const": type_},
-                    "schema_version": {"type": "string", "const": str(version)},
-                    "correlation_id": {"type": "string"},
-                },
-                "required": ["type", "schema_version", "correlation_id"],
-            },
+            "headers": _headers(type_, version, model),
             "bindings": {"kafka": {"bindingVersion": "0.5.0", "key": {
                 "type": "string", "description": f"Kafka key: {message_key(type_)}."}}},
             **({"deprecated": True} if superseded else {}),
@@ -164,7 +173,8 @@ def asyncapi_document(schemas: dict[tuple[str, int], dict[str, Any]]) -> dict[st
             "version": f"{highest}.{len(REGISTRY)}.0",
             "description": (
                 "Every Baton message is one JSON envelope; type and schema_version also "
-                "ride in Kafka headers. The Kafka key is the envelope's run_id for every "
+                "ride in Kafka headers (and a holder event's holders, decision 40). The Kafka "
+                "key is the envelope's run_id for every "
                 "message about a run; RecordChanged, which comes before any run, is keyed "
                 "by object_type:record_id, and the compacted access and definitions topics "
                 "by what each message is the latest of (each message's Kafka binding says "

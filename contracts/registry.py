@@ -33,6 +33,8 @@ from contracts.topics import (
 from contracts.upcasters import UPCASTERS
 
 MAX_MESSAGE_BYTES = 1_000_000
+HOLDERS = "holders"  # the header of a holder event: whom it gives the work item to
+_HOLDER_TYPES = frozenset(event.TYPE for event in workitems.HOLDER_EVENTS)
 MAX_DEPTH = 64  # objects and arrays inside each other; MongoDB and the handlers recurse
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what MongoDB stores
 # Everything on these topics is about one run: keyed and ordered by its run_id, and
@@ -75,10 +77,46 @@ def encode(envelope: Envelope) -> bytes:
 
 def header_pairs(envelope: Envelope) -> tuple[tuple[str, bytes], ...]:
     """Type and version ride in Kafka headers too, so routers need not parse the body:
-    as the producer takes them, encoded."""
-    return (("type", envelope.type.encode()),
-            ("schema_version", str(envelope.schema_version).encode()),
-            ("correlation_id", envelope.correlation_id.encode()))
+    as the producer takes them, encoded.  A holder event also says whom it gives the item
+    to (``holders``, :func:`holders_value`)."""
+    pairs = (("type", envelope.type.encode()),
+             ("schema_version", str(envelope.schema_version).encode()),
+             ("correlation_id", envelope.correlation_id.encode()))
+    # By name first: an isinstance() of a pydantic model is an ABC check, and every
+    # message a service sends asks.
+    if envelope.type not in _HOLDER_TYPES or not isinstance(envelope.payload,
+                                                              workitems.HOLDER_EVENTS):
+        return pairs
+    holders = holders_value(envelope.payload)
+    return pairs if holders is None else (*pairs, (HOLDERS, holders))
+
+
+def holders_value(event: workitems.WorkItemEvent) -> bytes | None:
+    """The ``holders`` header of a holder event: its :func:`~contracts.events.workitems.
+    holder_keys`, comma-separated (``user:alice,group:legal``; empty for none), so that the
+    coordinator can pass over one that names no one new without parsing it (decision 40).
+
+    None (no header: the consumer parses the message) when a key holds a comma, which
+    would read as two keys, or cannot be written as UTF-8.
+    """
+    keys = workitems.holder_keys(event)
+    if any("," in key for key in keys):
+        return None
+    try:
+        return ",".join(keys).encode()
+    except UnicodeEncodeError:
+        return None
+
+
+def holders_in(value: bytes | None) -> list[str] | None:
+    """The holder keys a ``holders`` header names, or None when it cannot be read."""
+    if value is None:
+        return None
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return None
+    return text.split(",") if text else []
 
 
 def headers_of(envelope: Envelope) -> dict[str, str]:

@@ -167,11 +167,16 @@ class Intake:
     - ``adapt``: what a parsed, accepted message becomes for the handler (None: nothing,
       it is passed over).  It lets one handler read several topics and still know where
       a message came from: the handler only sees envelopes.
+    - ``passes_over``: asked of each record of a wanted type before it is parsed (by its
+      key and headers): True passes it over, unparsed, as one the handler would decide
+      changes nothing (decision 40); counted in ``baton_messages_passed_over_total``.
+      None: every record is parsed.
     """
 
     types: frozenset[str] | None = None
     accepts: Callable[[Envelope], bool] | None = None
     adapt: Callable[[Envelope], Envelope | None] | None = None
+    passes_over: Callable[[ConsumerRecord[Any, Any]], bool] | None = None
 
 
 class Watermarks:
@@ -367,7 +372,7 @@ class BatchConsumer:
     async def consume(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         started = time.perf_counter()
         sought = self._sought
-        wanted = [r for r in records if _wanted(r, self.intake(r.topic).types)]
+        wanted = [r for r in records if self._takes(r)]
         try:
             envelopes = [e for e in [await self.accepted(record) for record in wanted] if e]
             if envelopes:
@@ -381,6 +386,17 @@ class BatchConsumer:
         self.metrics.handler_seconds.labels(self.metrics.service, self.topic).observe(
             time.perf_counter() - started
         )
+
+    def _takes(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """Whether ``record`` is parsed: of a wanted type, and not passed over by its intake
+        (either way its offset is committed with the batch)."""
+        intake = self.intake(record.topic)
+        if not _wanted(record, intake.types):
+            return False
+        if intake.passes_over is not None and intake.passes_over(record):
+            self.metrics.passed_over_on(record.topic)
+            return False
+        return True
 
     # -- offsets ---------------------------------------------------------------------------
     @property

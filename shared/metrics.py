@@ -21,6 +21,7 @@ class ServiceMetrics:
         self.service = service
         self._consumed: dict[tuple[str, str], Any] = {}
         self._sent: dict[str, Any] = {}
+        self._passed_over: dict[str, Any] = {}
         self.dead_letters = Counter(
             "baton_dead_letters_total",
             "Messages sent to the dead-letter topic",
@@ -44,6 +45,12 @@ class ServiceMetrics:
             "baton_messages_consumed_total",
             "Messages consumed, by type",
             ["service", "topic", "type"],
+            registry=registry,
+        )
+        self.passed_over = Counter(
+            "baton_messages_passed_over_total",
+            "Messages passed over unparsed, as changing nothing for this consumer",
+            ["service", "topic"],
             registry=registry,
         )
         self.published = Counter(
@@ -97,6 +104,13 @@ class ServiceMetrics:
         child = self._consumed.get(key)
         if child is None:
             child = self._consumed[key] = self.messages.labels(self.service, topic, kind)
+        child.inc()
+
+    def passed_over_on(self, topic: str) -> None:
+        """One message from ``topic`` passed over by its intake, unparsed (decision 40)."""
+        child = self._passed_over.get(topic)
+        if child is None:
+            child = self._passed_over[topic] = self.passed_over.labels(self.service, topic)
         child.inc()
 
     def sent(self, topic: str) -> None:

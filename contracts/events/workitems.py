@@ -185,6 +185,31 @@ class WorkItemAssignmentFailed(WorkItemEvent):
     error: str = ""
 
 
+# The events that give an item to someone: who holds it after one of them takes part in the
+# item's run (the coordinator records them, services/stage_coordinator/core/participants.py).
+# A claim is not among them: the claimer is a member of the item's group or queue.
+HOLDER_EVENTS: tuple[type[WorkItemEvent], ...] = (
+    WorkItemAssigned, WorkItemReassigned, WorkItemDelegated, WorkItemEscalated,
+)
+HOLDER_POOLS = ("user", "group", "queue")
+SYSTEM = "system"
+
+
+def holder_keys(event: WorkItemEvent) -> list[str]:
+    """Who holds the item after ``event``, as a run's participants read: its assignee
+    (``user:<id>``, ``group:<id>``, ``queue:<id>``), and the delegate of a delegation.
+
+    One function for the producer, which puts these in the ``holders`` header
+    (:func:`contracts.registry.header_pairs`), and the coordinator, which records them.
+    """
+    keys: list[str] = []
+    if event.assignee_kind in HOLDER_POOLS and event.assignee:
+        keys.append(f"{event.assignee_kind}:{event.assignee}")
+    if isinstance(event, WorkItemDelegated) and event.delegate and event.delegate != SYSTEM:
+        keys.append(f"user:{event.delegate}")
+    return keys
+
+
 # --- version 1: the same events without the recipients' contacts (upcast at the edge) ---
 
 

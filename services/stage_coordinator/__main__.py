@@ -11,6 +11,7 @@ from services.stage_coordinator.handler import (
     WORK_ITEM_TYPES,
     CoordinatorHandler,
     from_work_items,
+    known_holders,
 )
 from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
 from services.stage_coordinator.jobs import Reconciler, TimerFirer
@@ -48,12 +49,14 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     # On commands and steps.outcomes every message is the coordinator's, a run's or
     # dead-lettered; workitems.events is assignment's: the interactive steps' outcomes and
     # who holds the run's work items (who may see the run: core/participants.py) are taken,
-    # the rest passed over.  That topic was read by a group of its own until decision 20:
+    # the rest passed over, and so is a holder event whose holders the cached run knows
+    # (decision 40).  That topic was read by a group of its own until decision 20:
     # this group starts where that one had got to.  All three are keyed by run id: with
     # replicas, one replica holds partition p of each, so one holds all of a run's messages.
     rt.consume((COMMANDS, STEPS_OUTCOMES, WORKITEMS_EVENTS), handler,
                accepts=lambda e: bool(e.run_id),
-               intakes={WORKITEMS_EVENTS: Intake(types=WORK_ITEM_TYPES, adapt=from_work_items)},
+               intakes={WORKITEMS_EVENTS: Intake(types=WORK_ITEM_TYPES, adapt=from_work_items,
+                                                 passes_over=known_holders(store.cache))},
                takes_over={WORKITEMS_EVENTS: f"{rt.name}-participants"}, co_partitioned=True)
     rt.add_indexes([*INDEXES, *HISTORY_INDEXES])
     rt.on_start.append(store.migrate)  # old indexes dropped, keys back-filled (decision 37)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiokafka import ConsumerRecord
 
 from contracts import Envelope
 from contracts.envelope import derived_id, new_event
@@ -12,6 +16,7 @@ from contracts.events import commands as cmd
 from contracts.events import runs as run_events
 from contracts.events.steps import StepCompleted
 from contracts.events.workitems import WorkItemCompleted, WorkItemEvent
+from contracts.registry import HOLDERS, holders_in
 from services.stage_coordinator.core import participants
 from services.stage_coordinator.core.decide import Context, decide
 from services.stage_coordinator.core.events import fields_of
@@ -227,6 +232,39 @@ def from_work_items(envelope: Envelope) -> Envelope | None:
 WORK_ITEM_EVENTS: tuple[type[WorkItemEvent], ...] = (WorkItemCompleted,
                                                      *participants.HOLDER_EVENTS)
 WORK_ITEM_TYPES = frozenset(event.TYPE for event in WORK_ITEM_EVENTS)
+
+
+HOLDER_TYPES = frozenset(event.TYPE.encode() for event in participants.HOLDER_EVENTS)
+
+
+def known_holders(cache: Mapping[str, StoredRun]) -> Callable[[ConsumerRecord[Any, Any]], bool]:
+    """The intake's test for a workitems.events record the coordinator need not parse: a
+    holder event whose ``holders`` header names only participants its run (by the record's
+    key) records already, in the run cache (decision 40).
+
+    The handler would reject it (core/participants.py: "names no one new") and write
+    nothing.  Anything it cannot tell so from the cache is parsed and decided as before: a
+    record without the header (an older producer), of a run not cached (never loaded for
+    this), naming someone new.  A cached run older than the store knows no more than the
+    store (participants are only ever added): at worst it makes the record parsed.
+    """
+    def passes_over(record: ConsumerRecord[Any, Any]) -> bool:
+        kind = holders = None
+        for name, value in record.headers or ():
+            if name == "type":
+                kind = value
+            elif name == HOLDERS:
+                holders = value
+        if kind not in HOLDER_TYPES or holders is None or not isinstance(record.key, bytes):
+            return False
+        stored = cache.get(record.key.decode(errors="replace"))
+        keys = holders_in(holders)
+        if stored is None or keys is None:
+            return False
+        known = stored.run.participants
+        return all(key in known for key in keys)
+
+    return passes_over
 
 
 def as_outcome(envelope: Envelope) -> Envelope | None:

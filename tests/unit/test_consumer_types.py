@@ -5,12 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from contracts import Envelope, encode, headers_of
 from contracts.envelope import new_event
 from contracts.events.workitems import WorkItemAssigned, WorkItemCompleted
-from shared.messaging import BatchConsumer
+from shared.messaging import BatchConsumer, Intake
 from shared.metrics import ServiceMetrics
 from shared.settings import ServiceSettings
 
@@ -60,3 +61,37 @@ async def test_only_the_wanted_types_are_parsed_and_unlabelled_records_are_still
     assert [e.event_id for e in seen.handled] == [assigned.event_id]
     (dead,) = seen.published
     assert dead.payload.source_offset == 3 and "unparseable" in dead.payload.reason
+
+
+async def test_an_intake_passes_over_what_its_hook_says_unparsed_and_commits_past_it() -> None:
+    seen = Recorded()
+    metrics = ServiceMetrics(CollectorRegistry(), "test")
+    asked: list[int] = []
+
+    def passes_over(record: Any) -> bool:
+        asked.append(record.offset)
+        return dict(record.headers).get("skip") == b"yes"
+
+    consumer = BatchConsumer(
+        topics=["workitems.events"], group_id="g", handler=seen.handle,
+        publisher=seen,  # type: ignore[arg-type]
+        metrics=metrics, settings=ServiceSettings(),
+        intakes={"workitems.events": Intake(types=frozenset({"WorkItemAssigned"}),
+                                            passes_over=passes_over)})
+    kept = event(item(WorkItemAssigned))
+    completed = event(item(WorkItemCompleted))
+    await consumer.consume([
+        record(0, encode(kept), headers_of(kept)),
+        record(1, b"{not json", {"type": "WorkItemAssigned", "skip": "yes"}),  # not parsed
+        record(2, encode(completed), headers_of(completed)),  # not wanted: not even asked
+        record(3, b"{not json", {"type": "WorkItemAssigned", "skip": "no"}),  # parsed: dead
+    ])
+
+    assert asked == [0, 1, 3]
+    assert [e.event_id for e in seen.handled] == [kept.event_id]
+    (dead,) = seen.published
+    assert dead.payload.source_offset == 3 and "unparseable" in dead.payload.reason
+    assert metrics.registry.get_sample_value("baton_messages_passed_over_total", {
+        "service": "test", "topic": "workitems.events"}) == 1
+    # The watermarks count every record of the batch, passed over or not.
+    assert consumer.watermarks.safe() == {TopicPartition("workitems.events", 0): 4}

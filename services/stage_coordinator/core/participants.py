@@ -22,12 +22,10 @@ SYSTEM = "system"
 POOLS = ("user", "group", "queue")
 RECORD_PREFIX = "record."
 NO_ONE_NEW = "the work-item event names no one the run does not know"
-# The work-item events that give an item to someone new.  A claim is not among them: the
+# The work-item events that give an item to someone new (a claim is not among them: the
 # claimer is a member of the item's group or queue, which the run records already, and
-# their completion records them by name (a write per claim would cost every pooled item).
-HOLDER_EVENTS: tuple[type[wi.WorkItemEvent], ...] = (
-    wi.WorkItemAssigned, wi.WorkItemReassigned, wi.WorkItemDelegated, wi.WorkItemEscalated,
-)
+# their completion records them by name; a write per claim would cost every pooled item).
+HOLDER_EVENTS = wi.HOLDER_EVENTS
 
 
 def person(user_id: str | None) -> list[str]:
@@ -51,13 +49,12 @@ def of_assignee(kind: str, value: str, record: Mapping[str, Any]) -> list[str]:
 
 
 def of_work_item_event(event: wi.WorkItemEvent) -> list[str]:
-    """Who holds the item after ``event``: its assignee, or the delegate."""
-    keys: list[str] = []
-    if event.assignee_kind in POOLS and event.assignee:
-        keys.append(f"{event.assignee_kind}:{event.assignee}")
-    if isinstance(event, wi.WorkItemDelegated):
-        keys += person(event.delegate)
-    return keys
+    """Who holds the item after ``event``: its assignee, or the delegate.
+
+    The contracts' function, which the producer also puts in the ``holders`` header: the
+    consumer passes over a holder event whose holders the run knows without parsing it.
+    """
+    return wi.holder_keys(event)
 
 
 def new_keys(known: Iterable[str], keys: Iterable[str]) -> list[str]:
