@@ -571,6 +571,13 @@ class FetchPace:
     busy_ms: int
     idle_ms: int
 
+    @property
+    def busy_look_ms(self) -> int:
+        """How long a busy consumer looks for records before it counts as idle: two short
+        fetches.  A look that found nothing leaves nothing waiting in the client, so every
+        partition is in the long fetch that follows, and records for any of them end it."""
+        return max(1, 2 * self.busy_ms)
+
     def apply(self, consumer: Any, busy: bool) -> None:
         fetcher = getattr(consumer, "_fetcher", None)
         if fetcher is not None and hasattr(fetcher, FETCH_WAIT_ATTRIBUTE):
@@ -589,14 +596,20 @@ def _long_poll(
     poll; with a wait long enough to keep an idle consumer asleep, a message arriving in
     that sleep would wait for it.  ``getmany`` returns as soon as records arrive, so this
     waits exactly as long as there is nothing to do.  ``pace`` sets the broker's wait for
-    the fetches that follow, by whether records came (:class:`FetchPace`).
+    the fetches that follow, by whether records came, and a busy consumer's look is short,
+    so that a quiet spell goes back to long fetches soon (:class:`FetchPace`).
     """
 
+    busy = False
+
     async def get_msg(consumer: Any) -> tuple[Any, ...]:
-        batches = await consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
+        nonlocal busy
+        look = pace.busy_look_ms if busy and pace is not None else wait_ms
+        batches = await consumer.getmany(timeout_ms=look, max_records=max_records)
         records = tuple(record for records in batches.values() for record in records)
         if pace is not None:
-            pace.apply(consumer, busy=bool(records))
+            busy = bool(records)
+            pace.apply(consumer, busy=busy)
         return records
 
     return get_msg

@@ -140,8 +140,10 @@ async def test_fetches_are_short_while_records_come_and_long_once_a_look_found_n
         def __init__(self, answers: list[dict[str, list[str]]]) -> None:
             self.answers = answers
             self._fetcher = Fetcher()
+            self.looks: list[int] = []
 
         async def getmany(self, **kwargs: int) -> dict[str, list[str]]:
+            self.looks.append(kwargs["timeout_ms"])
             return self.answers.pop(0)
 
     consumer = Consumer([{"tp0": ["a"]}, {"tp0": ["b"]}, {}, {"tp1": ["c"]}])
@@ -151,6 +153,8 @@ async def test_fetches_are_short_while_records_come_and_long_once_a_look_found_n
         await poll(consumer)
         waits.append(consumer._fetcher._fetch_max_wait_ms)
     assert waits == [50, 50, 1000, 50]
+    # A busy consumer looks for two short fetches' time, an idle one for the whole look.
+    assert consumer.looks == [500, 100, 100, 500]
 
 
 def test_a_client_without_the_fetch_wait_is_left_as_it_is() -> None:
