@@ -554,7 +554,7 @@ class BatchConsumer:
 @dataclass(frozen=True)
 class FetchPace:
     """How long the broker may hold this consumer's fetches: short while batches keep
-    coming, long once it waited a whole look for nothing (decision 41).
+    coming, long once a look found nothing (decision 41).
 
     aiokafka sends one fetch at a time to a broker, naming only the partitions that had
     nothing left to hand over when it was sent.  In a burst, records fetched while the
