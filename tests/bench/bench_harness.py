@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.mail_sink import MailSinkProcess
+from bench.workload import DEFINITION
 from pymongo import AsyncMongoClient
 
 from contracts import encode, headers_of
@@ -40,18 +41,6 @@ from shared.topics import TopicPolicy, ensure_topics
 
 ADMIN_TOKEN = "bt_bench_admin"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-DEFINITION = """
-name: bench
-stages:
-  - name: prepare
-    steps: [{name: prepare, action: noop}]
-  - name: review
-    steps:
-      - {name: legal, kind: interactive, title: Legal review, assignee: {user: alice}}
-      - {name: finance, kind: interactive, title: Finance review, assignee: {user: bob}}
-  - name: close
-    steps: [{name: close, action: noop}]
-"""
 DIRECTORY = {"users": [{"id": "alice", "email": "alice@example.com"},
                        {"id": "bob", "email": "bob@example.com"}]}
 # The topics of the types the figures use (RunStarted, RunCompleted, StepCompleted,

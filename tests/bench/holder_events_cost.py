@@ -44,19 +44,8 @@ from shared.messaging import BatchConsumer, Intake
 from shared.metrics import ServiceMetrics
 from shared.outgoing import outgoing
 from shared.settings import ServiceSettings
+from tests.bench.workload import DEFINITION
 
-DEFINITION = """
-name: bench
-stages:
-  - name: prepare
-    steps: [{name: prepare, action: noop}]
-  - name: review
-    steps:
-      - {name: legal, kind: interactive, title: Legal review, assignee: {user: alice}}
-      - {name: finance, kind: interactive, title: Finance review, assignee: {user: bob}}
-  - name: close
-    steps: [{name: close, action: noop}]
-"""
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PEOPLE = ((2, "legal", "alice"), (3, "finance", "bob"))
 
