@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from contracts import Envelope
 from contracts.topics import TOPICS
 from shared.broker_watch import BrokerWatch
+from shared.cpu_sampler import sampled
 from shared.due import Alarm, DueJob, DueLoop
 from shared.http_guard import RequestGuard
 from shared.logs import configure_logging
@@ -361,7 +362,12 @@ class Runtime:
         if self.settings.profile_dir is None:
             uvicorn.Server(config).run()
             return
-        with profiled(self.settings.profile_dir / f"{self.name}-{os.getpid()}.prof"):
+        target = self.settings.profile_dir / f"{self.name}-{os.getpid()}"
+        if self.settings.profile_mode == "sample":
+            with sampled(target.with_suffix(".stacks")):
+                uvicorn.Server(config).run()
+            return
+        with profiled(target.with_suffix(".prof")):
             uvicorn.Server(config).run()
 
     def _exit(self, *_: object) -> None:

@@ -53,6 +53,9 @@ class ServiceSettings(BaseSettings):
     # Where to write a cProfile of the whole process when it stops (for `make bench`'s
     # profile tops); unset in production: profiling slows a service down.
     profile_dir: Path | None = None
+    # cProfile (every call, timed in CPU: exact counts, inflated small functions) or a
+    # statistical sample of the stacks per millisecond of CPU (shared/cpu_sampler.py).
+    profile_mode: Literal["cprofile", "sample"] = "cprofile"
     # A replica that stops heartbeating loses its partitions after the session timeout; a
     # third of it between heartbeats is Kafka's rule, and no more keeps an idle group quiet.
     consumer_session_timeout_ms: int = 6000

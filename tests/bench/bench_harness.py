@@ -37,6 +37,7 @@ from contracts.events.commands import StartRun
 from contracts.topics import TOPICS
 from infra.embedded import OWN_STORES, EmbeddedServers
 from infra.stack import ServiceStack
+from shared import cpu_sampler
 from shared.topics import TopicPolicy, ensure_topics
 
 ADMIN_TOKEN = "bt_bench_admin"
@@ -56,8 +57,11 @@ WARMUP_RUNS = 20
 WRITTEN = "baton_mongodb_documents_written_total"
 PUBLISHED = "baton_messages_published_total"
 # BATON_BENCH_PROFILE=1: run the services under cProfile and print each one's top functions
-# (their CPU figures are then inflated by the profiler: take those from a run without it).
-PROFILE_DIR = os.environ.get("BATON_BENCH_PROFILE", "") not in ("", "0")
+# (their CPU figures are then inflated by the profiler: take those from a run without it);
+# BATON_BENCH_PROFILE=sample: sample their stacks per millisecond of CPU instead
+# (shared/cpu_sampler.py), which distorts less and keeps the stacks for flame graphs.
+PROFILE_MODE = os.environ.get("BATON_BENCH_PROFILE", "")
+PROFILE_DIR = PROFILE_MODE not in ("", "0")
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,12 @@ def proc_peak_mib(pid: int) -> float:
 
 
 def profile_tops(folder: Path, top: int = 25) -> str:
-    """Each service's functions by their own CPU time (cProfile's tottime), biggest first."""
+    """Each service's functions by their own CPU time (cProfile's tottime), biggest first,
+    or by their share of the CPU samples."""
     out = io.StringIO()
+    for path in sorted(folder.glob("*.stacks")):  # BATON_BENCH_PROFILE=sample
+        out.write(f"\n==== {path.stem} (CPU samples; stacks in {path}) ====\n")
+        out.write(cpu_sampler.tops(path, top))
     for path in sorted(folder.glob("*.prof")):
         out.write(f"\n==== {path.stem} ====\n")
         stats = pstats.Stats(str(path), stream=out)
@@ -224,6 +232,7 @@ class Bench:
                "BATON_SMTP_PORT": str(self.smtp.port)}
         if PROFILE_DIR:  # each service writes a cProfile when it stops (profile_tops)
             env["BATON_PROFILE_DIR"] = str(self.workdir / "profiles")
+            env["BATON_PROFILE_MODE"] = "sample" if PROFILE_MODE == "sample" else "cprofile"
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.stack = ServiceStack(env=env, log_dir=self.workdir / "logs",
                                   service_env=self.servers.service_env())
