@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts import Envelope
-from shared.outgoing import Outgoing, opened_outbox, outgoing_all, packed_outbox
+from shared.outgoing import Outgoing, opened_outbox, outgoing, packed_outbox
 from shared.spine.stamp_keys import with_stamp_key
 
 SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "outbox_by", "timers",
@@ -43,10 +43,12 @@ class Decided:
     ``state`` None leaves the service's fields as they are; ``timers`` None leaves the
     pending timers.  ``reply`` goes back to the caller of ``act``; ``answers`` are sent
     after the save without being stored (e.g. an outcome repeated for a redelivery).
+    ``publish`` may hold messages encoded already (:class:`~shared.outgoing.Outgoing`, by a
+    service that checked their bytes): they go into the outbox as they are.
     """
 
     state: Mapping[str, Any] | None = None
-    publish: Sequence[Envelope] = ()
+    publish: Sequence[Envelope | Outgoing] = ()
     timers: Sequence[Mapping[str, Any]] | None = None
     reply: Any = None
     answers: Sequence[Envelope] = ()
@@ -92,7 +94,7 @@ class Aggregate:
             dict(decided.state) if decided.state is not None else self.state,
             self.revision,
             applied,
-            (*self.outbox, *outgoing_all(decided.publish)),
+            (*self.outbox, *encoded(decided.publish)),
             self.timers if decided.timers is None else tuple(decided.timers),
             True,
             answers,
@@ -108,6 +110,11 @@ class Aggregate:
         key = timer_key(timer)
         rest = tuple(t for t in self.timers if timer_key(t) != key)
         return None if len(rest) == len(self.timers) else rest
+
+
+def encoded(messages: Sequence[Envelope | Outgoing]) -> list[Outgoing]:
+    """Each message as the producer sends it (encoded now, unless it was already)."""
+    return [m if isinstance(m, Outgoing) else outgoing(m) for m in messages]
 
 
 def aggregate_of(doc: Mapping[str, Any], *, cached: bool = False) -> Aggregate:

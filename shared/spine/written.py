@@ -59,7 +59,8 @@ class WrittenCache:
                 missing.append(key)
                 continue
             self._written.move_to_end(key)
-            found[key] = aggregate_of(bson.decode(kept[1], codec_options=CODEC), cached=True)
+            doc: dict[str, Any] = bson.decode(kept[1], codec_options=CODEC)
+            found[key] = aggregate_of(doc, cached=True)
         if missing:
             found.update(await self.store.load(missing))
         return found
