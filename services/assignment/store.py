@@ -99,9 +99,30 @@ def item_in(aggregate: Aggregate) -> WorkItem | None:
 
 def state_of(item: WorkItem, correlation_id: str | None) -> dict[str, Any]:
     """The fields the spine stores for ``item`` (its shell fields are the spine's)."""
-    state = item.model_dump(mode="python", exclude={"id"})
+    state = dumped(item)
     state["correlation_id"] = correlation_id
     state[LOOKUP] = lookup_keys(state)
+    return state
+
+
+STORED_FIELDS = tuple(name for name in WorkItem.model_fields if name != "id")
+MODEL_FIELDS = ("requested_assignee", "escalation")  # the fields holding a model (or None)
+
+
+def dumped(item: WorkItem) -> dict[str, Any]:
+    """``item.model_dump(exclude={"id"})``, read off the validated item: the same dict (a
+    test holds them equal) at a third of the CPU, every item save.
+
+    An item's values are plain already but for its models (the requested assignee, the
+    escalation, the history's entries), which become dicts; its dicts are shared, not
+    copied (nothing changes a validated item's values, nor the state stored).
+    """
+    values = item.__dict__
+    state = {name: values[name] for name in STORED_FIELDS}
+    for name in MODEL_FIELDS:
+        if state[name] is not None:
+            state[name] = state[name].model_dump()
+    state["history"] = tuple(dict(entry.__dict__) for entry in item.history)
     return state
 
 
