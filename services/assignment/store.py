@@ -83,18 +83,24 @@ def is_active(aggregate: Aggregate) -> bool:
     return (aggregate.state or {}).get("status") in ACTIVE
 
 
-def item_of(doc: dict[str, Any] | None) -> WorkItem | None:
+def item_of(doc: Mapping[str, Any] | None) -> WorkItem | None:
     if doc is None or "status" not in doc:
         return None
-    fields = {k: v for k, v in doc.items() if k in ITEM_FIELDS}
-    return WorkItem.model_validate({**fields, "id": doc["_id"]})
+    return _item(doc, doc["_id"])
 
 
 def item_in(aggregate: Aggregate) -> WorkItem | None:
     """The work item an aggregate holds (None: none yet, or a failed assignment's trace)."""
-    if aggregate.state is None:
+    if aggregate.state is None or "status" not in aggregate.state:
         return None
-    return item_of({**aggregate.state, "_id": aggregate.key})
+    return _item(aggregate.state, aggregate.key)
+
+
+def _item(fields: Mapping[str, Any], item_id: str) -> WorkItem:
+    """The item's own fields validated (a stored document holds others beside them)."""
+    own = {k: v for k, v in fields.items() if k in ITEM_FIELDS}
+    own["id"] = item_id
+    return WorkItem.model_validate(own)
 
 
 def state_of(item: WorkItem, correlation_id: str | None) -> dict[str, Any]:
