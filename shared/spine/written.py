@@ -14,7 +14,8 @@ only once it published).  Another replica's write makes an entry stale, which is
   of the same round landed under that revision (GroupCommit again).
 
 Only the aggregates ``keep`` accepts are kept (a work item not finished yet: nobody acts
-on a finished one), at most ``size`` of them, the least recently used leaving first.  Each
+on a finished one), at most ``size`` of them and ``budget`` bytes, the least recently used
+leaving first.  Each
 is kept as the BSON the store would read (encoded when saved, decoded when loaded: the
 same two steps a read from memory took before), less than half the memory of the
 document as Python objects (a bench item: 1.3 kB against 3.4): room for every item a
@@ -36,6 +37,7 @@ from shared.spine.aggregate import Aggregate, Conflict, aggregate_of, document_o
 from shared.spine.store import AggregateStore, Due
 
 SIZE = 25_000  # about 40 MB of bench items
+BUDGET = 64 * 2**20  # bytes: fewer items when they are large (a big record or form)
 
 
 class WrittenCache:
@@ -43,12 +45,14 @@ class WrittenCache:
     from what it saved (queries, timers and publishing go to ``store``)."""
 
     def __init__(self, store: AggregateStore, *, keep: Callable[[Aggregate], bool],
-                 size: int = SIZE) -> None:
+                 size: int = SIZE, budget: int = BUDGET) -> None:
         self.store = store
         self.keep = keep
         self.size = size
+        self.budget = budget
         # key -> (its revision, the document as BSON)
         self._written: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._bytes = 0  # the documents' bytes kept
 
     async def load(self, keys: Iterable[str]) -> dict[str, Aggregate]:
         found: dict[str, Aggregate] = {}
@@ -86,12 +90,12 @@ class WrittenCache:
     def forget(self, keys: Iterable[str]) -> None:
         """Read these again from the store next time."""
         for key in keys:
-            self._written.pop(key, None)
+            self._drop(key)
 
     def _remember(self, saved: Iterable[Aggregate]) -> None:
         for aggregate in saved:
             if not self.keep(aggregate):
-                self._written.pop(aggregate.key, None)
+                self._drop(aggregate.key)
                 continue
             known = self._written.get(aggregate.key)
             if known is not None and known[0] > aggregate.revision + 1:
@@ -99,10 +103,17 @@ class WrittenCache:
             # As written, its outbox out already (the stamp only matters to an outbox).
             doc = document_of(Aggregate(aggregate.key, aggregate.state, aggregate.revision,
                                         aggregate.applied, (), aggregate.timers), None)
-            self._written[aggregate.key] = (doc["revision"], bson.encode(doc))
-            self._written.move_to_end(aggregate.key)
-        while len(self._written) > self.size:
-            self._written.popitem(last=False)
+            self._drop(aggregate.key)
+            encoded = bson.encode(doc)
+            self._written[aggregate.key] = (doc["revision"], encoded)
+            self._bytes += len(encoded)
+        while self._written and (len(self._written) > self.size or self._bytes > self.budget):
+            self._bytes -= len(self._written.popitem(last=False)[1][1])
+
+    def _drop(self, key: str) -> None:
+        kept = self._written.pop(key, None)
+        if kept is not None:
+            self._bytes -= len(kept[1])
 
     # -- the rest is the store's ------------------------------------------------------------
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
