@@ -83,25 +83,52 @@ def is_active(aggregate: Aggregate) -> bool:
     return (aggregate.state or {}).get("status") in ACTIVE
 
 
-def item_of(doc: dict[str, Any] | None) -> WorkItem | None:
+def item_of(doc: Mapping[str, Any] | None) -> WorkItem | None:
     if doc is None or "status" not in doc:
         return None
-    fields = {k: v for k, v in doc.items() if k in ITEM_FIELDS}
-    return WorkItem.model_validate({**fields, "id": doc["_id"]})
+    return _item(doc, doc["_id"])
 
 
 def item_in(aggregate: Aggregate) -> WorkItem | None:
     """The work item an aggregate holds (None: none yet, or a failed assignment's trace)."""
-    if aggregate.state is None:
+    if aggregate.state is None or "status" not in aggregate.state:
         return None
-    return item_of({**aggregate.state, "_id": aggregate.key})
+    return _item(aggregate.state, aggregate.key)
+
+
+def _item(fields: Mapping[str, Any], item_id: str) -> WorkItem:
+    """The item's own fields validated (a stored document holds others beside them)."""
+    own = {k: v for k, v in fields.items() if k in ITEM_FIELDS}
+    own["id"] = item_id
+    return WorkItem.model_validate(own)
 
 
 def state_of(item: WorkItem, correlation_id: str | None) -> dict[str, Any]:
     """The fields the spine stores for ``item`` (its shell fields are the spine's)."""
-    state = item.model_dump(mode="python", exclude={"id"})
+    state = dumped(item)
     state["correlation_id"] = correlation_id
     state[LOOKUP] = lookup_keys(state)
+    return state
+
+
+STORED_FIELDS = tuple(name for name in WorkItem.model_fields if name != "id")
+MODEL_FIELDS = ("requested_assignee", "escalation")  # the fields holding a model (or None)
+
+
+def dumped(item: WorkItem) -> dict[str, Any]:
+    """``item.model_dump(exclude={"id"})``, read off the validated item: the same dict (a
+    test holds them equal) at a third of the CPU, every item save.
+
+    An item's values are plain already but for its models (the requested assignee, the
+    escalation, the history's entries), which become dicts; its dicts are shared, not
+    copied (nothing changes a validated item's values, nor the state stored).
+    """
+    values = item.__dict__
+    state = {name: values[name] for name in STORED_FIELDS}
+    for name in MODEL_FIELDS:
+        if state[name] is not None:
+            state[name] = state[name].model_dump()
+    state["history"] = tuple(dict(entry.__dict__) for entry in item.history)
     return state
 
 

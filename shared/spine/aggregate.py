@@ -14,12 +14,12 @@ indexed by the store).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from contracts import Envelope
-from shared.outgoing import Outgoing, opened_outbox, outgoing_all, packed_outbox
+from shared.outgoing import Outgoing, opened_outbox, outgoing, packed_outbox
 from shared.spine.stamp_keys import with_stamp_key
 
 SHELL_FIELDS = ("_id", "revision", "applied", "outbox", "outbox_at", "outbox_by", "timers",
@@ -43,10 +43,12 @@ class Decided:
     ``state`` None leaves the service's fields as they are; ``timers`` None leaves the
     pending timers.  ``reply`` goes back to the caller of ``act``; ``answers`` are sent
     after the save without being stored (e.g. an outcome repeated for a redelivery).
+    ``publish`` may hold messages encoded already (:class:`~shared.outgoing.Outgoing`, by a
+    service that checked their bytes): they go into the outbox as they are.
     """
 
     state: Mapping[str, Any] | None = None
-    publish: Sequence[Envelope] = ()
+    publish: Sequence[Envelope | Outgoing] = ()
     timers: Sequence[Mapping[str, Any]] | None = None
     reply: Any = None
     answers: Sequence[Envelope] = ()
@@ -79,21 +81,29 @@ class Aggregate:
 
     def after(self, decided: Decided, message_id: str | None = None) -> Aggregate:
         """This aggregate once ``decided`` is applied (still under the revision read)."""
-        answers = (*self.answers, *decided.answers)
+        # Built directly, not with dataclasses.replace: this runs for every message and
+        # command, and replace() costs three times the constructor.
+        answers = (*self.answers, *decided.answers) if decided.answers else self.answers
         if not decided.changes:
-            return replace(self, answers=answers)
+            return self if answers is self.answers else self.with_answers(answers)
         applied = self.applied
         if message_id is not None and message_id not in applied:
             applied = (*applied, message_id)[-APPLIED_KEPT:]
-        return replace(
-            self,
-            state=dict(decided.state) if decided.state is not None else self.state,
-            applied=applied,
-            outbox=(*self.outbox, *outgoing_all(decided.publish)),
-            timers=self.timers if decided.timers is None else tuple(decided.timers),
-            changed=True,
-            answers=answers,
+        return Aggregate(
+            self.key,
+            dict(decided.state) if decided.state is not None else self.state,
+            self.revision,
+            applied,
+            (*self.outbox, *encoded(decided.publish)),
+            self.timers if decided.timers is None else tuple(decided.timers),
+            True,
+            answers,
+            self.cached,
         )
+
+    def with_answers(self, answers: tuple[Envelope, ...]) -> Aggregate:
+        return Aggregate(self.key, self.state, self.revision, self.applied, self.outbox,
+                         self.timers, self.changed, answers, self.cached)
 
     def without_timer(self, timer: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...] | None:
         """The pending timers once ``timer`` is gone; None if it is not pending (stale)."""
@@ -102,7 +112,12 @@ class Aggregate:
         return None if len(rest) == len(self.timers) else rest
 
 
-def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
+def encoded(messages: Sequence[Envelope | Outgoing]) -> list[Outgoing]:
+    """Each message as the producer sends it (encoded now, unless it was already)."""
+    return [m if isinstance(m, Outgoing) else outgoing(m) for m in messages]
+
+
+def aggregate_of(doc: Mapping[str, Any], *, cached: bool = False) -> Aggregate:
     return Aggregate(
         key=doc["_id"],
         state={k: v for k, v in doc.items() if k not in SHELL_FIELDS},
@@ -110,6 +125,7 @@ def aggregate_of(doc: Mapping[str, Any]) -> Aggregate:
         applied=tuple(doc.get("applied") or ()),
         outbox=tuple(opened_outbox(doc.get("outbox"))),  # packed, or as written before
         timers=tuple(doc.get("timers") or ()),
+        cached=cached,
     )
 
 

@@ -10,7 +10,7 @@ previous one left (the coordinator folds a run's events, then advances it, this 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from contracts import Envelope
@@ -62,7 +62,8 @@ def plan(loaded: Mapping[str, Aggregate], batch: Sequence[Envelope],
         working[key] = aggregate.after(decider.decide(aggregate, message), message.event_id)
     for key, aggregate in working.items():
         answers.extend(aggregate.answers)
-        working[key] = replace(aggregate, answers=())
+        if aggregate.answers:
+            working[key] = aggregate.with_answers(())
     return Plan(working, tuple(answers))
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import bson
 import pytest
 
-from shared.spine.aggregate import Aggregate, Conflict, Decided
+from shared.spine.aggregate import Aggregate, Conflict, Decided, document_of
 from shared.spine.memory_store import MemoryAggregateStore
 from shared.spine.written import WrittenCache
 
@@ -56,3 +57,19 @@ async def test_finished_lost_and_failed_saves_are_not_kept_and_the_oldest_leave(
     with pytest.raises(ConnectionError):
         await cache.save([c.after(Decided(state={"status": "open", "n": 1}))])
     assert cache._written == {}
+
+
+async def test_the_bytes_kept_are_bounded_too_the_oldest_leaving_first() -> None:
+    store = MemoryAggregateStore()
+    one = len(bson.encode(document_of(opened("a"), None)))  # each document as kept
+    cache = WrittenCache(store, keep=active, budget=2 * one + one // 2)
+    await cache.save([opened("a"), opened("b")])
+    assert set(cache._written) == {"a", "b"}
+    await cache.save([opened("c")])
+    assert set(cache._written) == {"b", "c"}  # a left: three did not fit
+    cache.forget(["b"])
+    await cache.save([opened("d")])
+    assert set(cache._written) == {"c", "d"}  # b's bytes were given back: nothing left
+    store.round_trips.clear()
+    assert (await cache.load(["c", "d"]))["d"].cached
+    assert store.round_trips == {}
