@@ -159,9 +159,10 @@ _SUSPECT = re.compile(rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-
 # an exponent of three digits, which the exact pattern then confirms (a hex id's "e123"
 # is no number).  About a third of the regular expression's time (28 us for a 900-byte
 # message: each service parses every message it consumes).
-_ZEROED = bytes.maketrans(b"123456789", b"000000000")
+# The same table makes an "E" an "e" and a "+" a "-": two searches find the six ways to
+# write an exponent ("e000", "E+000"...).
+_ZEROED = bytes.maketrans(b"123456789E+", b"000000000e-")
 _RUN_OF_19 = b"0" * 19
-_EXPONENTS = (b"e000", b"E000", b"e+000", b"E+000", b"e-000", b"E-000")
 _EXPONENT = re.compile(rb"[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}")
 
 
@@ -177,7 +178,7 @@ def plainly_safe(raw: bytes) -> bool:
     zeroed = raw.translate(_ZEROED)
     if _RUN_OF_19 in zeroed:
         return False
-    if any(exponent in zeroed for exponent in _EXPONENTS):
+    if b"e000" in zeroed or b"e-000" in zeroed:
         return _EXPONENT.search(raw) is None
     return True
 
