@@ -125,7 +125,12 @@ def headers_of(envelope: Envelope) -> dict[str, str]:
 
 
 def parse(raw: bytes) -> Envelope:
-    """Parse wire bytes into an envelope with the newest typed payload, or raise ContractError."""
+    """Parse wire bytes into an envelope with the newest typed payload, or raise ContractError.
+
+    Most messages (plainly safe, of a type's newest version, as ``encode`` writes them) are
+    read in one pass (:func:`_parsed_in_one_pass`); the rest, and whatever that pass
+    refuses, the long way, which says why a message is refused.
+    """
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     plain = plainly_safe(raw)
@@ -290,7 +295,7 @@ def _check_text(text: str) -> None:
 
 # How Envelope's JSON starts (as ``encode`` writes it): its type and version, read before
 # the parse to choose the model that validates the whole message at once.
-_HEAD = re.compile(rb'\{"event_id":"[^"\\]*","type":"([^"\\]{1,100})",'
+_HEAD = re.compile(rb'\{"event_id":"[^"\\]*","type":"([A-Za-z0-9_.-]{1,100})",'
                    rb'"schema_version":([1-9][0-9]{0,8}),')
 _ONE_PASS: dict[tuple[str, int], type[Envelope]] = {}
 
@@ -312,7 +317,7 @@ def _parsed_in_one_pass(raw: bytes) -> Envelope | None:
     head = _HEAD.match(raw)
     if head is None:
         return None
-    type_ = head[1].decode()
+    type_ = head[1].decode("ascii")
     version = int(head[2])
     if LATEST.get(type_) != version or b"NaN" in raw or b"Infinity" in raw:
         return None

@@ -112,6 +112,8 @@ def test_a_sample_with_any_value_put_anywhere_is_read_alike_or_passed_on(
     (b'"step":"', b'"step":"\xed\xa0\x80'),
     (b'"step":"', b'"step":"\t'),
     (b'{"event_id"', b'\xef\xbb\xbf{"event_id"'),
+    (b'"type":"StepRequested"', b'"type":"Step\xffRequested"'),
+    (b'"type":"StepRequested"', b'"type":"StepRequested\\u0000"'),
 ])
 def test_what_the_one_pass_must_not_take_is_read_the_long_way(change: tuple[bytes, bytes]
                                                              ) -> None:

@@ -1,4 +1,4 @@
-"""Email over SMTP: the mail composed with the email package, sent on the event loop."""
+"""Email over SMTP: the mail written as the email package writes it, sent on the event loop."""
 
 from __future__ import annotations
 
