@@ -93,7 +93,7 @@ class Dispatcher:
             log.error("cannot record delivery %s: %s", delivery.id, updated.reason)
             return None
         outcome = {"sent": "sent", "failed": "failed"}.get(updated.status, "retry")
-        self.metrics.notifications.labels(delivery.channel, outcome).inc()
+        self.metrics.attempted(delivery.channel, outcome)
         if error is not None:
             log.warning("delivery %s via %s: %s (%s, attempt %d)", delivery.id,
                         delivery.channel, error.message, outcome, updated.attempts)
@@ -113,7 +113,5 @@ class Dispatcher:
             log.exception("channel %s crashed on delivery %s", delivery.channel, delivery.id)
             return ChannelError(f"channel crashed: {exc!r}", retryable=True)
         finally:
-            self.metrics.send_seconds.labels(delivery.channel).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.took(delivery.channel, time.perf_counter() - started)
         return None

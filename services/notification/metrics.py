@@ -5,6 +5,8 @@ Labels stay bounded: channel and outcome only, never a recipient or a delivery i
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS
@@ -35,3 +37,22 @@ class NotificationMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # The labelled children, kept: a labels() lookup for each send cost more than the
+        # count and the observation themselves.
+        self._attempts: dict[tuple[str, str], Any] = {}
+        self._send_seconds: dict[str, Any] = {}
+
+    def attempted(self, channel: str, outcome: str) -> None:
+        """One delivery attempt on ``channel`` with ``outcome`` (sent, retry, failed)."""
+        child = self._attempts.get((channel, outcome))
+        if child is None:
+            child = self._attempts[(channel, outcome)] = self.notifications.labels(
+                channel, outcome)
+        child.inc()
+
+    def took(self, channel: str, seconds: float) -> None:
+        """How long one send on ``channel`` took."""
+        child = self._send_seconds.get(channel)
+        if child is None:
+            child = self._send_seconds[channel] = self.send_seconds.labels(channel)
+        child.observe(seconds)

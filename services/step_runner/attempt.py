@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry, Histogram
 from contracts import Envelope
 from contracts.envelope import derived_id, new_event
 from contracts.events.steps import StepCompleted, StepFailed, StepRequested
-from contracts.registry import refusal_of_dumped
+from contracts.registry import MAX_MESSAGE_BYTES, plainly_safe, refusal_of_dumped
 from services.step_runner.actions import Action, ActionContext, FatalError, RetryableError
 from services.step_runner.secrets import SECRET_INPUTS, SecretStore, redact
+from shared.outgoing import Outgoing, outgoing, outgoing_all
 
 log = logging.getLogger("baton.step_runner")
 PRODUCER = "step-runner"
@@ -38,9 +39,20 @@ class AttemptRunner:
             "baton_action_seconds", "Time an action took", ["action", "outcome"],
             registry=registry,
         )
+        self._seconds_of: dict[tuple[str, str], Any] = {}
 
-    async def __call__(self, envelope: Envelope) -> tuple[dict[str, Any], list[Envelope]]:
-        """The attempt's document to store, and the envelopes to publish once it is stored."""
+    def _took(self, action: str, outcome: str, seconds: float) -> None:
+        """Observe an action's time; the labelled child kept (a lookup cost more)."""
+        child = self._seconds_of.get((action, outcome))
+        if child is None:
+            child = self._seconds_of[(action, outcome)] = self.seconds.labels(action, outcome)
+        child.observe(seconds)
+
+    async def __call__(self, envelope: Envelope, durable: bool = True
+                       ) -> tuple[dict[str, Any], list[Outgoing]]:
+        """The attempt's document to store, and the messages to publish once it is stored
+        (encoded once, here).  Only a ``durable`` attempt's document (one that is stored)
+        holds its messages as dicts (``messages``)."""
         request: StepRequested = envelope.payload  # type: ignore[assignment]
         started = datetime.now(UTC)
         context = ActionContext(
@@ -60,7 +72,10 @@ class AttemptRunner:
                 raise FatalError(f"unknown action {request.action!r}")
             inputs = dict(request.inputs)
             used = self.secrets.fill(inputs, SECRET_INPUTS.get(request.action, ()))
-            result = await asyncio.wait_for(action.run(inputs, context), timeout)
+            # A timeout around the action's await, not wait_for: that ran the action in a
+            # task of its own, a task and a timer more for every attempt.
+            async with asyncio.timeout(timeout):
+                result = await action.run(inputs, context)
             outcome = StepCompleted(step=request.step, attempt=request.attempt,
                                     outputs=redact(result.outputs, used))
             extra = result.messages
@@ -81,17 +96,22 @@ class AttemptRunner:
                                  error=error[:4000], retryable=True)
         finished = datetime.now(UTC)
         kind = "completed" if isinstance(outcome, StepCompleted) else "failed"
-        self.seconds.labels(request.action, kind).observe((finished - started).total_seconds())
+        self._took(request.action, kind, (finished - started).total_seconds())
         envelopes = [
             new_event(payload, producer=PRODUCER, cause=envelope, occurred_at=finished,
                       event_id=derived_id(envelope.event_id, "outcome", index), key=None)
             for index, payload in enumerate([outcome, *extra])
         ]
-        try:
-            messages = [e.model_dump(mode="json") for e in envelopes]
-            refused = next(filter(None, map(refusal_of_dumped, messages)), None)
-        except (TypeError, ValueError) as exc:  # a value JSON cannot hold (an object)
-            refused = f"not JSON: {exc}"
+        sent = _plainly_sendable(envelopes)
+        refused = None
+        messages: list[dict[str, Any]] | None = None
+        if sent is None or durable:
+            try:
+                messages = [e.model_dump(mode="json") for e in envelopes]
+                if sent is None:
+                    refused = next(filter(None, map(refusal_of_dumped, messages)), None)
+            except (TypeError, ValueError) as exc:  # a value JSON cannot hold (an object)
+                refused = f"not JSON: {exc}"
         if refused is not None:
             # What the action returned is beyond what a message may carry (too deep, an
             # integer beyond 64 bits, not JSON): the coordinator would dead-letter the
@@ -104,9 +124,33 @@ class AttemptRunner:
                                    occurred_at=finished, key=None,
                                    event_id=derived_id(envelope.event_id, "outcome", 0))]
             messages = [envelopes[0].model_dump(mode="json")]
-        document = {
+            sent = [outgoing(envelopes[0])]
+        document: dict[str, Any] = {
             "_id": request.idempotency_key, "run_id": envelope.run_id, "step": request.step,
             "attempt": request.attempt, "action": request.action, "outcome": kind,
-            "started_at": started, "finished_at": finished, "messages": messages,
+            "started_at": started, "finished_at": finished,
         }
-        return document, envelopes
+        if messages is not None:
+            document["messages"] = messages
+        return document, sent if sent is not None else outgoing_all(envelopes)
+
+
+def _plainly_sendable(envelopes: list[Envelope]) -> list[Outgoing] | None:
+    """The messages encoded, when their bytes show that the coordinator will take them:
+    what :func:`~contracts.registry.refusal_of_dumped` would pass without a look at the
+    values.  None when it cannot tell (it then judges them from their dumped dicts).
+
+    Plainly safe JSON (:func:`~contracts.registry.plainly_safe`) holds nothing the value
+    checks refuse, whichever encoder wrote it; a value JSON cannot hold fails to encode;
+    and a message of over half the size limit is left to the exact count (the two encoders
+    write some floats a character or two apart).  Each message was dumped to a dict and
+    that written as JSON to judge it, then encoded again to be sent.
+    """
+    try:
+        sent = outgoing_all(envelopes)
+    except (TypeError, ValueError):  # pydantic's serialization error is a ValueError
+        return None
+    for message in sent:
+        if len(message.value) > MAX_MESSAGE_BYTES // 2 or not plainly_safe(message.value):
+            return None
+    return sent

@@ -41,10 +41,11 @@ from services.step_runner.attempt import AttemptRunner
 from services.step_runner.attempts import AttemptStore
 from services.step_runner.secrets import SecretStore
 from shared.messaging import Publisher
+from shared.outgoing import Outgoing, outgoing_all
 
 log = logging.getLogger("baton.step_runner")
 # An attempt that ran: its document, its messages, its answer, whether it is stored.
-Finished = tuple[dict[str, Any], list[Envelope], "asyncio.Future[None]", bool]
+Finished = tuple[dict[str, Any], list[Outgoing], "asyncio.Future[None]", bool]
 LONGEST_RETRY_WAIT = 5.0
 
 
@@ -112,8 +113,9 @@ class StepHandler:
 
     async def _attempt(self, envelope: Envelope, future: asyncio.Future[None]) -> None:
         key = envelope.payload.idempotency_key  # type: ignore[attr-defined]
+        durable = self._durable(envelope)
         try:
-            document, outgoing = await self.run_attempt(envelope)
+            document, outgoing = await self.run_attempt(envelope, durable)
         except BaseException as exc:  # stopped, or a bug outside the action: nothing stored
             self.running.pop(key, None)
             self.slots.release()
@@ -123,7 +125,7 @@ class StepHandler:
             log.exception("step %s could not be run", key)
             future.set_exception(exc)
             return
-        self.finished.append((document, outgoing, future, self._durable(envelope)))
+        self.finished.append((document, outgoing, future, durable))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.create_task(self._write())
 
@@ -135,7 +137,7 @@ class StepHandler:
             try:
                 stored = await self.attempts.save(
                     [document for document, _, _, durable in batch if durable])
-                await self.publisher.publish(_outgoing(batch, stored))
+                await self.publisher.send(_outgoing(batch, stored))
             except Exception:
                 # MongoDB or Kafka is away: keep the outcomes (their offsets stay
                 # uncommitted, so a crash meanwhile runs the attempts again) and try again.
@@ -167,14 +169,14 @@ class StepHandler:
             await asyncio.gather(self.writer, return_exceptions=True)
 
 
-def _outgoing(batch: list[Finished], stored: list[dict[str, Any]]) -> list[Envelope]:
+def _outgoing(batch: list[Finished], stored: list[dict[str, Any]]) -> list[Outgoing]:
     """The messages of each outcome: this run's, or an earlier delivery's that was stored first."""
-    messages: list[Envelope] = []
+    messages: list[Outgoing] = []
     kept_of = iter(stored)
     for document, outgoing, _, durable in batch:
         kept = next(kept_of) if durable else document
         if kept is document:
             messages.extend(outgoing)
         else:
-            messages.extend(parse_dict(message) for message in kept["messages"])
+            messages.extend(outgoing_all(parse_dict(message) for message in kept["messages"]))
     return messages

@@ -6,10 +6,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from contracts.envelope import Envelope, Payload
 from contracts.events.runs import RunCanceled, RunCompleted, RunErrored, RunStarted
 from contracts.events.workitems import (
+    Contact,
     WorkItemAssigned,
     WorkItemCanceled,
     WorkItemClaimed,
@@ -19,10 +23,12 @@ from contracts.events.workitems import (
     WorkItemReassigned,
     WorkItemReminderDue,
 )
+from contracts.registry import REGISTRY
 from services.notification.core.templates import (
     MAX_SUBJECT_CHARS,
     NOTABLE_TYPES,
     TEMPLATES,
+    Compiled,
     notable_types,
     render,
     template_name,
@@ -77,6 +83,62 @@ def test_every_placeholder_has_a_value(
 
     needed = set(template.subject.get_identifiers()) | set(template.body.get_identifiers())
     assert needed <= values.keys()
+
+
+def dumped_values(envelope: Envelope) -> dict[str, str]:
+    """template_values as it was, from the payload dumped by pydantic."""
+    from services.notification.core import templates
+
+    raw = envelope.payload.model_dump(exclude={"contacts"})
+    values = {key: templates._text(value) for key, value in raw.items()}
+    for key, fallback in templates._FALLBACKS.items():
+        if not raw.get(key):
+            values[key] = fallback
+    values["run_id"] = templates._text(envelope.run_id)
+    values["due"] = templates._text(raw.get("due_at")) if raw.get("due_at") else "no due date"
+    values["duration"] = templates._duration(raw.get("duration_seconds"))
+    values["link"] = templates._link(envelope)
+    return values
+
+
+@pytest.mark.parametrize(("payload", "name"), EVERY_TEMPLATED_EVENT)
+def test_the_values_are_those_of_the_dumped_payload(
+    make_event: EventFactory, payload: Payload, name: str
+) -> None:
+    """template_values reads the payload's fields as they are, not dumped: the same text."""
+    fields = type(payload).model_fields
+    if "contacts" in fields:
+        payload = payload.model_copy(update={"contacts": [
+            Contact(user="u-ada", email="ada@example.com")]})
+    if "outputs" in fields:
+        payload = payload.model_copy(update={"outputs": {"n": [1, {"x": None}], "ok": True}})
+    envelope = make_event(payload)
+
+    assert template_values(envelope) == dumped_values(envelope)
+    assert "ada@example.com" not in " ".join(template_values(envelope).values())
+
+
+def test_no_notable_payload_holds_a_model_but_its_contacts() -> None:
+    """What template_values reads as it is (a nested model would read otherwise dumped)."""
+    for (type_, _), model in REGISTRY.items():
+        if type_ in NOTABLE_TYPES:
+            for name, field in model.model_fields.items():
+                annotation = str(field.annotation)
+                assert name == "contacts" or not any(
+                    isinstance(kind, type) and issubclass(kind, BaseModel)
+                    for kind in getattr(field.annotation, "__args__", (field.annotation,))
+                ), (type_, name, annotation)
+
+
+@settings(max_examples=300)
+@given(text=st.text(alphabet="$ab{}_ .", max_size=30),
+       values=st.dictionaries(st.sampled_from(["a", "b", "a_b", "_"]), st.text(max_size=5)))
+def test_a_compiled_template_fills_in_as_safe_substitute_does(text: str,
+                                                             values: dict[str, str]) -> None:
+    from string import Template
+
+    template = Template(text)
+    assert Compiled.of(template).substitute(values) == template.safe_substitute(values)
 
 
 def test_every_template_is_reachable() -> None:

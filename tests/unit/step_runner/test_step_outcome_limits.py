@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from contracts import parse, parse_dict
+from contracts import encode, parse, parse_dict
 from contracts.generate import SAMPLES_DIR
 from services.step_runner.actions import ActionContext, ActionResult
 from services.step_runner.attempts import MemoryAttempts
@@ -59,3 +59,24 @@ async def test_a_result_that_is_not_json_fails_the_step() -> None:
     failed = await outcome_of({"thing": object()})
     assert failed["retryable"] is False
     assert failed["error"].startswith("the action's result cannot be sent to the run: not JSON")
+
+
+async def test_what_is_sent_is_what_is_stored_and_judged_alike_either_way() -> None:
+    """An attempt's messages are encoded once and judged by their bytes when those are
+    plainly safe; a replayable attempt (not stored) keeps no dicts of them.  Either way the
+    bytes sent are the encoding of the stored outcome, and the verdict is the same."""
+    request = parse((SAMPLES_DIR / "StepRequested.v2.json").read_bytes())
+    for outputs in ({"ok": nested(3)}, {"deep": nested(70)}, {"n": 2**70},
+                    {"thing": object()}, {"x": float("nan"), "e": 1e300},
+                    {"text": "a\ud800"}, {"nul\x00key": 1}, {"big": "x" * 600_000}):
+        handler = StepHandler(MemoryAttempts(),
+                              {"http": Returns(outputs)}, None,  # type: ignore[arg-type, dict-item]
+                              CollectorRegistry())
+        stored, stored_sent = await handler.run_attempt(request, True)
+        replayed, replayed_sent = await handler.run_attempt(request, False)
+        (message,) = stored["messages"]
+        assert [m.value for m in stored_sent] == [encode(parse_dict(message))], outputs
+        # (a second attempt finishes later: the same outcome at another time)
+        assert [parse(m.value).payload for m in replayed_sent] == [
+            parse(m.value).payload for m in stored_sent], outputs
+        assert stored["outcome"] == replayed["outcome"]

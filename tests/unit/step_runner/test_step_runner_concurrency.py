@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from contracts import Envelope, encode
+from contracts import Envelope, encode, parse
 from contracts.envelope import new_event
 from contracts.events.records import RecordUpdateRequested
 from contracts.events.steps import StepCompleted, StepRequested
@@ -49,6 +49,10 @@ class Published:
 
     async def publish(self, envelopes: Any) -> None:
         self.envelopes.extend(envelopes)
+
+    async def send(self, messages: Any) -> None:
+        """Messages encoded already, as a consumer reads them."""
+        self.envelopes.extend(parse(message.value) for message in messages)
 
     def outcomes(self) -> dict[str, Envelope]:
         """The step outcomes published, by run."""
