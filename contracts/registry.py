@@ -157,8 +157,9 @@ def parse(raw: bytes) -> Envelope:
 # digits (beyond 64 bits), a number with a big exponent (beyond a float: a JSON number
 # follows a colon, a comma or a bracket; an "e123" inside an id's hex digits is no number),
 # a date in year 1 or 9999 (the only ones without a UTC equivalent), or enough brackets to
-# nest too deep.
-_SUSPECT = re.compile(rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-|0001-")
+# nest too deep, or the raw bytes of a lone surrogate.
+_SUSPECT = re.compile(
+    rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-|0001-|\xed[\xa0-\xbf]")
 # The same, in steps that are each a fast search for a literal: the bytes with every digit
 # made a 0 hold nineteen 0s for a run of nineteen digits, and "e000" (or its variants) for
 # an exponent of three digits, which the exact pattern then confirms (a hex id's "e123"
@@ -168,6 +169,9 @@ _SUSPECT = re.compile(rb"\\u|\d{19}|[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}|9999-
 # write an exponent ("e000", "E+000"...).
 _ZEROED = bytes.maketrans(b"123456789E+", b"000000000e-")
 _RUN_OF_19 = b"0" * 19
+# The three bytes a lenient writer gives a surrogate (U+D800-U+DFFF), which UTF-8 has no
+# code for: the JSON reader takes them as the lone surrogate, which the walk refuses.
+_ENCODED_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 _EXPONENT = re.compile(rb"[:,\[]\s*-?\d+(?:\.\d+)?[eE][+-]?\d{3}")
 
 
@@ -179,6 +183,8 @@ def plainly_safe(raw: bytes) -> bool:
     if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
         return False
     if b"\\u" in raw or b"9999-" in raw or b"0001-" in raw:
+        return False
+    if b"\xed" in raw and _ENCODED_SURROGATE.search(raw):  # a lone surrogate, unescaped
         return False
     zeroed = raw.translate(_ZEROED)
     if _RUN_OF_19 in zeroed:

@@ -96,6 +96,10 @@ def garbage(name: str) -> dict[str, tuple[bytes, str]]:
                 .encode(), "NaN"),
         "deep": (json.dumps({**good, "pad": nested}).encode(), "nested more than 64 levels"),
         "surrogate": (json.dumps({**good, "run_id": "\ud800"}).encode(), "not valid Unicode"),
+        # The same written as its raw bytes (ED A0 80), which the JSON reader also takes.
+        "raw-surrogate": (json.dumps({**good, "payload": {**good["payload"], "x": "\ud800"}},
+                                     ensure_ascii=False).encode("utf-8", "surrogatepass"),
+                          "not valid Unicode"),
         "huge-int": (json.dumps({**good, "schema_version": 10**40}).encode(), "64 bits"),
     }
 

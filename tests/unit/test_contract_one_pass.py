@@ -109,7 +109,8 @@ def test_a_sample_with_any_value_put_anywhere_is_read_alike_or_passed_on(
     (b'}}', b'},"schema_version":3.0}'),
     (b'"run_id":"', b'"run_id":"","x":"'),
     (b'"step":"', b'"step":"\\u0041'),
-    (b'"step":"', b'"step":"\xed\xa0\x80'),
+    # (A lone surrogate's raw bytes are a suspect value since: refused on the long way too,
+    # tests/unit/test_fuzz_event_parsing.py.)
     (b'"step":"', b'"step":"\t'),
     (b'{"event_id"', b'\xef\xbb\xbf{"event_id"'),
     (b'"type":"StepRequested"', b'"type":"Step\xffRequested"'),

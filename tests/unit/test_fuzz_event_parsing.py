@@ -244,6 +244,18 @@ def test_unpaired_surrogates_are_rejected(where: str) -> None:
     assert "not valid Unicode" in reason(start_run(inputs=inputs))
 
 
+@pytest.mark.parametrize("where", ["value", "key"])
+def test_unpaired_surrogates_written_as_raw_bytes_are_rejected(where: str) -> None:
+    """UTF-8 has no code for a lone surrogate, but its three bytes (ED A0 80 for U+D800)
+    are what a lenient writer sends, and the JSON reader takes them as the surrogate: an
+    envelope that could then not be encoded again (for an outbox or a dead letter)."""
+    inputs = {"x": "\ud800"} if where == "value" else {"\udfff": 1}
+    sample = json.loads(start_run(inputs=inputs))
+    raw = json.dumps(sample, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert b"\xed" in raw and b"\\u" not in raw
+    assert "not valid Unicode" in reason(raw)
+
+
 def test_nul_in_a_key_is_rejected_but_fine_in_a_value() -> None:
     assert "NUL" in reason(start_run(inputs={"a\u0000b": 1}))
     assert isinstance(outcome(start_run(inputs={"ab": "a\u0000b"})), Envelope)
