@@ -23,7 +23,6 @@ from services.stage_coordinator.core.events import fields_of
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.dispatches import dispatches_of
-from services.stage_coordinator.history import numbered
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import RunStore, StoredRun
 from shared.definitions.catalog import Definitions
@@ -194,12 +193,14 @@ class CoordinatorHandler:
             for index, payload in enumerate(t.messages)
         ]
         outbox = outgoing_all(sending)  # encoded once: stored and sent as they are
-        before = current.run if current else None
-        history = numbered(run.id, before.revision if before else 0, [
+        # Each entry as numbered() numbers them (the run and the revision it produced), built
+        # in one dict rather than copied into a second.
+        before = current.run.revision if current else 0
+        history = [
             {**fields_of(event), "cause": cause.type, "cause_id": cause.event_id,
-             "changes": changes}
-            for event, changes in zip(t.events, t.changes, strict=True)
-        ])
+             "changes": changes, "run_id": run.id, "revision": before + n}
+            for n, (event, changes) in enumerate(zip(t.events, t.changes, strict=True), start=1)
+        ]
         return StoredRun(
             run=run,
             applied=[*(current.applied if current else []), cause.event_id],
