@@ -62,7 +62,14 @@ def replay(history: Iterable[ev.RunEvent]) -> Run:
 
 
 def evolve(run: Run, event: ev.RunEvent) -> Run:
-    _apply(event, run)
+    # The applier of the event's own type, looked up directly: singledispatch's own lookup
+    # costs more than most appliers (one per event applied).  Any other type goes through
+    # it (a subclass of an event, or no applier: a TypeError).
+    applier = _APPLIERS.get(type(event))
+    if applier is None:
+        _apply(event, run)
+    else:
+        applier(event, run)
     if event.at > run.updated_at:
         run.updated_at = event.at
     run.revision += 1
@@ -74,8 +81,14 @@ def _apply(event: ev.RunEvent, run: Run) -> None:
     raise TypeError(f"no applier for {type(event).__name__}")
 
 
+_APPLIERS: dict[type[ev.RunEvent], Callable[[Any, Run], None]] = {}
+
+
 def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return _apply.register(cls)
+    def register(applier: Callable[..., None]) -> Callable[..., None]:
+        _APPLIERS[cls] = applier
+        return _apply.register(cls)(applier)
+    return register
 
 
 def _stage(run: Run, name: str, **changes: Any) -> None:
