@@ -8,7 +8,7 @@ and no stage is finished without the run having moved on from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from contracts.events import runs as run_events
 from contracts.events.workitems import WorkItemCancelRequested
@@ -36,16 +36,15 @@ from shared.definitions import Stage, Step, StepKind
 _DEPENDENCY_LOST = frozenset({StepStatus.FAILED, StepStatus.CANCELED})
 
 
-@dataclass(frozen=True)
-class Finished:
-    """The stage a move completed, for the message that says the move."""
+class Finished(NamedTuple):
+    """The stage a move completed, for the message that says the move (a tuple, built
+    cheaply: no ``object.__setattr__`` per field)."""
 
     stage: str
     duration_seconds: float
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """Where a run goes next: past the ``skipped`` stages into ``enter``, or to its end."""
 
     skipped: tuple[Stage, ...]
