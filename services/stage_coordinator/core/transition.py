@@ -258,7 +258,7 @@ def expression_context(run: Run) -> dict[str, Any]:
         "vars": run.vars,
         "steps": {
             s.name: {
-                "status": s.status.value,
+                "status": _text(s.status),
                 "outputs": s.outputs,
                 "completed_by": s.completed_by or "",
                 "decision": s.decision or "",
@@ -270,6 +270,6 @@ def expression_context(run: Run) -> dict[str, Any]:
             "id": run.id,
             "orchestration": run.orchestration,
             "version": run.version,
-            "status": run.status.value,
+            "status": _text(run.status),
         },
     }
