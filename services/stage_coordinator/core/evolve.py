@@ -70,9 +70,14 @@ def evolve(run: Run, event: ev.RunEvent) -> Run:
         _apply(event, run)
     else:
         applier(event, run)
-    if event.at > run.updated_at:
-        run.updated_at = event.at
-    run.revision += 1
+    # Set as pydantic's __setattr__ sets a field (the value, and the name among those set),
+    # without its two calls: twice for every event applied.
+    fields = run.__dict__
+    if event.at > fields["updated_at"]:
+        fields["updated_at"] = event.at
+        run.__pydantic_fields_set__.add("updated_at")
+    fields["revision"] += 1
+    run.__pydantic_fields_set__.add("revision")
     return run
 
 
