@@ -69,13 +69,18 @@ class Transition:
 
     def apply(self, event: ev.RunEvent) -> None:
         scope = audit_scope(event)
-        old = audited(self.run, scope)
-        if isinstance(event, ev.RunCreated):
-            self.run = create(event)
-        else:
-            self.run = evolve(self.current, event)
+        if scope is EVERYTHING:
+            old = audited(self.run)
+            self.run = create(event) if isinstance(event, ev.RunCreated) \
+                else evolve(self.current, event)
+            new = audited(self.run)
+        else:  # a scope's fields (audited() of the scope, without its checks)
+            run = self.current
+            old = _audited_in(run, scope)
+            self.run = run = evolve(run, event)
+            new = _audited_in(run, scope)
         self.events.append(event)
-        self.changes.append(changed(old, audited(self.run, scope)))
+        self.changes.append(changed(old, new))
 
     def context(self) -> dict[str, Any]:
         """What conditions and templates see of the run as it is now.
