@@ -193,14 +193,15 @@ class CoordinatorHandler:
             for index, payload in enumerate(t.messages)
         ]
         outbox = outgoing_all(sending)  # encoded once: stored and sent as they are
-        # Each entry as numbered() numbers them (the run and the revision it produced), built
-        # in one dict rather than copied into a second.
+        # Each entry as numbered() numbers them (the run and the revision it produced), in
+        # the event's fields' own dict (fields_of makes a new one) rather than copies of it.
         before = current.run.revision if current else 0
-        history = [
-            {**fields_of(event), "cause": cause.type, "cause_id": cause.event_id,
-             "changes": changes, "run_id": run.id, "revision": before + n}
-            for n, (event, changes) in enumerate(zip(t.events, t.changes, strict=True), start=1)
-        ]
+        history = []
+        for n, (event, changes) in enumerate(zip(t.events, t.changes, strict=True), start=1):
+            entry = fields_of(event)
+            entry.update(cause=cause.type, cause_id=cause.event_id, changes=changes,
+                         run_id=run.id, revision=before + n)
+            history.append(entry)
         return StoredRun(
             run=run,
             applied=[*(current.applied if current else []), cause.event_id],
