@@ -86,11 +86,13 @@ def _advance_once(t: Transition) -> bool:
     if holds(stage_def.exit, t.context, default=False):
         _finish_stage(t, stage_def)
         return True
-    if _start_ready(t, stage_def, steps) or _skip_unmet(t, run.stage):
+    # Each check above and below returns True once it applied an event: until then the
+    # stage's steps are still those read (``steps``), not read again.
+    if _start_ready(t, stage_def, steps) or _skip_unmet(t, run.stage, steps):
         return True
     # With or without an exit condition, a stage whose steps are all finished is over:
     # nothing left in it could make the exit condition hold later.
-    if all(s.status in STEP_SETTLED for s in t.current.steps_of(run.stage)):
+    if all(s.status in STEP_SETTLED for s in steps):
         _finish_stage(t, stage_def)
         return True
     return False
@@ -150,14 +152,14 @@ def _holds_yet(t: Transition, step: Step) -> bool:
         return False
 
 
-def _skip_unmet(t: Transition, stage: str) -> bool:
+def _skip_unmet(t: Transition, stage: str, current: list[StepState]) -> bool:
     """When nothing in the stage is active, skip a ready step whose condition is false.
 
     While other steps are active their outputs may still make the condition true, so the
     step waits; one step is skipped at a time because a skip may make another one's hold.
     Here the condition is evaluated strictly: if it fails, the run goes into Error.
+    ``current``: the stage's steps as they are.
     """
-    current = t.current.steps_of(stage)
     if any(s.status in STEP_ACTIVE for s in current):
         return False
     for step in current:
