@@ -135,8 +135,9 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     ``old``'s fields in their order, then those only ``new`` has."""
     changes = [{"field": key, "old": value, "new": new.get(key)}
                for key, value in old.items() if new.get(key) != value]
-    changes += [{"field": key, "old": None, "new": value}
-                for key, value in new.items() if value is not None and key not in old]
+    if new.keys() != old.keys():  # most events' scopes have the same fields before and after
+        changes += [{"field": key, "old": None, "new": value}
+                    for key, value in new.items() if value is not None and key not in old]
     return changes
 
 
