@@ -105,7 +105,8 @@ def _catch_up_timers(t: Transition, steps: list[StepState]) -> bool:
     step completes, whether the timer fired just now or while the run was suspended or
     in Error.
     """
-    timed = {timer.step for timer in t.current.timers}
+    timers = t.current.timers
+    timed = {timer.step for timer in timers} if timers else ()  # most runs have none
     for step in steps:
         if step.name in timed:
             continue
