@@ -75,18 +75,64 @@ def new_event(
     which is what makes a re-run handler emit the same ids and so stay idempotent.
     """
     eid = event_id or new_event_id()
-    return Envelope(
-        event_id=eid,
-        type=payload.TYPE,
-        schema_version=payload.VERSION,
-        occurred_at=occurred_at or (cause.occurred_at if cause else datetime.now(UTC)),
-        run_id=run_id if run_id is not None else (cause.run_id if cause else None),
-        key=key,
-        correlation_id=correlation_id or (cause.correlation_id if cause else eid),
-        causation_id=cause.event_id if cause else None,
-        producer=producer,
-        payload=payload,
-    )
+    fields = {
+        "event_id": eid,
+        "type": payload.TYPE,
+        "schema_version": payload.VERSION,
+        "occurred_at": occurred_at or (cause.occurred_at if cause else datetime.now(UTC)),
+        "run_id": run_id if run_id is not None else (cause.run_id if cause else None),
+        "key": key,
+        "correlation_id": correlation_id or (cause.correlation_id if cause else eid),
+        "causation_id": cause.event_id if cause else None,
+        "producer": producer,
+        "payload": payload,
+    }
+    if _valid_as_is(fields):
+        return _envelope_of(fields)
+    return Envelope(**fields)  # validated: raises as it always did
+
+
+# What the envelope's fields allow, for the check of :func:`_valid_as_is`.
+_IDS = ("event_id", "type", "correlation_id", "producer")  # 1 to 100 characters
+_OPTIONAL_IDS = (("run_id", 100), ("causation_id", 100), ("key", 300))
+_ALL_FIELDS = frozenset(Envelope.model_fields)
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _valid_as_is(fields: dict[str, Any]) -> bool:
+    """Whether validating ``fields`` would keep every value as it is: each of its exact
+    type and within its field's bounds, the time with a zone, the payload a model.
+
+    Any doubt (a subclass of str, a naive time, a long id) answers False, and the envelope
+    is validated as before.  Every message a service publishes is built here, from values
+    that nearly always come from a validated message and a payload model: validating them
+    again cost a service about 2 % of its CPU.
+    """
+    for name in _IDS:
+        value = fields[name]
+        if type(value) is not str or not 0 < len(value) <= 100:
+            return False
+    for name, longest in _OPTIONAL_IDS:
+        value = fields[name]
+        if value is not None and (type(value) is not str or len(value) > longest):
+            return False
+    version, at = fields["schema_version"], fields["occurred_at"]
+    return (type(version) is int and version >= 1
+            and type(at) is datetime and at.utcoffset() is not None
+            and isinstance(fields["payload"], Payload))
+
+
+def _envelope_of(fields: dict[str, Any]) -> Envelope:
+    """The envelope validation would build of ``fields`` (:func:`_valid_as_is`): the same
+    values in field order, every field set (``model_construct``, without its per-field
+    walk, as ``copied`` does for the coordinator's states)."""
+    envelope = _new(Envelope)
+    _set(envelope, "__dict__", fields)
+    _set(envelope, "__pydantic_fields_set__", set(_ALL_FIELDS))
+    _set(envelope, "__pydantic_extra__", None)
+    _set(envelope, "__pydantic_private__", None)
+    return envelope
 
 
 _DERIVED_NAMESPACE = uuid.NAMESPACE_URL.bytes

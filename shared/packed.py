@@ -33,6 +33,28 @@ def packed(value: Mapping[str, Any]) -> bytes:
     return bson.encode(value)
 
 
+def packed_each(values: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """``[packed(v) for v in values]`` in one encoding: each value is the same bytes inside
+    a list as on its own (BSON embeds a document as it is), cut out of one encoded list.
+    A call of the encoder costs about a microsecond before it writes anything, and a run's
+    save packs several history entries (a tenth less for a save's entries).
+
+    A value with an ``_id`` is packed on its own: the encoder moves ``_id`` first only in a
+    document of its own.
+    """
+    if len(values) < 2 or any("_id" in value for value in values):
+        return [packed(value) for value in values]
+    raw = bson.encode({"v": values})
+    cut = []
+    at = 11  # past the list's length, type, name ("v") and its own length
+    for index in range(len(values)):
+        at += len(str(index)) + 2  # the element's type and name (its index)
+        end = at + int.from_bytes(raw[at:at + 4], "little")
+        cut.append(raw[at:end])
+        at = end
+    return cut
+
+
 def opened(value: bytes | Mapping[str, Any]) -> dict[str, Any]:
     """A packed value, or one a document written before packing holds as a subdocument."""
     if isinstance(value, bytes):

@@ -23,7 +23,6 @@ from services.stage_coordinator.core.events import fields_of
 from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.dispatches import dispatches_of
-from services.stage_coordinator.history import numbered
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import RunStore, StoredRun
 from shared.definitions.catalog import Definitions
@@ -169,7 +168,10 @@ class CoordinatorHandler:
             self.metrics.rejections.labels(envelope.type).inc()
             log.warning("%s for run %s: %s", envelope.type, run_id, exc)
             return None
-        actor = getattr(payload, "requested_by", None) or getattr(payload, "completed_by", None)
+        # Its fields as they are: a getattr() of one a payload lacks costs pydantic an
+        # exception (about 2 % of the coordinator's CPU, asked for every message).
+        fields = payload.__dict__
+        actor = fields.get("requested_by") or fields.get("completed_by")
         return Context(
             run_id=run_id,
             now=envelope.occurred_at,
@@ -191,12 +193,15 @@ class CoordinatorHandler:
             for index, payload in enumerate(t.messages)
         ]
         outbox = outgoing_all(sending)  # encoded once: stored and sent as they are
-        before = current.run if current else None
-        history = numbered(run.id, before.revision if before else 0, [
-            {**fields_of(event), "cause": cause.type, "cause_id": cause.event_id,
-             "changes": changes}
-            for event, changes in zip(t.events, t.changes, strict=True)
-        ])
+        # Each entry as numbered() numbers them (the run and the revision it produced), in
+        # the event's fields' own dict (fields_of makes a new one) rather than copies of it.
+        before = current.run.revision if current else 0
+        history = []
+        for n, (event, changes) in enumerate(zip(t.events, t.changes, strict=True), start=1):
+            entry = fields_of(event)
+            entry.update(cause=cause.type, cause_id=cause.event_id, changes=changes,
+                         run_id=run.id, revision=before + n)
+            history.append(entry)
         return StoredRun(
             run=run,
             applied=[*(current.applied if current else []), cause.event_id],

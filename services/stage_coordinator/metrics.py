@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -58,16 +59,20 @@ class CoordinatorMetrics:
         return child
 
     def observe_transitions(self, runs: list[StoredRun]) -> None:
+        """Count a save's transitions, starts and ends, and observe its stages' and steps'
+        durations.  The counts are added once a save for each set of labels (a counter's
+        increment takes a lock, and a save holds up to 50 runs of one orchestration): the
+        same totals as one increment a run."""
+        counted: collections.Counter[tuple[Any, tuple[str, ...]]] = collections.Counter()
         for stored in runs:
             run = stored.run
-            self._labels(self.transitions, run.orchestration).inc()
+            counted[self.transitions, (run.orchestration,)] += 1
             for entry in stored.history_written:
                 kind = entry.get("kind")
                 if kind == "RunCreated":
-                    self._labels(self.runs_started, run.orchestration).inc()
+                    counted[self.runs_started, (run.orchestration,)] += 1
                 elif kind == "RunStatusChanged" and entry["status"] not in PAUSED_OR_RUNNING:
-                    self._labels(self.runs_finished, run.orchestration,
-                                 str(entry["status"])).inc()
+                    counted[self.runs_finished, (run.orchestration, str(entry["status"]))] += 1
                 elif kind == "StageFinished":
                     stage = run.stages.get(entry["stage"])
                     if stage and stage.started_at and stage.finished_at:
@@ -80,3 +85,5 @@ class CoordinatorMetrics:
                         self._labels(
                             self.step_seconds, run.orchestration, step.stage, step.name, step.kind
                         ).observe((step.finished_at - step.started_at).total_seconds())
+        for (metric, values), count in counted.items():
+            self._labels(metric, *values).inc(count)

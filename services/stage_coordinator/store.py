@@ -49,14 +49,14 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.stage_coordinator.core.state import Run, RunStatus
+from services.stage_coordinator.core.state import STEP_ACTIVE, Run, RunStatus
 from services.stage_coordinator.dispatches import Dispatch
 from services.stage_coordinator.history import RUN_HISTORY, pages, write_pages
 from shared.due import Alarm
 from shared.messaging import Publisher
 from shared.mongo import Index, IndexOnDemand, drop_retired, replace_at
 from shared.outgoing import Outgoing, opened_outbox, packed_outbox
-from shared.packed import items_of, opened, opened_all, packed, packed_list
+from shared.packed import items_of, opened, opened_all, packed, packed_each, packed_list
 from shared.spine.marks import Backlog, Document, OutboxMarks
 from shared.spine.mongo_marks import (
     OLD_OUTBOX_INDEX,
@@ -294,8 +294,12 @@ class RunStore:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         history_packed: dict[str, list[bytes]] = {}
         timed = False
+        fresh = packed_each([entry for stored in changed for entry in stored.new_history])
+        start = 0
         for stored in changed:
-            pending = history_packed[stored.run.id] = pending_entries(stored)
+            end = start + len(stored.new_history)
+            pending = history_packed[stored.run.id] = pending_entries(stored, fresh[start:end])
+            start = end
             doc = to_document(stored, stamp, self.outboxes.writer, pending)
             for key in OPTIONAL_FIELDS:
                 if doc.get(key) is None:
@@ -454,12 +458,13 @@ def from_document(doc: dict[str, Any]) -> StoredRun:
     )
 
 
-def pending_entries(stored: StoredRun) -> list[bytes]:
+def pending_entries(stored: StoredRun, fresh: list[bytes] | None = None) -> list[bytes]:
     """The history entries a save of the run writes into ``pending_history``, each packed
-    once: the page takes the same bytes, and the next save those it wrote already."""
+    once: the page takes the same bytes, and the next save those it wrote already.
+    ``fresh``: its new entries packed, when the caller packed a save's at once."""
     unpaged = (stored.unpaged_packed if len(stored.unpaged_packed) == len(stored.unpaged_history)
-               else [packed(e) for e in stored.unpaged_history])
-    return [*unpaged, *(packed(e) for e in stored.new_history)]
+               else packed_each(stored.unpaged_history))
+    return [*unpaged, *(packed_each(stored.new_history) if fresh is None else fresh)]
 
 
 def to_document(stored: StoredRun, stamp: datetime | None = None,
@@ -481,9 +486,9 @@ def to_document(stored: StoredRun, stamp: datetime | None = None,
     doc["next_timer_at"] = min((t.due_at for t in run.timers), default=None)
     doc["active_steps"] = [
         {"stage": s.stage, "step": s.name, "kind": s.kind, "started_at": s.started_at,
-         "dispatch": _dispatch_of(stored, s.name, s.attempt, s.status.value)}
+         "dispatch": _dispatch_of(stored, s.name, s.attempt, s.status)}
         for s in run.steps.values()
-        if s.status.value in ("in_progress", "waiting_retry")
+        if s.status in STEP_ACTIVE  # the members themselves: an enum's .value is slow
     ]
     doc["active_key"] = active_key(run)
     keys = [ACTIVE] if run.active else []

@@ -8,7 +8,7 @@ and no stage is finished without the run having moved on from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from contracts.events import runs as run_events
 from contracts.events.workitems import WorkItemCancelRequested
@@ -36,16 +36,15 @@ from shared.definitions import Stage, Step, StepKind
 _DEPENDENCY_LOST = frozenset({StepStatus.FAILED, StepStatus.CANCELED})
 
 
-@dataclass(frozen=True)
-class Finished:
-    """The stage a move completed, for the message that says the move."""
+class Finished(NamedTuple):
+    """The stage a move completed, for the message that says the move (a tuple, built
+    cheaply: no ``object.__setattr__`` per field)."""
 
     stage: str
     duration_seconds: float
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """Where a run goes next: past the ``skipped`` stages into ``enter``, or to its end."""
 
     skipped: tuple[Stage, ...]
@@ -87,11 +86,13 @@ def _advance_once(t: Transition) -> bool:
     if holds(stage_def.exit, t.context, default=False):
         _finish_stage(t, stage_def)
         return True
-    if _start_ready(t, stage_def, steps) or _skip_unmet(t, run.stage):
+    # Each check above and below returns True once it applied an event: until then the
+    # stage's steps are still those read (``steps``), not read again.
+    if _start_ready(t, stage_def, steps) or _skip_unmet(t, run.stage, steps):
         return True
     # With or without an exit condition, a stage whose steps are all finished is over:
     # nothing left in it could make the exit condition hold later.
-    if all(s.status in STEP_SETTLED for s in t.current.steps_of(run.stage)):
+    if all(s.status in STEP_SETTLED for s in steps):
         _finish_stage(t, stage_def)
         return True
     return False
@@ -104,7 +105,8 @@ def _catch_up_timers(t: Transition, steps: list[StepState]) -> bool:
     step completes, whether the timer fired just now or while the run was suspended or
     in Error.
     """
-    timed = {timer.step for timer in t.current.timers}
+    timers = t.current.timers
+    timed = {timer.step for timer in timers} if timers else ()  # most runs have none
     for step in steps:
         if step.name in timed:
             continue
@@ -151,14 +153,14 @@ def _holds_yet(t: Transition, step: Step) -> bool:
         return False
 
 
-def _skip_unmet(t: Transition, stage: str) -> bool:
+def _skip_unmet(t: Transition, stage: str, current: list[StepState]) -> bool:
     """When nothing in the stage is active, skip a ready step whose condition is false.
 
     While other steps are active their outputs may still make the condition true, so the
     step waits; one step is skipped at a time because a skip may make another one's hold.
     Here the condition is evaluated strictly: if it fails, the run goes into Error.
+    ``current``: the stage's steps as they are.
     """
-    current = t.current.steps_of(stage)
     if any(s.status in STEP_ACTIVE for s in current):
         return False
     for step in current:

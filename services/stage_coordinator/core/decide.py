@@ -7,9 +7,8 @@ copy and collects the messages to publish; it performs no I/O and reads no clock
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from contracts.envelope import Payload
 from contracts.events import commands as cmd
@@ -33,9 +32,11 @@ from services.stage_coordinator.core.transition import InvalidMove, Rejection, T
 from shared.definitions import Definition, StepKind
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a decision may know besides the run: its id, the time, who asked, definitions."""
+class Context(NamedTuple):
+    """What a decision may know besides the run: its id, the time, who asked, definitions.
+
+    A tuple rather than a frozen dataclass: one is built for every message, and a frozen
+    dataclass sets each field through ``object.__setattr__``."""
 
     run_id: str
     now: datetime

@@ -62,10 +62,22 @@ def replay(history: Iterable[ev.RunEvent]) -> Run:
 
 
 def evolve(run: Run, event: ev.RunEvent) -> Run:
-    _apply(event, run)
-    if event.at > run.updated_at:
-        run.updated_at = event.at
-    run.revision += 1
+    # The applier of the event's own type, looked up directly: singledispatch's own lookup
+    # costs more than most appliers (one per event applied).  Any other type goes through
+    # it (a subclass of an event, or no applier: a TypeError).
+    applier = _APPLIERS.get(type(event))
+    if applier is None:
+        _apply(event, run)
+    else:
+        applier(event, run)
+    # Set as pydantic's __setattr__ sets a field (the value, and the name among those set),
+    # without its two calls: twice for every event applied.
+    fields = run.__dict__
+    if event.at > fields["updated_at"]:
+        fields["updated_at"] = event.at
+        run.__pydantic_fields_set__.add("updated_at")
+    fields["revision"] += 1
+    run.__pydantic_fields_set__.add("revision")
     return run
 
 
@@ -74,8 +86,14 @@ def _apply(event: ev.RunEvent, run: Run) -> None:
     raise TypeError(f"no applier for {type(event).__name__}")
 
 
+_APPLIERS: dict[type[ev.RunEvent], Callable[[Any, Run], None]] = {}
+
+
 def _on(cls: type[ev.RunEvent]) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    return _apply.register(cls)
+    def register(applier: Callable[..., None]) -> Callable[..., None]:
+        _APPLIERS[cls] = applier
+        return _apply.register(cls)(applier)
+    return register
 
 
 def _stage(run: Run, name: str, **changes: Any) -> None:

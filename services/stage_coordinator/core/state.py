@@ -109,7 +109,9 @@ def copied(state: M, changes: dict[str, Any]) -> M:
     values = state.__dict__.copy()
     values.update(changes)
     _set(copy, "__dict__", values)
-    _set(copy, "__pydantic_fields_set__", state.__pydantic_fields_set__ | changes.keys())
+    # union() of the dict (its keys): ``set | dict.keys()`` falls back to the view's own
+    # __ror__, which builds the set twice.
+    _set(copy, "__pydantic_fields_set__", state.__pydantic_fields_set__.union(changes))
     _set(copy, "__pydantic_extra__", None)
     _set(copy, "__pydantic_private__", None)
     return copy

@@ -69,13 +69,18 @@ class Transition:
 
     def apply(self, event: ev.RunEvent) -> None:
         scope = audit_scope(event)
-        old = audited(self.run, scope)
-        if isinstance(event, ev.RunCreated):
-            self.run = create(event)
-        else:
-            self.run = evolve(self.current, event)
+        if scope is EVERYTHING:
+            old = audited(self.run)
+            self.run = create(event) if isinstance(event, ev.RunCreated) \
+                else evolve(self.current, event)
+            new = audited(self.run)
+        else:  # a scope's fields (audited() of the scope, without its checks)
+            run = self.current
+            old = _audited_in(run, scope)
+            self.run = run = evolve(run, event)
+            new = _audited_in(run, scope)
         self.events.append(event)
-        self.changes.append(changed(old, audited(self.run, scope)))
+        self.changes.append(changed(old, new))
 
     def context(self) -> dict[str, Any]:
         """What conditions and templates see of the run as it is now.
@@ -130,8 +135,9 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     ``old``'s fields in their order, then those only ``new`` has."""
     changes = [{"field": key, "old": value, "new": new.get(key)}
                for key, value in old.items() if new.get(key) != value]
-    changes += [{"field": key, "old": None, "new": value}
-                for key, value in new.items() if value is not None and key not in old]
+    if new.keys() != old.keys():  # most events' scopes have the same fields before and after
+        changes += [{"field": key, "old": None, "new": value}
+                    for key, value in new.items() if value is not None and key not in old]
     return changes
 
 
@@ -258,7 +264,7 @@ def expression_context(run: Run) -> dict[str, Any]:
         "vars": run.vars,
         "steps": {
             s.name: {
-                "status": s.status.value,
+                "status": _text(s.status),
                 "outputs": s.outputs,
                 "completed_by": s.completed_by or "",
                 "decision": s.decision or "",
@@ -270,6 +276,6 @@ def expression_context(run: Run) -> dict[str, Any]:
             "id": run.id,
             "orchestration": run.orchestration,
             "version": run.version,
-            "status": run.status.value,
+            "status": _text(run.status),
         },
     }
