@@ -92,9 +92,17 @@ def new_event(
     return Envelope(**fields)  # validated: raises as it always did
 
 
-# What the envelope's fields allow, for the check of :func:`_valid_as_is`.
-_IDS = ("event_id", "type", "correlation_id", "producer")  # 1 to 100 characters
-_OPTIONAL_IDS = (("run_id", 100), ("causation_id", 100), ("key", 300))
+def _longest(name: str) -> int:
+    """A text field's ``max_length``, as the envelope's model declares it."""
+    return int(next(m.max_length for m in Envelope.model_fields[name].metadata
+                    if getattr(m, "max_length", None) is not None))
+
+
+# What the envelope's fields allow, for the check of :func:`_valid_as_is`: read off the
+# model, so the check cannot drift from the validation it stands in for.
+_IDS = tuple((name, _longest(name)) for name in ("event_id", "type", "correlation_id",
+                                                  "producer"))  # at least 1 character too
+_OPTIONAL_IDS = tuple((name, _longest(name)) for name in ("run_id", "causation_id", "key"))
 _ALL_FIELDS = frozenset(Envelope.model_fields)
 _new = object.__new__
 _set = object.__setattr__
@@ -109,9 +117,9 @@ def _valid_as_is(fields: dict[str, Any]) -> bool:
     that nearly always come from a validated message and a payload model: validating them
     again cost a service about 2 % of its CPU.
     """
-    for name in _IDS:
+    for name, longest in _IDS:
         value = fields[name]
-        if type(value) is not str or not 0 < len(value) <= 100:
+        if type(value) is not str or not 0 < len(value) <= longest:
             return False
     for name, longest in _OPTIONAL_IDS:
         value = fields[name]
