@@ -24,7 +24,7 @@ from services.stage_coordinator.core.state import Run
 from services.stage_coordinator.core.transition import Rejection, Transition
 from services.stage_coordinator.dispatches import dispatches_of
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RunStore, StoredRun
+from services.stage_coordinator.store import APPLIED_KEPT, RunStore, StoredRun
 from shared.definitions.catalog import Definitions
 from shared.definitions.store import UnknownDefinition
 from shared.messaging import Publisher
@@ -204,7 +204,9 @@ class CoordinatorHandler:
             history.append(entry)
         return StoredRun(
             run=run,
-            applied=[*(current.applied if current else []), cause.event_id],
+            # The last APPLIED_KEPT, as the document keeps them: a run cached for long
+            # (one that waits on people for days) would otherwise grow the list for ever.
+            applied=[*(current.applied[1 - APPLIED_KEPT:] if current else []), cause.event_id],
             outbox=[*(current.outbox if current else []), *outbox],
             new_history=[*(current.new_history if current else []), *history],
             unpaged_history=list(current.unpaged_history) if current else [],

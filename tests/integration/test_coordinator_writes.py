@@ -34,6 +34,7 @@ from services.stage_coordinator.handler import CoordinatorHandler, from_work_ite
 from services.stage_coordinator.history import RUN_HISTORY, read_history
 from services.stage_coordinator.metrics import CoordinatorMetrics
 from services.stage_coordinator.store import (
+    APPLIED_KEPT,
     RUNS,
     RunStore,
     WriteConflict,
@@ -280,6 +281,31 @@ async def test_an_outbox_the_mark_covers_is_neither_swept_nor_read_as_left(
 
 def item_event(payload: Any, run_id: str) -> tuple[str, Envelope]:
     return "feed", new_event(payload, producer="assignment", run_id=run_id)
+
+
+async def test_a_cached_run_keeps_the_last_applied_ids_as_its_document_does(
+    coordinator: Coordinator,
+) -> None:
+    """A run that waits long in the cache takes many messages: the cache keeps the ids of
+    the last APPLIED_KEPT applied, as the document does, not every id it ever applied; the
+    newest are still recognised as repeats."""
+    run_id = uuid.uuid4().hex
+    await drive(coordinator, inputs(run_id)[:2])  # in review, cached
+    more = APPLIED_KEPT + 30
+    delegations = [item_event(WorkItemDelegated(
+        work_item_id=f"{run_id}:legal", step="legal", assignee_kind="user",
+        assignee="alice", delegate=f"person-{n}"), run_id) for n in range(more)]
+    await coordinator.batch(delegations)  # each names someone new: each is applied
+
+    cached = coordinator.store.cache[run_id]
+    ids = [e.event_id for _, e in delegations]
+    assert cached.applied == ids[-APPLIED_KEPT:]
+    doc = await coordinator.store.runs.find_one({"_id": run_id})
+    assert doc is not None and unpacked(doc)["applied"] == cached.applied
+    written = coordinator.written[RUNS]
+    await coordinator.batch(delegations[-1:])  # a redelivery of the newest
+    assert coordinator.written[RUNS] == written
+    assert coordinator.store.cache[run_id].applied == ids[-APPLIED_KEPT:]
 
 
 async def test_a_runs_messages_from_outcomes_and_work_items_in_one_batch_are_one_write(
