@@ -56,6 +56,13 @@ log = logging.getLogger("baton.messaging")
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
 DEAD_LETTER_KINDS = ("unparseable", "not handled", "handler failed")
+# The most a batch of one partition holds in a produce request (aiokafka's default: 16 kB,
+# about 15 of Baton's messages). A burst's outbox to one partition fills that many times
+# over; each full batch makes the next send wait for it to drain, and each is a record
+# batch the broker appends and every consumer walks. A quarter of a megabyte: a burst
+# goes out in a few requests (docs/benchmarks.md, the spine's twelfth part). A message
+# larger than this still goes, alone in its batch, up to MAX_MESSAGE_BYTES.
+PRODUCER_BATCH_BYTES = 256 * 1024
 # A dead letter must itself fit in a Kafka message (1 MB): the original is kept up to this.
 KEPT_BYTES = 256 * 1024
 KEPT_KEY = 1024
@@ -99,6 +106,7 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
         # request is in flight rides the next one (a burst still batches; a steady trickle
         # saves the 1 ms a linger cost each hop, 3 hops from a person's answer to the run's end).
         linger_ms=0,
+        max_batch_size=PRODUCER_BATCH_BYTES,
         request_timeout_ms=30_000,
         # A consumer whose group formed while its topic was missing (a broker that came back
         # empty, before the topics were created again) has no partitions until its next

@@ -6,13 +6,13 @@ two people, 4 lifecycle messages) and the documents a run must write: the run on
 input that changes it (5), each work item when opened and when completed (4), and the
 mails' deliveries as one page per batch (decision 23): 9 and a little. The floor does
 exactly that for ``runs`` runs, in batches of ``batch`` runs (a burst, as the services see
-it), with the clients Baton uses (an idempotent producer with acks=all, a long-polling
-consumer, AsyncMongoClient with one bulk write per batch and collection, each change a
-replacement guarded by the revision read, written as Baton writes it: ``replace_at``,
-decision 31) against the same
-embedded servers and the collections' real indexes: the runs on the coordinator's
-SecantusDB, the work items on assignment's, the mail pages on the shared one (decision 25),
-each store's writes of a batch at the same time as the others'. Nothing is decided: it is
+it), with the clients Baton uses (an idempotent producer with acks=all and Baton's batch
+size, a long-polling consumer, AsyncMongoClient with one bulk write per batch and
+collection, each change a replacement guarded by the revision read, written as Baton
+writes it: ``replace_at``, decision 31) against the same embedded servers and the
+collections' real indexes: the runs on the coordinator's SecantusDB, the work items on
+assignment's, the mail pages on the shared one (decision 25), each store's writes of a
+batch at the same time as the others'. Nothing is decided: it is
 the cost of the messages and writes alone, the least a run can cost on this machine with
 these servers. Baton's burst is measured against it (docs/benchmarks.md).
 """
@@ -33,6 +33,7 @@ from infra.embedded import OWN_STORES, EmbeddedServers
 from services.assignment.store import INDEXES as WORK_ITEM_INDEXES
 from services.notification.store import INDEXES as DELIVERY_INDEXES
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
+from shared.messaging import PRODUCER_BATCH_BYTES
 from shared.mongo import ensure_indexes, replace_at
 from shared.topics import TopicPolicy, ensure_topics
 
@@ -53,7 +54,8 @@ async def run_floor(workdir: Path, runs: int = 1_000, batch: int = 200) -> dict[
     try:
         await ensure_topics(servers.kafka_bootstrap, TOPICS, TopicPolicy(partitions=4))
         producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap,
-                                    enable_idempotence=True, acks="all", linger_ms=1)
+                                    enable_idempotence=True, acks="all", linger_ms=1,
+                                    max_batch_size=PRODUCER_BATCH_BYTES)
         consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=servers.kafka_bootstrap,
                                     group_id="run-floor", auto_offset_reset="latest",
                                     enable_auto_commit=False, fetch_max_wait_ms=1000)
