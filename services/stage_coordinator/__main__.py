@@ -66,6 +66,7 @@ def build(settings: CoordinatorSettings | None = None) -> Runtime:
     rt.on_stop.append(store.finished)  # the last save's messages go out before the stop
     rt.on_broker_reset.append(store.forget_all)  # before anything is read again
     rt.on_broker_reset.append(store.timers_index.restore)  # a server that lost it: again
+    rt.on_broker_reset.append(store.active_key_index.restore)
     rt.on_broker_reset.append(Reconciler(store.runs, rt.publisher, store.outboxes, store.timers,
                                          timers_index=store.timers_index))
     # A published outbox costs no write: the mark says how far they went out (decision 16).

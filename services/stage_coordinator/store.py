@@ -23,12 +23,14 @@ The document is the run's state plus what rides with it (DESIGN.md):
 - ``next_timer_at`` / ``timer_lease_until``: when the next run timer is due, and who fires it
   (its sparse index is created by the first save of a run with a timer, decision 36);
 - ``active_key``: only on an active run of an orchestration that allows one active run per
-  record (``<orchestration>|<record>``), unique: the second start for a record is refused.
+  record (``<orchestration>|<record>``), unique: the second start for a record is refused
+  (its unique index is created by the first save of such a run, decision 43).
 
-Two indexes from the start, and the timers' one only once a run has had a timer: every
-index costs the embedded MongoDB CPU for every run written, even one without its field
-(decisions 14, 36 and 37), and ``active_key``'s is nearly empty.  Lists and reports that
-are not on the hot path find runs through ``lookup`` or through the history pages.
+One index from the start (``lookup``); the timers' once a run has had a timer, and
+``active_key``'s once a run of an orchestration that allows one active run per record has
+been saved: every index costs the embedded MongoDB CPU for every run written, even one
+without its field, and a unique one more (decisions 14, 36, 37 and 43).  Lists and reports
+that are not on the hot path find runs through ``lookup`` or through the history pages.
 
 The coordinator is the only writer of a run, and one partition owns a run, so runs
 are cached between batches; the revision guard makes a stale cache harmless.
@@ -93,12 +95,13 @@ KEPT_WITH_LEASE = ("history", "timer_lease_until")
 SWEPT_FIELDS = {**OUTBOX_FIELDS, "pending_history": 1}
 # Created by earlier versions, no longer used (outboxes are marked, not cleared: decision 16).
 RETIRED_INDEXES = ("outbox_at_1",)
-INDEXES = [
-    Index(RUNS, [(LOOKUP, 1)], options={"sparse": True}),
-    Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True}),
-]
+INDEXES = [Index(RUNS, [(LOOKUP, 1)], options={"sparse": True})]
 # Created by the first save of a run with a timer, not at start-up (decision 36).
 TIMERS_INDEX = timers_index(RUNS)
+# Created by the first save of a run that holds its record (decision 43): the embedded
+# server reads its index catalogue for every document written to a collection with a
+# unique index, whether or not the document has the field.
+ACTIVE_KEY_INDEX = Index(RUNS, [("active_key", 1)], unique=True, options={"sparse": True})
 # Every active run holds the key ``active``: one seek of the multikey index.
 ACTIVE_RUNS = {LOOKUP: ACTIVE}
 # What found the active runs before decision 37 (every active run had an active_key).
@@ -141,6 +144,7 @@ class RunStore:
         self.runs = db[RUNS]
         # Shared with the timer firer and the reconcile, which look only once it exists.
         self.timers_index = IndexOnDemand(self.runs, TIMERS_INDEX)
+        self.active_key_index = IndexOnDemand(self.runs, ACTIVE_KEY_INDEX)
         self.history = db[RUN_HISTORY]
         self.publisher = publisher
         self.timers = timers or Alarm()  # woken when a save makes a timer due sooner
@@ -293,7 +297,7 @@ class RunStore:
     async def _write(self, changed: list[StoredRun], stamp: datetime | None) -> set[str]:
         ops: list[InsertOne[dict[str, Any]] | UpdateOne] = []
         history_packed: dict[str, list[bytes]] = {}
-        timed = False
+        timed = holds_record = False
         fresh = packed_each([entry for stored in changed for entry in stored.new_history])
         start = 0
         for stored in changed:
@@ -305,6 +309,7 @@ class RunStore:
                 if doc.get(key) is None:
                     doc.pop(key, None)
             timed = timed or "next_timer_at" in doc
+            holds_record = holds_record or "active_key" in doc
             if stored.is_new:
                 ops.append(InsertOne(doc))
                 continue
@@ -318,6 +323,8 @@ class RunStore:
             return set()
         if timed and not self.timers_index.known:
             await self.timers_index.ensure()  # before the first document it indexes
+        if holds_record and not self.active_key_index.known:
+            await self.active_key_index.ensure()  # before the first key it must keep unique
         self.round_trips += 1
         duplicates: set[str] = set()
         try:

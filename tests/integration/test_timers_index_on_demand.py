@@ -1,11 +1,16 @@
-"""The timers' index exists once a timer does (decision 36), on the real embedded MongoDB.
+"""The timers' index exists once a timer does (decision 36), and the unique ``active_key``
+index of runs once a run holds its record (decision 43), on the real embedded MongoDB.
 
 - a collection no timer was saved to has no ``next_timer_at`` index, and the due-timer
   reads answer "nothing" with one ``listIndexes``, never a find (which would scan);
 - the save of the first timer creates the index before it writes the document, so another
   replica (its own client, which had looked and found no index) finds and fires the
   timer on its next tick;
-- both for the spine's stores (work items) and for the coordinator's runs.
+- both for the spine's stores (work items) and for the coordinator's runs;
+- runs that hold no record leave ``runs`` without a unique index (the embedded server
+  reads its index catalogue for every document written where there is one); the first
+  save of a run that holds its record creates it before the write, and another replica
+  that never saw it is still refused a second active run of that record.
 
 Each test has a database of its own: the index must not be there from another test.
 """
@@ -24,7 +29,7 @@ from pymongo import monitoring
 from recorders import Recorder
 
 from contracts.envelope import new_event
-from contracts.events.commands import StartRun
+from contracts.events.commands import RecordRef, StartRun
 from contracts.events.workitems import AssigneeSpec, Escalation, WorkItemRequested
 from services.assignment.directory_store import DirectoryStore
 from services.assignment.guide import WorkGuide
@@ -33,7 +38,7 @@ from services.assignment.store import WORK_ITEMS, WorkItemStore
 from services.stage_coordinator.handler import CoordinatorHandler
 from services.stage_coordinator.jobs import Reconciler, TimerFirer
 from services.stage_coordinator.metrics import CoordinatorMetrics
-from services.stage_coordinator.store import RUNS, RunStore
+from services.stage_coordinator.store import ACTIVE_KEY_INDEX, RUNS, RunStore
 from shared.definitions.loading import load_definition
 from shared.definitions.store import DefinitionStore
 from shared.definitions.validate import validate_definition
@@ -158,11 +163,12 @@ async def test_the_first_work_item_timer_creates_the_index_and_another_replica_f
 
 # -- the coordinator (runs) -----------------------------------------------------------------
 
-async def coordinator(replica: Replica) -> CoordinatorHandler:
+async def coordinator(replica: Replica, *sources: str) -> CoordinatorHandler:
     definitions = DefinitionStore(replica.db)
-    definition = validate_definition(load_definition(WAITS, fmt="yaml"),
-                                     known_actions=frozenset({"wait"}))
-    await definitions.publish(definition, published_by="test", now=datetime.now(UTC))
+    for source in sources or (WAITS,):
+        definition = validate_definition(load_definition(source, fmt="yaml"),
+                                         known_actions=frozenset({"wait"}))
+        await definitions.publish(definition, published_by="test", now=datetime.now(UTC))
     return CoordinatorHandler(RunStore(replica.db, replica.publisher),  # type: ignore[arg-type]
                               definitions, replica.publisher,  # type: ignore[arg-type]
                               CoordinatorMetrics(CollectorRegistry()))
@@ -234,3 +240,56 @@ async def test_a_reconcile_creates_again_the_index_a_restarted_server_lost(
     await store.runs.drop_index(TIMERS)  # what the server lost
     await store.timers_index.restore()
     assert TIMERS in await indexes(one, RUNS)
+
+
+# -- the runs' unique active_key index ----------------------------------------------------
+
+ACTIVE_KEY = ACTIVE_KEY_INDEX.name
+HOLDS = """
+name: lazy-holds
+trigger:
+  record: {object: Quote, on: [created, updated]}
+  at_most_one_active_per_record: true
+stages:
+  - name: only
+    steps:
+      - {name: pause, action: wait, inputs: {duration: 1h}}
+"""
+
+
+def start_of(orchestration: str, record: str | None = None) -> Any:
+    ref = RecordRef(object_type="Quote", record_id=record) if record else None
+    return new_event(StartRun(orchestration=orchestration, record=ref,
+                              at_most_one_active_per_record=record is not None),
+                     producer="test", run_id=uuid.uuid4().hex)
+
+
+async def test_a_run_that_holds_its_record_creates_the_unique_index_before_its_write(
+        replicas: tuple[Replica, Replica]) -> None:
+    one, two = replicas
+    handler = await coordinator(one, WAITS, HOLDS)
+    await handler([start_of("lazy-timers-waits"), start_of("lazy-holds")])  # no record
+    await handler.store.finished()
+    assert await handler.store.runs.count_documents({}) == 2
+    assert ACTIVE_KEY not in await indexes(one, RUNS)  # nothing holds a record
+
+    one.clear()
+    first = start_of("lazy-holds", "q1")
+    await handler([first])
+    await handler.store.finished()
+    written = [name for name, target in one.commands if target == RUNS]
+    assert written.index("createIndexes") < written.index("insert")
+    assert ACTIVE_KEY in await indexes(one, RUNS)
+    held = await handler.store.runs.find_one({"_id": first.run_id})
+    assert held is not None and held["active_key"] == "lazy-holds|Quote:q1"
+
+    # Another replica, which never looked for the index, starts the same record again.
+    other = await coordinator(two)
+    assert not other.store.active_key_index.known
+    second = start_of("lazy-holds", "q1")
+    await other([second, start_of("lazy-holds", "q2")])
+    await other.store.finished()
+    assert await other.store.runs.find_one({"_id": second.run_id}) is None
+    rejected = [e for e in two.publisher.sent if e.run_id == second.run_id]
+    assert [e.type for e in rejected] == ["RunStartRejected"]
+    assert await other.store.runs.count_documents({"active_key": {"$exists": True}}) == 2

@@ -26,7 +26,7 @@ from services.stage_coordinator import jobs, listing
 from services.stage_coordinator.api import visible_to
 from services.stage_coordinator.history import INDEXES as HISTORY_INDEXES
 from services.stage_coordinator.history import RUN_HISTORY
-from services.stage_coordinator.store import ACTIVE_RUNS, RUNS, TIMERS_INDEX
+from services.stage_coordinator.store import ACTIVE_KEY_INDEX, ACTIVE_RUNS, RUNS, TIMERS_INDEX
 from services.stage_coordinator.store import INDEXES as RUN_INDEXES
 from services.trigger.starts import INDEXES as START_INDEXES
 from services.trigger.starts import STARTS
@@ -58,7 +58,7 @@ WINDOW = window_keys("writer", NOW - timedelta(minutes=1), NOW) or []
 # Which query uses which index of ``runs``: every hot query seeks, every index serves one.
 # The timers' index exists once a run has had a timer, and the timer queries are sent
 # only then (decision 36).
-ALL_RUN_INDEXES = [*RUN_INDEXES, TIMERS_INDEX]
+ALL_RUN_INDEXES = [*RUN_INDEXES, TIMERS_INDEX, ACTIVE_KEY_INDEX]
 RUN_QUERIES = {
     "due timers": (jobs.due_timers(NOW), "next_timer_at_1"),
     "next timer": (jobs.next_timer(NOW), "next_timer_at_1"),
@@ -92,6 +92,7 @@ def test_the_hot_runs_collection_keeps_three_indexes_each_serving_a_query() -> N
     declared = {index.name for index in ALL_RUN_INDEXES if index.collection == RUNS}
     assert len(declared) <= 3
     assert TIMERS_INDEX not in RUN_INDEXES  # created by the first timer, not at start-up
+    assert ACTIVE_KEY_INDEX not in RUN_INDEXES  # by the first run that holds its record
     assert declared <= {index for _, index in RUN_QUERIES.values()}
 
 
